@@ -1,0 +1,53 @@
+"""hotparams: live runtime parameters for a fleet of processes, on Redis.
+
+::
+
+    import hotparams
+    bus = hotparams.connect("redis://127.0.0.1:6379/0")
+    bus.register("chat", ChatParams)
+    bus.set("chat", {"temperature": 0.9}, author="ana", reason="warmer replies")
+"""
+
+from .bus import Bus, connect
+from .codec import MASK
+from .config import ConfigError, Settings
+from .errors import (
+    ConnectionFailed,
+    HotParamsError,
+    InvalidNamespace,
+    InvalidParams,
+    NamespaceNotFound,
+    ProtocolError,
+    SchemaError,
+    VersionConflict,
+    VersionNotFound,
+)
+from .protocol import Head, Registered
+from .schema import AnyParams, ParamSchema
+from .snapshot import Change, FieldChange, Snapshot
+
+__all__ = [
+    "MASK",
+    "AnyParams",
+    "Bus",
+    "Change",
+    "ConfigError",
+    "ConnectionFailed",
+    "FieldChange",
+    "Head",
+    "HotParamsError",
+    "InvalidNamespace",
+    "InvalidParams",
+    "NamespaceNotFound",
+    "ParamSchema",
+    "ProtocolError",
+    "Registered",
+    "SchemaError",
+    "Settings",
+    "Snapshot",
+    "VersionConflict",
+    "VersionNotFound",
+    "connect",
+]
+
+__version__ = "0.1.0"

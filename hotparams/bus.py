@@ -1,0 +1,393 @@
+"""The synchronous Bus: a thin shell that drives the operations of
+:mod:`hotparams.protocol` over a redis-py client."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar, overload
+
+import redis
+from pydantic import BaseModel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from .codec import MASK, loads
+from .config import Settings, redact_url, settings_from
+from .errors import ConnectionFailed
+from .keys import keys_for
+from .library import library_source, library_version
+from .protocol import (
+    Call,
+    Committed,
+    Head,
+    LibraryMissing,
+    Op,
+    Registered,
+    Stored,
+    Who,
+    commit_op,
+    decode_error,
+    default_author,
+    get_op,
+    head_op,
+    history_op,
+    register_op,
+    rollback_op,
+    text,
+)
+from .schema import ParamSchema
+from .snapshot import Change, FieldChange, Snapshot, diff_values
+
+__all__ = ["Bus", "connect"]
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def make_client(url: str, settings: Settings) -> redis.Redis:
+    """A redis-py client whose retries are left to hotparams (tenacity)."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=settings.connect_timeout,
+        socket_timeout=settings.socket_timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+        client_name="hotparams",
+    )
+
+
+def send(client: redis.Redis, *args: Any) -> Any:
+    """One raw command (redis-py leaves ``execute_command`` untyped)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class Bus:
+    """A connection to one Redis and the parameter namespaces in it."""
+
+    def __init__(
+        self, client: redis.Redis, *, settings: Settings | None = None, url: str = "redis://"
+    ) -> None:
+        self.client = client
+        self.settings = settings or Settings()
+        self.url = url
+        self._schemas: dict[str, ParamSchema[Any]] = {}
+        self._states: dict[str, Stored] = {}
+        self._library_checked = False
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<hotparams.Bus {redact_url(self.url)}>"
+
+    # ------------------------------------------------------------ driving
+
+    def run(self, op: Op[T]) -> T:
+        """Drive an operation generator to its result."""
+        try:
+            call = next(op)
+            while True:
+                try:
+                    reply = self.execute(call)
+                except Exception as exc:  # thrown into the op, which may handle it
+                    call = op.throw(exc)
+                else:
+                    call = op.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def execute(self, call: Call) -> Any:
+        """One call, with retries on connection errors and library reloads."""
+        self._ensure_library()
+        try:
+            return self._with_retry(lambda: send(self.client, *call.command()))
+        except ResponseError as exc:
+            error = decode_error(call.namespace, exc)
+            if not isinstance(error, LibraryMissing):
+                raise error from None
+        # Redis lost its functions (restart without persistence, FLUSHALL ...)
+        self.load_library()
+        try:
+            return self._with_retry(lambda: send(self.client, *call.command()))
+        except ResponseError as exc:
+            raise decode_error(call.namespace, exc) from None
+
+    def _with_retry(self, fn: Any) -> Any:
+        s = self.settings
+        retrying = Retrying(
+            stop=stop_after_attempt(s.retry_attempts) | stop_after_delay(s.retry_deadline),
+            wait=wait_random_exponential(multiplier=0.05, max=s.retry_max_wait),
+            retry=retry_if_exception_type(_TRANSIENT),
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except _TRANSIENT as exc:
+            raise ConnectionFailed(redact_url(self.url), describe(exc)) from None
+
+    def _ensure_library(self) -> None:
+        if self._library_checked:
+            return
+        with self._lock:
+            if self._library_checked:
+                return
+            try:
+                loaded = self._with_retry(
+                    lambda: send(self.client, "FCALL_RO", "hp_libversion", "0")
+                )
+            except ResponseError:
+                loaded = None
+            if loaded is None or text(loaded) != library_version():
+                self.load_library()
+            self._library_checked = True
+
+    def load_library(self) -> None:
+        """FUNCTION LOAD REPLACE the Lua library (idempotent)."""
+        source = library_source()
+        self._with_retry(lambda: send(self.client, "FUNCTION", "LOAD", "REPLACE", source))
+
+    # ------------------------------------------------------------ models
+
+    def bind(self, namespace: str, model: type[M]) -> ParamSchema[M]:
+        """Tell this Bus the model of a namespace without writing to Redis.
+
+        Writes then run the full model (cross-field rules) before Redis sees them.
+        """
+        keys_for(namespace)
+        schema = self._schemas.get(namespace)
+        if schema is None or schema.model is not model:
+            schema = ParamSchema.of(model)
+            self._schemas[namespace] = schema
+            self._states.pop(namespace, None)
+        return schema
+
+    def schema_of(self, namespace: str) -> ParamSchema[Any] | None:
+        return self._schemas.get(namespace)
+
+    # ------------------------------------------------------------ writes
+
+    def register(
+        self,
+        namespace: str,
+        model: type[BaseModel],
+        *,
+        initial: Mapping[str, Any] | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+        retention: int | None = None,
+        audit_maxlen: int | None = None,
+        max_value_bytes: int | None = None,
+    ) -> Registered:
+        """Store ``model``'s schema for ``namespace`` (idempotent).
+
+        A new namespace gets its defaults (or ``initial``) as version 1; a
+        changed model is stored as a new schema revision, and if that adds
+        or drops fields, as a new version too.
+        """
+        keys = keys_for(namespace)
+        schema = self.bind(namespace, model)
+        s = self.settings
+        overrides = {
+            "retention": retention,
+            "audit_maxlen": audit_maxlen,
+            "max_value_bytes": max_value_bytes,
+        }
+        settings_from({k: v for k, v in overrides.items() if v is not None})
+        chosen = {k: (v if v is not None else getattr(s, k)) for k, v in overrides.items()}
+        op = register_op(
+            keys,
+            schema,
+            epoch=secrets.token_hex(8),
+            who=Who(author or default_author(), reason, source),
+            initial=initial,
+            settings=chosen,
+        )
+        result = self.run(op)
+        self._states.pop(namespace, None)
+        return result
+
+    def set(
+        self,
+        namespace: str,
+        changes: Mapping[str, Any],
+        *,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """Change some fields; returns the new version.
+
+        With ``expect_version`` the change is made only if the namespace is
+        still at that version, else :class:`~hotparams.VersionConflict`.
+        A change that changes nothing returns the current version.
+        """
+        return self._commit(
+            namespace, changes, (), expect_version, Who(author or default_author(), reason, source)
+        )
+
+    def unset(
+        self,
+        namespace: str,
+        fields: Iterable[str],
+        *,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """Reset fields to their model defaults; returns the new version."""
+        names = [fields] if isinstance(fields, str) else list(fields)
+        return self._commit(
+            namespace, {}, names, expect_version, Who(author or default_author(), reason, source)
+        )
+
+    def _commit(
+        self,
+        namespace: str,
+        changes: Mapping[str, Any],
+        unset: Iterable[str],
+        expect: int | None,
+        who: Who,
+        **extra: Any,
+    ) -> int:
+        keys = keys_for(namespace)
+        schema = self._schemas.get(namespace)
+        known = self._states.get(namespace)
+        result: Committed = self.run(
+            commit_op(
+                keys,
+                schema,
+                dict(changes),
+                unset=list(unset),
+                expect=expect,
+                who=who,
+                known=known,
+                **extra,
+            )
+        )
+        if result.state is not None:
+            self._states[namespace] = result.state
+        else:
+            self._states.pop(namespace, None)
+        return result.version
+
+    def rollback(
+        self,
+        namespace: str,
+        version: int,
+        *,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """Make the values of ``version`` current again, as a new version."""
+        keys = keys_for(namespace)
+        result = self.run(
+            rollback_op(
+                keys,
+                self._schemas.get(namespace),
+                version,
+                expect=expect_version,
+                who=Who(author or default_author(), reason, source),
+            )
+        )
+        self._states.pop(namespace, None)
+        return result
+
+    # ------------------------------------------------------------ reads
+
+    @overload
+    def get(self, namespace: str, model: type[M], *, version: int | None = None) -> Snapshot[M]: ...
+
+    @overload
+    def get(
+        self, namespace: str, model: None = None, *, version: int | None = None
+    ) -> Snapshot[Any]: ...
+
+    def get(
+        self, namespace: str, model: type[M] | None = None, *, version: int | None = None
+    ) -> Snapshot[Any]:
+        """The current (or a retained) version as a :class:`Snapshot`."""
+        keys = keys_for(namespace)
+        schema = self.bind(namespace, model) if model else self._schemas.get(namespace)
+        stored = self.run(get_op(keys, version))
+        if schema is None:
+            return stored.snapshot(None, self.secret_fields(namespace))
+        return stored.snapshot(schema)
+
+    def head(self, namespace: str) -> Head:
+        """The current version, epoch and commit time, without the values."""
+        return self.run(head_op(keys_for(namespace)))
+
+    def history(self, namespace: str, limit: int = 50) -> list[Change]:
+        """Audit entries, newest first; secret values are masked."""
+        return self.run(history_op(keys_for(namespace), limit))
+
+    def rules(self, namespace: str) -> dict[str, Any]:
+        """The validation rules stored for the namespace's current schema."""
+        keys = keys_for(namespace)
+        head = self.head(namespace)
+        raw = self._with_retry(lambda: self.client.hget(keys.schema, str(head.schema_rev)))
+        return loads(raw) if raw else {"fields": {}}
+
+    def secret_fields(self, namespace: str) -> frozenset[str]:
+        rules = self.rules(namespace)
+        return frozenset(n for n, r in rules.get("fields", {}).items() if r.get("secret"))
+
+    def diff(self, namespace: str, a: int, b: int) -> dict[str, FieldChange]:
+        """Fields that differ between versions ``a`` and ``b``; secrets masked."""
+        keys = keys_for(namespace)
+        old = self.run(get_op(keys, a)).values()
+        new = self.run(get_op(keys, b)).values()
+        return diff_values(old, new, self.secret_fields(namespace))
+
+    def masked_values(self, namespace: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        secret = self.secret_fields(namespace)
+        return {k: (MASK if k in secret else v) for k, v in values.items()}
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Bus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(url: str = "redis://127.0.0.1:6379/0", **settings: Any) -> Bus:
+    """A :class:`Bus` for the Redis at ``url`` (``redis://``, ``rediss://``, ``unix://``).
+
+    Keyword settings are those of :class:`~hotparams.Settings`; an unknown
+    one is a :class:`~hotparams.ConfigError`.  No connection is opened until
+    the first call.
+    """
+    s = settings_from(settings)
+    try:
+        client = make_client(url, s)
+    except ValueError as exc:
+        from .config import ConfigError
+
+        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
+    return Bus(client, settings=s, url=url)

@@ -1,0 +1,68 @@
+"""Settings of a Bus, in one typed object; unknown settings are an error."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import HotParamsError
+
+__all__ = ["ConfigError", "Settings", "redact_url", "settings_from"]
+
+
+class ConfigError(HotParamsError, ValueError):
+    """An unknown or out-of-range setting."""
+
+
+class Settings(BaseModel):
+    """Connection, retry and namespace defaults of a :class:`~hotparams.Bus`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: versions kept per namespace (older ones are deleted on write)
+    retention: int = Field(100, ge=1)
+    #: audit entries kept per namespace (approximate trim)
+    audit_maxlen: int = Field(10_000, ge=1)
+    #: largest JSON text of one value, in bytes
+    max_value_bytes: int = Field(65_536, ge=1)
+    #: seconds to open a connection
+    connect_timeout: float = Field(2.0, gt=0)
+    #: seconds to wait for a reply
+    socket_timeout: float = Field(5.0, gt=0)
+    #: attempts of one call when Redis is unreachable (then ConnectionFailed)
+    retry_attempts: int = Field(5, ge=1)
+    #: upper bound of one jittered backoff wait, seconds
+    retry_max_wait: float = Field(1.0, ge=0)
+    #: give up retrying one call after this many seconds
+    retry_deadline: float = Field(10.0, gt=0)
+    #: seconds between a Live handle's reconcile probes
+    reconcile_interval: float = Field(5.0, gt=0)
+
+
+def settings_from(values: dict[str, Any]) -> Settings:
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for messages and reprs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,105 @@
+"""The one error tree of hotparams.
+
+::
+
+    HotParamsError
+     ├── ConnectionFailed      Redis unreachable (after bounded, jittered retries)
+     ├── InvalidNamespace      a malformed namespace name (also a ValueError)
+     ├── InvalidParams         values that break the schema; one message per field
+     ├── VersionConflict       a failed ``expect_version`` (compare-and-set)
+     ├── NamespaceNotFound     the namespace was never registered (or was lost)
+     ├── VersionNotFound       the version is not retained (trimmed or never written)
+     ├── SchemaError           a model that cannot describe a parameter set
+     └── ProtocolError         an unexpected reply, e.g. from an incompatible library
+
+Exceptions carry their context as attributes; their messages never contain
+a secret value or a Redis password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "ConnectionFailed",
+    "HotParamsError",
+    "InvalidNamespace",
+    "InvalidParams",
+    "NamespaceNotFound",
+    "ProtocolError",
+    "SchemaError",
+    "VersionConflict",
+    "VersionNotFound",
+]
+
+
+class HotParamsError(Exception):
+    """The root of every error hotparams raises."""
+
+
+class ConnectionFailed(HotParamsError):
+    """Redis could not be reached; ``target`` is the URL without its password."""
+
+    def __init__(self, target: str, cause: str) -> None:
+        self.target = target
+        self.cause = cause
+        super().__init__(f"Redis unreachable at {target}: {cause}")
+
+
+class InvalidNamespace(HotParamsError, ValueError):
+    """A namespace name that is not 1-64 of ``[A-Za-z0-9_.-]`` (leading alnum)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        super().__init__(
+            f"invalid namespace {namespace!r}: must be 1-64 characters of letters, "
+            'digits, "_", "." or "-", starting with a letter or digit'
+        )
+
+
+class InvalidParams(HotParamsError, ValueError):
+    """Values that break the schema. ``errors`` maps each field to its reason."""
+
+    def __init__(self, namespace: str, errors: Mapping[str, str]) -> None:
+        self.namespace = namespace
+        self.errors: dict[str, str] = dict(errors)
+        detail = "; ".join(f"{field}: {reason}" for field, reason in self.errors.items())
+        super().__init__(f"invalid parameters for {namespace!r}: {detail}")
+
+
+class VersionConflict(HotParamsError):
+    """``expect_version`` did not match the namespace's current version."""
+
+    def __init__(self, namespace: str, expected: int, actual: int) -> None:
+        self.namespace = namespace
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"version conflict on {namespace!r}: expected version {expected}, current is {actual}"
+        )
+
+
+class NamespaceNotFound(HotParamsError, LookupError):
+    """The namespace does not exist in Redis."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        super().__init__(f"namespace {namespace!r} does not exist (register it first)")
+
+
+class VersionNotFound(HotParamsError, LookupError):
+    """The version asked for is not retained."""
+
+    def __init__(self, namespace: str, version: int, detail: str = "") -> None:
+        self.namespace = namespace
+        self.version = version
+        msg = f"version {version} of {namespace!r} is not retained"
+        super().__init__(f"{msg} ({detail})" if detail else msg)
+
+
+class SchemaError(HotParamsError, TypeError):
+    """A model that cannot be used as a parameter schema."""
+
+
+class ProtocolError(HotParamsError):
+    """Redis answered something this client does not understand."""

@@ -1,0 +1,70 @@
+"""Every Redis key and channel hotparams uses, in one place.
+
+All keys of a namespace share the hash tag ``{<namespace>}``, so they live
+in one Redis Cluster slot together with the bare namespace name that the
+Lua functions receive as ``KEYS[1]``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidNamespace
+
+__all__ = ["PREFIX", "Keys", "check_namespace", "keys_for"]
+
+PREFIX = "hp"
+MAX_NAMESPACE = 64
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+
+
+def check_namespace(namespace: object) -> str:
+    """Return ``namespace`` if it is a valid name, else raise InvalidNamespace."""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise InvalidNamespace(str(namespace))
+    return namespace
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The keys of one namespace (see the README's "Implementation" section)."""
+
+    namespace: str
+
+    @property
+    def base(self) -> str:
+        return f"{PREFIX}:{{{self.namespace}}}"
+
+    @property
+    def meta(self) -> str:
+        """Hash: current version, epoch, commit time, schema revision, settings."""
+        return f"{self.base}:meta"
+
+    @property
+    def schema(self) -> str:
+        """Hash: schema revision -> validation rules (JSON)."""
+        return f"{self.base}:schema"
+
+    @property
+    def audit(self) -> str:
+        """Stream: one entry per change (who, when, why, from where, what)."""
+        return f"{self.base}:audit"
+
+    @property
+    def channel(self) -> str:
+        """Pub/sub channel: one JSON event per change."""
+        return f"{self.base}:events"
+
+    def version(self, number: int) -> str:
+        """Hash: the complete, immutable values of one version."""
+        return f"{self.base}:v:{number}"
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of the namespace."""
+        return f"{self.base}:*"
+
+
+def keys_for(namespace: str) -> Keys:
+    return Keys(check_namespace(namespace))

@@ -1,0 +1,478 @@
+"""The Redis conversation of every operation, free of I/O.
+
+Each operation is a generator that yields the calls it needs
+(:class:`FCall` or :class:`Command`) and receives their replies; the sync
+and the asyncio buses only drive these generators, so neither holds any
+logic of its own.  Errors from Redis are decoded here, in one place, and
+thrown into the generator.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, SecretStr
+from redis.exceptions import ResponseError
+
+from .codec import dumps, encode_value, loads
+from .errors import (
+    HotParamsError,
+    InvalidParams,
+    NamespaceNotFound,
+    ProtocolError,
+    VersionConflict,
+    VersionNotFound,
+)
+from .keys import Keys
+from .schema import AnyParams, ParamSchema
+from .snapshot import Change, FieldChange, Snapshot, frozen_mapping
+
+__all__ = [
+    "Command",
+    "Committed",
+    "FCall",
+    "Head",
+    "Op",
+    "Stale",
+    "Stored",
+    "Who",
+    "commit_op",
+    "decode_error",
+    "get_op",
+    "head_op",
+    "history_op",
+    "register_op",
+    "rollback_op",
+]
+
+T = TypeVar("T")
+
+#: how often a Python writer re-validates after a concurrent change
+MAX_STALE_RETRIES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class FCall:
+    """``FCALL``/``FCALL_RO`` of one library function on one namespace."""
+
+    function: str
+    namespace: str
+    args: tuple[str, ...] = ()
+    readonly: bool = False
+
+    def command(self) -> tuple[str, ...]:
+        verb = "FCALL_RO" if self.readonly else "FCALL"
+        return (verb, self.function, "1", self.namespace, *self.args)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A plain read command (e.g. ``XREVRANGE``) on a namespace's keys."""
+
+    namespace: str
+    args: tuple[str, ...]
+
+    def command(self) -> tuple[str, ...]:
+        return self.args
+
+
+Call = FCall | Command
+Op = Generator[Call, Any, T]
+
+
+class Stale(Exception):
+    """Internal: the version a writer validated against is no longer current."""
+
+    def __init__(self, actual: int) -> None:
+        self.actual = actual
+        super().__init__(f"stale base; current is {actual}")
+
+
+class LibraryMissing(Exception):
+    """Internal: Redis has no hotparams functions (restarted, flushed, new)."""
+
+
+def text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+
+
+def is_function_missing(exc: ResponseError) -> bool:
+    return "function not found" in str(exc).lower()
+
+
+_INVALID_PART = re.compile(r"^([^:]+): (.*)$")
+
+
+def decode_error(namespace: str, exc: ResponseError) -> Exception:
+    """The typed exception for an error reply of the Lua library."""
+    message = str(exc)
+    code, _, rest = message.partition(" ")
+    if code == "HP_CONFLICT":
+        expected, actual = rest.split()[:2]
+        return VersionConflict(namespace, int(expected), int(actual))
+    if code == "HP_STALE":
+        return Stale(int(rest.split()[0]))
+    if code == "HP_INVALID":
+        errors: dict[str, str] = {}
+        for part in rest.split("; "):
+            match = _INVALID_PART.match(part)
+            if match:
+                errors[match.group(1)] = match.group(2)
+            elif errors:
+                last = next(reversed(errors))
+                errors[last] += "; " + part
+        return InvalidParams(namespace, errors or {"*": rest})
+    if code == "HP_NONS":
+        return NamespaceNotFound(namespace)
+    if code == "HP_NOVERSION":
+        match = re.search(r"version (\d+)", rest)
+        number = int(match.group(1)) if match else -1
+        detail = rest[rest.find("(") + 1 : rest.rfind(")")] if "(" in rest else ""
+        return VersionNotFound(namespace, number, detail)
+    if is_function_missing(exc):
+        return LibraryMissing(message)
+    return ProtocolError(f"unexpected error from Redis for {namespace!r}: {message}")
+
+
+# ---------------------------------------------------------------- replies
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The current version of a namespace, without its values."""
+
+    version: int
+    epoch: str
+    committed_ms: int
+    schema_rev: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One version as stored: raw JSON text per field."""
+
+    namespace: str
+    version: int
+    epoch: str
+    committed_ms: int
+    schema_rev: int
+    raw: Mapping[str, str]
+
+    def values(self) -> dict[str, Any]:
+        return {name: loads(raw) for name, raw in self.raw.items()}
+
+    def snapshot(
+        self, schema: ParamSchema[Any] | None, secrets: frozenset[str] = frozenset()
+    ) -> Snapshot[Any]:
+        """Validated by ``schema``; without one, ``secrets`` become SecretStr."""
+        values = self.values()
+        if schema is not None:
+            params: BaseModel = schema.validate(self.namespace, values)
+        else:
+            params = AnyParams(
+                **{k: SecretStr(str(v)) if k in secrets else v for k, v in values.items()}
+            )
+        return Snapshot(
+            namespace=self.namespace,
+            version=self.version,
+            epoch=self.epoch,
+            params=params,
+            committed_ms=self.committed_ms,
+            schema_rev=self.schema_rev,
+            values=frozen_mapping(values),
+        )
+
+
+def parse_stored(namespace: str, reply: Sequence[Any]) -> Stored:
+    if not isinstance(reply, (list, tuple)) or len(reply) < 4 or len(reply) % 2:
+        raise ProtocolError(f"unexpected hp_get reply for {namespace!r}")
+    raw = {text(reply[i]): text(reply[i + 1]) for i in range(4, len(reply), 2)}
+    return Stored(
+        namespace=namespace,
+        version=int(reply[0]),
+        epoch=text(reply[1]),
+        committed_ms=int(reply[2]),
+        schema_rev=int(reply[3]),
+        raw=raw,
+    )
+
+
+def parse_head(namespace: str, reply: Sequence[Any]) -> Head:
+    if not isinstance(reply, (list, tuple)) or len(reply) != 4:
+        raise ProtocolError(f"unexpected hp_head reply for {namespace!r}")
+    return Head(int(reply[0]), text(reply[1]), int(reply[2]), int(reply[3]))
+
+
+# ---------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """Who makes a change, why, and from where (all go to the audit)."""
+
+    author: str
+    reason: str = ""
+    source: str = ""
+
+    def args(self) -> tuple[str, ...]:
+        source = self.source or default_source()
+        return ("@author", self.author, "@reason", self.reason, "@source", source)
+
+
+def default_source() -> str:
+    return f"python:{socket.gethostname()}:{os.getpid()}"
+
+
+def default_author() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:  # no user name in a container is normal
+        return f"uid:{os.getuid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    version: int
+    schema_rev: int
+    created: bool
+    new_revision: bool
+
+
+def register_op(
+    keys: Keys,
+    schema: ParamSchema[Any],
+    *,
+    epoch: str,
+    who: Who,
+    initial: Mapping[str, Any] | None,
+    settings: Mapping[str, int],
+) -> Op[Registered]:
+    ns = keys.namespace
+    if initial is not None:
+        schema.check_names(ns, initial)
+    params = schema.validate(ns, dict(initial or {}))
+    values = schema.encode(params, schema.fields)
+    options = {
+        "epoch": epoch,
+        "author": who.author,
+        "reason": who.reason,
+        "source": who.source or default_source(),
+        **settings,
+    }
+    args = [schema.rules_json, dumps(options)]
+    for name, raw in values.items():
+        args += [name, raw]
+    reply = yield FCall("hp_register", ns, tuple(args))
+    version, rev, created, new_rev = (int(x) for x in reply)
+    return Registered(version, rev, bool(created), bool(new_rev))
+
+
+def get_op(keys: Keys, version: int | None = None) -> Op[Stored]:
+    args = () if version is None else (str(int(version)),)
+    reply = yield FCall("hp_get", keys.namespace, args, readonly=True)
+    return parse_stored(keys.namespace, reply)
+
+
+def head_op(keys: Keys) -> Op[Head]:
+    reply = yield FCall("hp_head", keys.namespace, (), readonly=True)
+    return parse_head(keys.namespace, reply)
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    version: int
+    state: Stored | None  # the new state when the writer knows it whole
+
+
+def commit_op(
+    keys: Keys,
+    schema: ParamSchema[Any] | None,
+    changes: Mapping[str, Any],
+    *,
+    unset: Sequence[str] = (),
+    expect: int | None,
+    who: Who,
+    known: Stored | None = None,
+    replace: bool = False,
+    op: str | None = None,
+) -> Op[Committed]:
+    """Validate and commit a change.
+
+    With a model, the change is validated by the full model merged with the
+    version it applies to, and committed only if that version is still the
+    current one (``@base``); a concurrent change makes it re-read and
+    re-validate.  Without a model, the Lua rules alone apply.
+    """
+    ns = keys.namespace
+    unset = _check_change(ns, schema, changes, unset, expect)
+    options = _options(unset, expect, replace, op, who)
+    if schema is None:
+        encoded = _encode_plain(ns, changes)
+        version = int((yield FCall("hp_commit", ns, (*_pairs(encoded), *options))))
+        return Committed(version, None)
+    state = known
+    for _ in range(MAX_STALE_RETRIES):
+        if state is None or (expect is not None and state.version != expect):
+            state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
+        if expect is not None and state.version != expect:
+            raise VersionConflict(ns, expect, state.version)
+        encoded, new_raw = _validated(ns, schema, state, changes, unset, replace)
+        args = (*_pairs(encoded), *options, "@base", str(state.version))
+        try:
+            version = int((yield FCall("hp_commit", ns, args)))
+        except Stale:
+            state = None
+            continue
+        if version == state.version:  # nothing changed
+            return Committed(version, state)
+        if version != state.version + 1:
+            return Committed(version, None)
+        return Committed(version, Stored(ns, version, state.epoch, 0, state.schema_rev, new_raw))
+    raise HotParamsError(
+        f"{ns!r} changed {MAX_STALE_RETRIES} times while this change was being validated; giving up"
+    )
+
+
+def _check_change(
+    ns: str,
+    schema: ParamSchema[Any] | None,
+    changes: Mapping[str, Any],
+    unset: Sequence[str],
+    expect: int | None,
+) -> list[str]:
+    if expect is not None and (
+        isinstance(expect, bool) or not isinstance(expect, int) or expect < 0
+    ):
+        raise InvalidParams(ns, {"expect_version": "must be a version number"})
+    names = list(dict.fromkeys(unset))
+    overlap = set(names) & set(changes)
+    if overlap:
+        raise InvalidParams(ns, {n: "both set and unset" for n in sorted(overlap)})
+    if not changes and not names:
+        raise InvalidParams(ns, {"*": "nothing to change"})
+    if schema is not None:
+        schema.check_names(ns, changes)
+        schema.check_unset(ns, names)
+    return names
+
+
+def _options(
+    unset: Sequence[str], expect: int | None, replace: bool, op: str | None, who: Who
+) -> tuple[str, ...]:
+    args: list[str] = []
+    for name in unset:
+        args += ["@unset", name]
+    if expect is not None:
+        args += ["@expect", str(expect)]
+    if replace:
+        args += ["@replace", "1"]
+    if op is not None:
+        args += ["@op", op]
+    return (*args, *who.args())
+
+
+def _pairs(encoded: Mapping[str, str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for name, raw in encoded.items():
+        out += [name, raw]
+    return tuple(out)
+
+
+def _validated(
+    ns: str,
+    schema: ParamSchema[Any],
+    state: Stored,
+    changes: Mapping[str, Any],
+    unset: Sequence[str],
+    replace: bool,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The stored text of the changed fields, and the whole new state."""
+    merged = {} if replace else state.values()
+    merged.update(changes)
+    for name in unset:
+        merged.pop(name, None)
+    params = schema.validate(ns, merged)
+    touched = list(schema.fields) if replace else list(changes)
+    encoded = schema.encode(params, [n for n in touched if n not in unset])
+    new_raw = {} if replace else dict(state.raw)
+    new_raw.update(encoded)
+    for name in unset:
+        new_raw[name] = schema.defaults_json[name]
+    return encoded, new_raw
+
+
+def _encode_plain(namespace: str, changes: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for name, value in changes.items():
+        try:
+            out[name] = encode_value(value)
+        except (TypeError, ValueError) as exc:
+            problems[name] = f"cannot be stored as JSON ({exc})"
+    if problems:
+        raise InvalidParams(namespace, problems)
+    return out
+
+
+def rollback_op(
+    keys: Keys,
+    schema: ParamSchema[Any] | None,
+    target: int,
+    *,
+    expect: int | None,
+    who: Who,
+) -> Op[int]:
+    ns = keys.namespace
+    if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+        raise InvalidParams(ns, {"version": "must be a positive version number"})
+    if schema is not None:
+        # the full model (cross-field rules) must accept the old values too
+        old = parse_stored(ns, (yield FCall("hp_get", ns, (str(target),), readonly=True)))
+        schema.validate(ns, old.values())
+    args = [str(target)]
+    if expect is not None:
+        args += ["@expect", str(expect)]
+    args += who.args()
+    return int((yield FCall("hp_rollback", ns, tuple(args))))
+
+
+def history_op(keys: Keys, limit: int = 50) -> Op[list[Change]]:
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    reply = yield Command(keys.namespace, ("XREVRANGE", keys.audit, "+", "-", "COUNT", str(limit)))
+    return [parse_change(keys.namespace, entry_id, fields) for entry_id, fields in reply]
+
+
+def parse_change(namespace: str, entry_id: Any, fields: Any) -> Change:
+    if isinstance(fields, dict):
+        data = {text(k): text(v) for k, v in fields.items()}
+    else:
+        data = {text(fields[i]): text(fields[i + 1]) for i in range(0, len(fields), 2)}
+    changes = {
+        name: FieldChange(pair[0], pair[1])
+        for name, pair in loads(data.get("changes", "{}")).items()
+    }
+    target = data.get("target")
+    return Change(
+        namespace=namespace,
+        version=int(data["v"]),
+        previous=int(data.get("prev", "0")),
+        op=data.get("op", ""),
+        author=data.get("author", ""),
+        reason=data.get("reason", ""),
+        source=data.get("source", ""),
+        committed_ms=int(data.get("ts", "0")),
+        schema_rev=int(data.get("schema", "0")),
+        changes=frozen_mapping(changes),
+        target=int(target) if target else None,
+        entry_id=text(entry_id),
+    )

@@ -1,0 +1,255 @@
+"""From a pydantic model to a parameter schema (I/O-free).
+
+A :class:`ParamSchema` knows a model's fields, defaults and secret fields,
+validates values with the full model (cross-field validators included) and
+compiles the model's JSON schema into the compact rules the Lua library
+enforces on every write, whoever the writer is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .codec import dumps, encode_value, revealed
+from .errors import InvalidParams, SchemaError
+
+__all__ = ["AnyParams", "ParamSchema", "compile_rules", "errors_of"]
+
+M = TypeVar("M", bound=BaseModel)
+
+#: the key of an error that belongs to no single field (a cross-field rule)
+MODEL_ERROR_KEY = "*"
+
+_NUMERIC = {
+    "minimum": "min",
+    "maximum": "max",
+    "exclusiveMinimum": "xmin",
+    "exclusiveMaximum": "xmax",
+    "multipleOf": "multiple",
+    "minLength": "minlen",
+    "maxLength": "maxlen",
+    "minItems": "minitems",
+    "maxItems": "maxitems",
+}
+_JSON_TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
+
+
+class AnyParams(BaseModel):
+    """The params of a namespace read without its model: every field as stored."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+def _resolve(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
+    """Inline ``$ref`` / single-item ``allOf`` so constraints are visible."""
+    out = dict(prop)
+    while "$ref" in out:
+        ref = out.pop("$ref")
+        name = ref.rsplit("/", 1)[-1]
+        out = {**defs.get(name, {}), **out}
+    if "allOf" in out and len(out["allOf"]) == 1:
+        inner = _resolve(out.pop("allOf")[0], defs)
+        out = {**inner, **out}
+    return out
+
+
+def _types_of(prop: Mapping[str, Any]) -> list[str]:
+    if "enum" in prop and "type" not in prop:
+        return sorted({_json_type(value) for value in prop["enum"]})
+    if "const" in prop and "type" not in prop:
+        return [_json_type(prop["const"])]
+    kind = prop.get("type")
+    if kind is None:
+        return ["any"]
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    return [k for k in kinds if k in _JSON_TYPES] or ["any"]
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _rule(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
+    prop = _resolve(prop, defs)
+    rule: dict[str, Any] = {}
+    options = prop.get("anyOf") or prop.get("oneOf")
+    if options:
+        subs = [_resolve(o, defs) for o in options]
+        non_null = [s for s in subs if s.get("type") != "null"]
+        nullable = len(non_null) < len(subs)
+        if len(non_null) == 1:
+            rule = _rule(non_null[0], defs)
+            if nullable and "null" not in rule["types"] and "any" not in rule["types"]:
+                rule["types"] = [*rule["types"], "null"]
+        else:
+            kinds: set[str] = set()
+            for sub in non_null:
+                kinds.update(_types_of(sub))
+            if nullable:
+                kinds.add("null")
+            rule["types"] = ["any"] if "any" in kinds else sorted(kinds)
+        rule.update(_common(prop))
+        return rule
+    rule["types"] = _types_of(prop)
+    if "enum" in prop:
+        rule["enum"] = list(prop["enum"])
+    elif "const" in prop:
+        rule["enum"] = [prop["const"]]
+    for key, short in _NUMERIC.items():
+        if key in prop and isinstance(prop[key], (int, float)):
+            rule[short] = prop[key]
+    items = prop.get("items")
+    if isinstance(items, Mapping):
+        item_types = _types_of(_resolve(items, defs))
+        if "any" not in item_types:
+            rule["items"] = item_types
+    rule.update(_common(prop))
+    return rule
+
+
+def _common(prop: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if prop.get("format") == "password" or prop.get("writeOnly") or prop.get("secret") is True:
+        out["secret"] = True
+    if isinstance(prop.get("description"), str):
+        out["description"] = prop["description"]
+    return out
+
+
+def compile_rules(model: type[BaseModel]) -> dict[str, Any]:
+    """The Lua validation rules of ``model`` (a JSON-able dict)."""
+    try:
+        schema = model.model_json_schema(mode="validation")
+    except Exception as exc:  # pydantic raises several kinds here
+        raise SchemaError(f"{model.__name__} has no JSON schema: {exc}") from None
+    defs = schema.get("$defs", {})
+    props = schema.get("properties", {})
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key != name:
+            raise SchemaError(f"{model.__name__}.{name}: aliases are not supported")
+        if not name.isidentifier() or name.startswith("_"):
+            raise SchemaError(f"{model.__name__}.{name}: not a usable field name")
+        rule = _rule(props.get(name, {}), defs)
+        if not info.is_required():
+            try:
+                default = info.get_default(call_default_factory=True)
+                rule["default"] = encode_value(default)
+            except (TypeError, ValueError) as exc:
+                raise SchemaError(
+                    f"{model.__name__}.{name}: the default is not JSON-serialisable ({exc})"
+                ) from None
+        fields[name] = rule
+    if not fields:
+        raise SchemaError(f"{model.__name__} has no fields")
+    return {"fields": fields, "model": f"{model.__module__}:{model.__qualname__}"}
+
+
+def errors_of(exc: ValidationError) -> dict[str, str]:
+    """One message per field, never the offending input (it may be a secret)."""
+    out: dict[str, str] = {}
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = err.get("loc") or ()
+        field = str(loc[0]) if loc else MODEL_ERROR_KEY
+        msg = str(err.get("msg", "invalid"))
+        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if len(loc) > 1:
+            msg = f"{'.'.join(str(p) for p in loc[1:])}: {msg}"
+        out[field] = f"{out[field]}; {msg}" if field in out else msg
+    return out
+
+
+def _frozen(model: type[M]) -> type[M]:
+    if model.model_config.get("frozen"):
+        return model
+    namespace = {
+        "model_config": ConfigDict(frozen=True),
+        "__module__": model.__module__,
+        "__qualname__": model.__qualname__,
+        "__doc__": model.__doc__,
+    }
+    return type(model.__name__, (model,), namespace)
+
+
+@dataclass(frozen=True, eq=False)
+class ParamSchema(Generic[M]):
+    """A model seen as a parameter schema."""
+
+    model: type[M]
+    frozen_model: type[M]
+    rules: Mapping[str, Any]
+    rules_json: str
+    secrets: frozenset[str]
+    defaults_json: Mapping[str, str]
+
+    @classmethod
+    def of(cls, model: type[M]) -> ParamSchema[M]:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise SchemaError(f"{model!r} is not a pydantic model class")
+        rules = compile_rules(model)
+        fields = rules["fields"]
+        return cls(
+            model=model,
+            frozen_model=_frozen(model),
+            rules=rules,
+            rules_json=dumps(rules),
+            secrets=frozenset(n for n, r in fields.items() if r.get("secret")),
+            defaults_json={n: r["default"] for n, r in fields.items() if "default" in r},
+        )
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.rules["fields"])
+
+    def check_names(self, namespace: str, names: Iterable[str]) -> None:
+        unknown = {n: "unknown field" for n in names if n not in self.rules["fields"]}
+        if unknown:
+            raise InvalidParams(namespace, unknown)
+
+    def check_unset(self, namespace: str, names: Iterable[str]) -> None:
+        self.check_names(namespace, names)
+        bad = {
+            n: "cannot be unset (the field has no default)"
+            for n in names
+            if n not in self.defaults_json
+        }
+        if bad:
+            raise InvalidParams(namespace, bad)
+
+    def validate(self, namespace: str, values: Mapping[str, Any]) -> M:
+        """The frozen model built from ``values``, or InvalidParams.
+
+        Stored fields this model does not know (a newer schema) are ignored.
+        """
+        known = {k: v for k, v in values.items() if k in self.rules["fields"]}
+        try:
+            return self.frozen_model.model_validate(known)
+        except ValidationError as exc:
+            raise InvalidParams(namespace, errors_of(exc)) from None
+
+    def encode(self, params: BaseModel, names: Iterable[str]) -> dict[str, str]:
+        """Stored JSON text of the named fields of a validated instance."""
+        out: dict[str, str] = {}
+        for name in names:
+            out[name] = encode_value(getattr(params, name))
+        return out
+
+    def jsonable(self, params: BaseModel) -> dict[str, Any]:
+        return {name: revealed(getattr(params, name)) for name in self.rules["fields"]}

@@ -1,0 +1,95 @@
+"""Immutable values a reader holds: snapshots, history entries, diffs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from .codec import MASK
+
+__all__ = ["Change", "FieldChange", "Snapshot", "diff_values"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot(Generic[M]):
+    """One version of a namespace, whole and immutable.
+
+    ``params`` is a frozen instance of the namespace's model; ``values``
+    holds the same values as JSON-able data (secrets revealed, so it is left
+    out of ``repr``).  Keep a reference for the length of a request and every
+    read sees this one version.
+    """
+
+    namespace: str
+    version: int
+    epoch: str
+    params: M
+    committed_ms: int
+    schema_rev: int
+    values: Mapping[str, Any] = field(repr=False, compare=False)
+    variant: str | None = None
+
+    @property
+    def committed_at(self) -> datetime:
+        return _utc(self.committed_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One field's value before and after a change (secrets are ``MASK``)."""
+
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of a namespace's audit history."""
+
+    namespace: str
+    version: int
+    previous: int
+    op: str
+    author: str
+    reason: str
+    source: str
+    committed_ms: int
+    schema_rev: int
+    changes: Mapping[str, FieldChange]
+    target: int | None = None
+    entry_id: str = ""
+
+    @property
+    def at(self) -> datetime:
+        return _utc(self.committed_ms)
+
+
+def diff_values(
+    old: Mapping[str, Any], new: Mapping[str, Any], secrets: frozenset[str] = frozenset()
+) -> dict[str, FieldChange]:
+    """Fields whose value differs between ``old`` and ``new``; secrets masked."""
+    out: dict[str, FieldChange] = {}
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before == after and (name in old) == (name in new):
+            continue
+        if name in secrets:
+            before = MASK if name in old else None
+            after = MASK if name in new else None
+        out[name] = FieldChange(before, after)
+    return out
+
+
+def frozen_mapping(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(values))

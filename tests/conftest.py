@@ -1,0 +1,75 @@
+"""Shared fixtures: a private redis-server per session, fakeredis as a second backend.
+
+Set HOTPARAMS_REQUIRE_REDIS=1 (as .ci/run does) to fail instead of skipping
+when no redis-server binary is on PATH.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+import redis
+
+import hotparams
+from hotparams.server import LocalRedis, redis_server_binary
+
+REQUIRE_REDIS = os.environ.get("HOTPARAMS_REQUIRE_REDIS") == "1"
+
+
+def _need_redis_server() -> None:
+    if redis_server_binary() is None:
+        if REQUIRE_REDIS:
+            pytest.fail("redis-server is not on PATH and HOTPARAMS_REQUIRE_REDIS=1")
+        pytest.skip("redis-server is not on PATH")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[LocalRedis]:
+    """One private redis-server for the session; tests may FLUSHALL it."""
+    _need_redis_server()
+    server = LocalRedis().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[LocalRedis]:
+    """A redis-server of this test alone, to stop, freeze and restart."""
+    _need_redis_server()
+    server = LocalRedis().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: LocalRedis) -> Iterator[str]:
+    """The session server's URL, emptied (keys and functions) before the test."""
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    client = redis_server.client()
+    client.flushall()
+    client.function_flush()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+def bus(request: pytest.FixtureRequest) -> Iterator[hotparams.Bus]:
+    """A Bus on a real redis-server, then on fakeredis (the second backend)."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        b = hotparams.connect(url)
+    else:
+        server = fakeredis.FakeServer()
+        b = hotparams.Bus(fakeredis.FakeRedis(server=server), url="fakeredis://")
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def raw(bus: hotparams.Bus) -> redis.Redis:
+    """The plain client behind ``bus``, for redis-cli style calls and dumps."""
+    return bus.client

@@ -1,0 +1,42 @@
+"""Parameter models shared by the tests."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+
+class Tone(StrEnum):
+    plain = "plain"
+    friendly = "friendly"
+
+
+class ChatParams(BaseModel):
+    model: Literal["gpt-4o", "gpt-4o-mini", "claude-sonnet"] = "gpt-4o-mini"
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1, le=32_000)
+    system_prompt: str = Field("You are a helpful assistant.", min_length=1, max_length=4000)
+    stop: list[str] = Field(default_factory=list, max_length=4)
+    tone: Tone = Tone.plain
+    streaming: bool = True
+    fallback_model: str | None = None
+    quiet_from: int = Field(0, ge=0, le=24)
+    quiet_to: int = Field(0, ge=0, le=24)
+    api_key: SecretStr = SecretStr("sk-test-default")
+
+    @model_validator(mode="after")
+    def quiet_hours_in_order(self) -> ChatParams:
+        if self.quiet_from > self.quiet_to:
+            raise ValueError("quiet_from must be <= quiet_to")
+        return self
+
+
+class PairParams(BaseModel):
+    """Two fields a writer always changes together: a torn read shows a != b."""
+
+    a: int = 0
+    b: int = 0
+    note: str = ""
