@@ -22,13 +22,14 @@ from .errors import (
     VersionConflict,
     VersionNotFound,
 )
-from .protocol import Head, Registered
+from .protocol import BatchError, Head, Registered
 from .schema import AnyParams, ParamSchema
 from .snapshot import Change, FieldChange, Snapshot
 
 __all__ = [
     "MASK",
     "AnyParams",
+    "BatchError",
     "Bus",
     "Change",
     "ConfigError",

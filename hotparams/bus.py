@@ -29,6 +29,8 @@ from .errors import ConnectionFailed
 from .keys import keys_for
 from .library import library_source, library_version
 from .protocol import (
+    Batch,
+    BatchError,
     Call,
     Committed,
     Head,
@@ -45,6 +47,7 @@ from .protocol import (
     history_op,
     register_op,
     rollback_op,
+    set_many_op,
     text,
 )
 from .schema import ParamSchema
@@ -115,6 +118,8 @@ class Bus:
     def execute(self, call: Call) -> Any:
         """One call, with retries on connection errors and library reloads."""
         self._ensure_library()
+        if isinstance(call, Batch):
+            return self._execute_batch(call)
         try:
             return self._with_retry(lambda: send(self.client, *call.command()))
         except ResponseError as exc:
@@ -127,6 +132,19 @@ class Bus:
             return self._with_retry(lambda: send(self.client, *call.command()))
         except ResponseError as exc:
             raise decode_error(call.namespace, exc) from None
+
+    def _execute_batch(self, batch: Batch) -> list[Any]:
+        def send_all() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for call in batch.calls:
+                pipe.execute_command(*call.command())  # type: ignore[no-untyped-call]
+            return pipe.execute(raise_on_error=False)
+
+        replies = self._with_retry(send_all)
+        return [
+            decode_error(call.namespace, reply) if isinstance(reply, ResponseError) else reply
+            for call, reply in zip(batch.calls, replies, strict=True)
+        ]
 
     def _with_retry(self, fn: Any) -> Any:
         s = self.settings
@@ -258,6 +276,38 @@ class Bus:
         return self._commit(
             namespace, {}, names, expect_version, Who(author or default_author(), reason, source)
         )
+
+    def set_many(
+        self,
+        items: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> list[int]:
+        """Several changes, of one or several namespaces, in one round trip.
+
+        Every change is validated before anything is sent (an invalid one
+        raises and nothing is written); each is then atomic on its own, in
+        order, but the batch is not a transaction: if Redis rejects one, a
+        :class:`~hotparams.BatchError` tells which were committed.
+        """
+        listed = [(keys_for(ns), self._schemas.get(ns), dict(ch)) for ns, ch in items]
+        states = self._states
+        known = {k.namespace: states[k.namespace] for k, _, _ in listed if k.namespace in states}
+        who = Who(author or default_author(), reason, source)
+        try:
+            results = self.run(set_many_op(listed, who=who, known=known))
+        except BatchError:
+            for keys, _, _ in listed:
+                self._states.pop(keys.namespace, None)
+            raise
+        for (keys, _, _), result in zip(listed, results, strict=True):
+            if result.state is not None:
+                self._states[keys.namespace] = result.state
+            else:
+                self._states.pop(keys.namespace, None)
+        return [r.version for r in results]
 
     def _commit(
         self,

@@ -81,7 +81,21 @@ class Command:
         return self.args
 
 
-Call = FCall | Command
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Several FCalls sent in one pipeline (not a transaction).
+
+    The reply is a list with, per call, its reply or its decoded exception.
+    """
+
+    calls: tuple[FCall, ...]
+
+    @property
+    def namespace(self) -> str:
+        return self.calls[0].namespace if self.calls else ""
+
+
+Call = FCall | Command | Batch
 Op = Generator[Call, Any, T]
 
 
@@ -260,7 +274,7 @@ def register_op(
     if initial is not None:
         schema.check_names(ns, initial)
     params = schema.validate(ns, dict(initial or {}))
-    values = schema.encode(params, schema.fields)
+    values = schema.encode(ns, params, schema.fields)
     options = {
         "epoch": epoch,
         "author": who.author,
@@ -342,6 +356,74 @@ def commit_op(
     )
 
 
+def set_many_op(
+    items: Sequence[tuple[Keys, ParamSchema[Any] | None, Mapping[str, Any]]],
+    *,
+    who: Who,
+    known: Mapping[str, Stored],
+) -> Op[list[Committed]]:
+    """Validate every change first, then send them all in one pipeline.
+
+    Each change is atomic on its own; changes of one namespace chain their
+    ``@base`` versions.  A change that meets a concurrent write is redone
+    alone.  Errors Redis still finds raise :class:`BatchError` with the
+    outcome of every item, so a caller knows exactly what was committed.
+    """
+    states = dict(known)
+    calls: list[FCall] = []
+    planned: list[Stored | None] = []
+    for keys, schema, changes in items:
+        ns = keys.namespace
+        _check_change(ns, schema, changes, (), None)
+        if schema is None:
+            calls.append(FCall("hp_commit", ns, (*_pairs(_encode_plain(ns, changes)), *who.args())))
+            planned.append(None)
+            continue
+        state = states.get(ns)
+        if state is None:
+            state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
+        encoded, new_raw = _validated(ns, schema, state, changes, (), False)
+        args = (*_pairs(encoded), *who.args(), "@base", str(state.version))
+        calls.append(FCall("hp_commit", ns, args))
+        if new_raw != dict(state.raw):
+            state = Stored(ns, state.version + 1, state.epoch, 0, state.schema_rev, new_raw)
+        states[ns] = state
+        planned.append(state)
+    if not calls:
+        return []
+    replies = yield Batch(tuple(calls))
+    results: list[Committed | Exception] = []
+    for (keys, schema, changes), planned_state, reply in zip(items, planned, replies, strict=True):
+        if isinstance(reply, (Stale, LibraryMissing)):
+            try:
+                reply = yield from commit_op(keys, schema, changes, expect=None, who=who)
+            except HotParamsError as exc:
+                reply = exc
+        if isinstance(reply, (Exception, Committed)):
+            results.append(reply)
+        else:
+            version = int(reply)
+            ok = planned_state is not None and planned_state.version == version
+            results.append(Committed(version, planned_state if ok else None))
+    if any(isinstance(r, Exception) for r in results):
+        raise BatchError(results)
+    return [r for r in results if isinstance(r, Committed)]
+
+
+class BatchError(HotParamsError):
+    """Some changes of a batch failed; ``results`` holds each item's outcome
+    (a :class:`Committed` or the exception) in the order given."""
+
+    def __init__(self, results: Sequence[Committed | Exception]) -> None:
+        self.results = list(results)
+        failed = [(i, r) for i, r in enumerate(self.results) if isinstance(r, Exception)]
+        first = failed[0]
+        super().__init__(
+            f"{len(failed)} of {len(self.results)} changes failed; the others were committed; "
+            f"first failure (item {first[0]}): {first[1]}"
+        )
+
+
 def _check_change(
     ns: str,
     schema: ParamSchema[Any] | None,
@@ -402,7 +484,7 @@ def _validated(
         merged.pop(name, None)
     params = schema.validate(ns, merged)
     touched = list(schema.fields) if replace else list(changes)
-    encoded = schema.encode(params, [n for n in touched if n not in unset])
+    encoded = schema.encode(ns, params, [n for n in touched if n not in unset])
     new_raw = {} if replace else dict(state.raw)
     new_raw.update(encoded)
     for name in unset:

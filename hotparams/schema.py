@@ -244,11 +244,17 @@ class ParamSchema(Generic[M]):
         except ValidationError as exc:
             raise InvalidParams(namespace, errors_of(exc)) from None
 
-    def encode(self, params: BaseModel, names: Iterable[str]) -> dict[str, str]:
+    def encode(self, namespace: str, params: BaseModel, names: Iterable[str]) -> dict[str, str]:
         """Stored JSON text of the named fields of a validated instance."""
         out: dict[str, str] = {}
+        problems: dict[str, str] = {}
         for name in names:
-            out[name] = encode_value(getattr(params, name))
+            try:
+                out[name] = encode_value(getattr(params, name))
+            except (TypeError, ValueError) as exc:
+                problems[name] = f"cannot be stored as JSON ({exc})"
+        if problems:
+            raise InvalidParams(namespace, problems)
         return out
 
     def jsonable(self, params: BaseModel) -> dict[str, Any]:

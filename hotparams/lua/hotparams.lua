@@ -67,7 +67,8 @@ local function is_json_number(tok)
 end
 
 -- Replace every string literal by "" so the bare tokens can be checked.
--- Returns nil on an unterminated string.
+-- Returns nil on a malformed string: unterminated, a raw control character,
+-- a bad escape, or a lone UTF-16 surrogate (which no JSON decoder accepts).
 local function strip_strings(s)
   local out, i, n = {}, 1, #s
   while i <= n do
@@ -78,14 +79,38 @@ local function strip_strings(s)
     end
     out[#out + 1] = s:sub(i, q - 1)
     local j = q + 1
+    local high = false -- a high surrogate waits for its low half
     while true do
-      local c = s:find('["\\]', j)
-      if not c then return nil end
-      if s:sub(c, c) == '\\' then
-        j = c + 2
-      else
+      local c = s:find('[%z\1-\31"\\]', j)
+      if not c or (high and c ~= j) then return nil end
+      local ch = s:sub(c, c)
+      if ch == '"' then
+        if high then return nil end
         j = c + 1
         break
+      elseif ch ~= '\\' then
+        return nil
+      end
+      local e = s:sub(c + 1, c + 1)
+      if e == 'u' then
+        local hex = s:sub(c + 2, c + 5)
+        if not hex:match('^%x%x%x%x$') then return nil end
+        local code = tonumber(hex, 16)
+        if code >= 0xD800 and code <= 0xDBFF then
+          if high then return nil end
+          high = true
+        elseif code >= 0xDC00 and code <= 0xDFFF then
+          if not high then return nil end
+          high = false
+        elseif high then
+          return nil
+        end
+        j = c + 6
+      elseif e ~= '' and ('"\\/bfnrt'):find(e, 1, true) then
+        if high then return nil end
+        j = c + 2
+      else
+        return nil
       end
     end
     out[#out + 1] = '""'
