@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .codec import dumps, encode_value, revealed
+from .codec import MASK, dumps, encode_value, revealed
 from .errors import InvalidParams, SchemaError
 
 __all__ = ["AnyParams", "ParamSchema", "compile_rules", "errors_of"]
@@ -176,14 +176,34 @@ def errors_of(exc: ValidationError) -> dict[str, str]:
     return out
 
 
-def _frozen(model: type[M]) -> type[M]:
-    if model.model_config.get("frozen"):
+def _frozen(model: type[M], secrets: frozenset[str]) -> type[M]:
+    """A frozen subclass of ``model`` that compares equal to plain instances
+    and masks every secret field (not only SecretStr ones) in its repr."""
+    if model.model_config.get("frozen") and not secrets:
         return model
+
+    def __eq__(self: BaseModel, other: object) -> bool:
+        if not isinstance(other, model):
+            return NotImplemented
+        return self.__dict__ == other.__dict__ and self.__pydantic_extra__ == (
+            other.__pydantic_extra__
+        )
+
+    def __hash__(self: BaseModel) -> int:
+        return hash(dumps(revealed(self)))
+
+    def __repr_args__(self: BaseModel) -> Any:
+        for name, value in model.__repr_args__(self):
+            yield name, (MASK if name in secrets else value)
+
     namespace = {
         "model_config": ConfigDict(frozen=True),
         "__module__": model.__module__,
         "__qualname__": model.__qualname__,
         "__doc__": model.__doc__,
+        "__eq__": __eq__,
+        "__hash__": __hash__,
+        "__repr_args__": __repr_args__,
     }
     return type(model.__name__, (model,), namespace)
 
@@ -205,12 +225,13 @@ class ParamSchema(Generic[M]):
             raise SchemaError(f"{model!r} is not a pydantic model class")
         rules = compile_rules(model)
         fields = rules["fields"]
+        secrets = frozenset(n for n, r in fields.items() if r.get("secret"))
         return cls(
             model=model,
-            frozen_model=_frozen(model),
+            frozen_model=_frozen(model, secrets),
             rules=rules,
             rules_json=dumps(rules),
-            secrets=frozenset(n for n, r in fields.items() if r.get("secret")),
+            secrets=secrets,
             defaults_json={n: r["default"] for n, r in fields.items() if "default" in r},
         )
 
@@ -242,7 +263,10 @@ class ParamSchema(Generic[M]):
         try:
             return self.frozen_model.model_validate(known)
         except ValidationError as exc:
-            raise InvalidParams(namespace, errors_of(exc)) from None
+            errors = errors_of(exc)
+        # raised outside the except block: the ValidationError (which holds
+        # the input, perhaps a secret) must not ride along as __context__
+        raise InvalidParams(namespace, errors)
 
     def encode(self, namespace: str, params: BaseModel, names: Iterable[str]) -> dict[str, str]:
         """Stored JSON text of the named fields of a validated instance."""

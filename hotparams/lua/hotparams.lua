@@ -40,6 +40,7 @@ local MAX_NAMESPACE = 64
 local DEFAULT_RETENTION = 100
 local DEFAULT_AUDIT_MAXLEN = 10000
 local DEFAULT_MAX_VALUE_BYTES = 65536
+local MAX_SAFE_INT = 9007199254740992 -- 2^53: exact in every JSON reader
 
 -- ------------------------------------------------------------------ keys
 
@@ -236,6 +237,9 @@ local function check_value(rule, raw, max_bytes)
     end
   end
   if jt == 'number' or jt == 'integer' then
+    if (jt == 'integer' or not type_allowed(types, 'number', 0.5)) and math.abs(v) > MAX_SAFE_INT then
+      return 'integers must be between -2^53 and 2^53'
+    end
     if rule.min ~= nil and v < rule.min then return clause('must be >= ' .. rule.min, v, secret) end
     if rule.max ~= nil and v > rule.max then return clause('must be <= ' .. rule.max, v, secret) end
     if rule.xmin ~= nil and v <= rule.xmin then return clause('must be > ' .. rule.xmin, v, secret) end
@@ -640,7 +644,14 @@ local function change(ns, args, raw_strings)
       if takes_string and not (value == 'null' and #rule.types > 1) then
         local quoted = value:sub(1, 1) == '"' and is_strict_json(value)
           and pcall(cjson.decode, value)
-        if not quoted then value = cjson.encode(value) end
+        if not quoted then
+          if not valid_utf8(value) then
+            problems[#problems + 1] = { name, 'not valid UTF-8' }
+            value = '""'
+          else
+            value = cjson.encode(value)
+          end
+        end
       end
     end
     new[name] = value

@@ -1,0 +1,42 @@
+"""Small helpers shared by tests: dumping a namespace, waiting for a condition."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from hotparams.keys import keys_for
+
+
+def _s(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def dump_namespace(client: redis.Redis, namespace: str) -> dict[str, Any]:
+    """Every key of a namespace with its full content, for before/after checks."""
+    out: dict[str, Any] = {}
+    for key in sorted(_s(k) for k in client.scan_iter(match=keys_for(namespace).pattern)):
+        kind = _s(client.type(key))
+        if kind == "hash":
+            out[key] = {_s(k): _s(v) for k, v in client.hgetall(key).items()}
+        elif kind == "stream":
+            out[key] = [
+                (_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in client.xrange(key)
+            ]
+        elif kind == "string":
+            out[key] = _s(client.get(key))
+        else:
+            out[key] = kind
+    return out
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
