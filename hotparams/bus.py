@@ -147,6 +147,10 @@ class Bus:
         ]
 
     def _with_retry(self, fn: Any) -> Any:
+        try:  # the happy path pays nothing for the retry machinery
+            return fn()
+        except _TRANSIENT:
+            pass
         s = self.settings
         retrying = Retrying(
             stop=stop_after_attempt(s.retry_attempts) | stop_after_delay(s.retry_deadline),

@@ -14,6 +14,7 @@ import re
 import socket
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, SecretStr
@@ -240,8 +241,13 @@ class Who:
         return ("@author", self.author, "@reason", self.reason, "@source", source)
 
 
+@cache
+def _hostname() -> str:
+    return socket.gethostname()
+
+
 def default_source() -> str:
-    return f"python:{socket.gethostname()}:{os.getpid()}"
+    return f"python:{_hostname()}:{os.getpid()}"
 
 
 def default_author() -> str:
@@ -361,6 +367,7 @@ def set_many_op(
     *,
     who: Who,
     known: Mapping[str, Stored],
+    _depth: int = 0,
 ) -> Op[list[Committed]]:
     """Validate every change first, then send them all in one pipeline.
 
@@ -393,21 +400,45 @@ def set_many_op(
         return []
     replies = yield Batch(tuple(calls))
     results: list[Committed | Exception] = []
-    for (keys, schema, changes), planned_state, reply in zip(items, planned, replies, strict=True):
+    redo: list[int] = []
+    for index, (planned_state, reply) in enumerate(zip(planned, replies, strict=True)):
         if isinstance(reply, (Stale, LibraryMissing)):
-            try:
-                reply = yield from commit_op(keys, schema, changes, expect=None, who=who)
-            except HotParamsError as exc:
-                reply = exc
-        if isinstance(reply, (Exception, Committed)):
+            redo.append(index)  # a concurrent write (or lost functions): redo below
+            results.append(reply)
+        elif isinstance(reply, Exception):
             results.append(reply)
         else:
             version = int(reply)
             ok = planned_state is not None and planned_state.version == version
             results.append(Committed(version, planned_state if ok else None))
+    if redo:
+        redone = yield from _redo_op([items[i] for i in redo], who, _depth)
+        for index, outcome in zip(redo, redone, strict=True):
+            results[index] = outcome
     if any(isinstance(r, Exception) for r in results):
         raise BatchError(results)
     return [r for r in results if isinstance(r, Committed)]
+
+
+def _redo_op(
+    items: Sequence[tuple[Keys, ParamSchema[Any] | None, Mapping[str, Any]]],
+    who: Who,
+    depth: int,
+) -> Op[list[Committed | Exception]]:
+    """Items of a batch that met a concurrent write: re-read and pipeline
+    them again, and past two attempts commit them one by one."""
+    if depth < 2:
+        try:
+            return list((yield from set_many_op(items, who=who, known={}, _depth=depth + 1)))
+        except BatchError as exc:
+            return exc.results
+    out: list[Committed | Exception] = []
+    for keys, schema, changes in items:
+        try:
+            out.append((yield from commit_op(keys, schema, changes, expect=None, who=who)))
+        except HotParamsError as exc:
+            out.append(exc)
+    return out
 
 
 class BatchError(HotParamsError):

@@ -346,10 +346,23 @@ local function require_meta(ns)
   return meta, nil
 end
 
+-- Decoded rules, keyed by their JSON text (immutable for a given text), so
+-- a write does not decode the schema again.  Bounded: cleared when full.
+local rules_cache, rules_cached = {}, 0
+
 local function load_rules(ns, rev)
   local text = redis.call('HGET', key_of(ns, 'schema'), tostring(rev))
   if not text then return nil end
-  return cjson.decode(text)
+  local rules = rules_cache[text]
+  if rules == nil then
+    rules = cjson.decode(text)
+    if rules_cached >= 256 then
+      rules_cache, rules_cached = {}, 0
+    end
+    rules_cache[text] = rules
+    rules_cached = rules_cached + 1
+  end
+  return rules
 end
 
 -- Values of version n as {field -> raw JSON}, or nil when not retained.
