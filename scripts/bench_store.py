@@ -24,8 +24,8 @@ from pydantic import BaseModel, Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import hotparams  # noqa: E402
-from hotparams.server import LocalRedis  # noqa: E402
+import hotparams
+from hotparams.server import LocalRedis
 
 
 class ChatParams(BaseModel):
