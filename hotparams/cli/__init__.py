@@ -1,0 +1,11 @@
+"""The ``hotparams`` command line: ``hotparams [--url URL] VERB ...``.
+
+Modules: :mod:`.app` (the typer app, exit codes in one place),
+:mod:`.context` (connection, options, exit-code table), :mod:`.values`
+(``key=value`` parsing by the stored schema), :mod:`.render` (tables and
+JSON), :mod:`.commands` (the verbs), :mod:`.watch` (the live tail).
+"""
+
+from .app import app, main, run
+
+__all__ = ["app", "main", "run"]

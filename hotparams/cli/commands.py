@@ -1,0 +1,341 @@
+"""The verbs that read and change a namespace: init, get, set, unset,
+rollback, history, diff, schema (``watch`` lives in :mod:`.watch`)."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from ..bus import Bus
+from ..codec import MASK, loads
+from ..keys import keys_for
+from ..protocol import Command, Stored, get_op
+from ..snapshot import Change
+from .context import (
+    AuthorOpt,
+    ExpectOpt,
+    JsonOpt,
+    ReasonOpt,
+    State,
+    cli_source,
+    load_model,
+    state_of,
+)
+from .render import (
+    change_block,
+    change_doc,
+    changes_doc,
+    changes_table,
+    iso_time,
+    local_time,
+    print_json,
+    schema_table,
+    values_table,
+)
+from .values import field_rules, parse_assignments, secret_names, split_assignments
+
+__all__ = ["diff", "get", "history", "init", "rollback", "schema", "set_", "unset"]
+
+NamespaceArg = Annotated[str, typer.Argument(metavar="NS", help="The namespace, e.g. chat.")]
+SchemaOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--schema",
+        metavar="MODULE:MODEL",
+        help="Also validate with this pydantic model (its cross-field rules too).",
+    ),
+]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def rules_at(bus: Bus, namespace: str, rev: int) -> dict[str, Any]:
+    """The validation rules of one schema revision (``{"fields": {}}`` if gone)."""
+    keys = keys_for(namespace)
+    raw = bus.run(_one(Command(namespace, ("HGET", keys.schema, str(rev)))))
+    return loads(raw) if raw else {"fields": {}}
+
+
+def _one(call: Command) -> Generator[Command, Any, Any]:
+    return (yield call)
+
+
+def defaults_of(rules: dict[str, Any]) -> dict[str, Any]:
+    secret = secret_names(rules)
+    out: dict[str, Any] = {}
+    for name, rule in field_rules(rules).items():
+        if "default" in rule:
+            out[name] = MASK if name in secret else loads(rule["default"])
+    return out
+
+
+def change_of(bus: Bus, namespace: str, version: int) -> Change | None:
+    """The audit entry of ``version`` (secrets masked), if it is still there."""
+    for change in bus.history(namespace, limit=10):
+        if change.version == version:
+            return change
+    return None
+
+
+def report_write(state: State, namespace: str, before: int, after: int, json_out: bool) -> None:
+    """What a write verb prints: the new version and what changed."""
+    change = change_of(state.bus(), namespace, after) if after != before else None
+    changes = change.changes if change else {}
+    if json_out:
+        doc = {
+            "namespace": namespace,
+            "version": after,
+            "previous": before,
+            "changed": after != before,
+            "changes": changes_doc(changes),
+        }
+        print_json(state.out, doc)
+        return
+    if after == before:
+        state.out.print(f"{namespace}: nothing changed (version {after})")
+        return
+    what = f" (rollback to {change.target})" if change and change.op == "rollback" else ""
+    state.out.print(Text(f"{namespace}: version {before} -> {after}{what}", style="bold"))
+    if changes:
+        state.out.print(changes_table(changes))
+
+
+# ------------------------------------------------------------------ writes
+
+
+def init(
+    ctx: typer.Context,
+    namespace: NamespaceArg,
+    schema: Annotated[
+        str,
+        typer.Option("--schema", metavar="MODULE:MODEL", help="The model, e.g. app:Params."),
+    ],
+    author: AuthorOpt = None,
+    reason: ReasonOpt = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Store the schema of NS from a pydantic model; a new NS gets its defaults as version 1."""
+    state = state_of(ctx)
+    keys_for(namespace)
+    model = load_model(schema)
+    reg = state.bus().register(namespace, model, author=author, reason=reason, source=cli_source())
+    if json_out:
+        doc = {
+            "namespace": namespace,
+            "version": reg.version,
+            "schema_rev": reg.schema_rev,
+            "created": reg.created,
+            "new_revision": reg.new_revision,
+        }
+        print_json(state.out, doc)
+    elif reg.created:
+        state.out.print(f"{namespace}: created at version {reg.version} (schema revision 1)")
+    elif reg.new_revision:
+        state.out.print(
+            f"{namespace}: schema revision {reg.schema_rev} stored; now at version {reg.version}"
+        )
+    else:
+        state.out.print(
+            f"{namespace}: schema unchanged (revision {reg.schema_rev}, version {reg.version})"
+        )
+
+
+def set_(
+    ctx: typer.Context,
+    namespace: NamespaceArg,
+    assignments: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="KEY=VALUE...",
+            help="Values parsed by each field's type: text for a string field, JSON otherwise.",
+        ),
+    ],
+    expect_version: ExpectOpt = None,
+    author: AuthorOpt = None,
+    reason: ReasonOpt = "",
+    schema: SchemaOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change fields of NS: set chat temperature=0.9 model=gpt-4o stop='["\\n"]'."""
+    state = state_of(ctx)
+    keys_for(namespace)
+    split_assignments(assignments)  # usage errors before any I/O
+    model = load_model(schema) if schema else None
+    bus = state.bus()
+    head = bus.head(namespace)
+    values = parse_assignments(namespace, assignments, rules_at(bus, namespace, head.schema_rev))
+    if model is not None:
+        bus.bind(namespace, model)
+    version = bus.set(
+        namespace,
+        values,
+        expect_version=expect_version,
+        author=author,
+        reason=reason,
+        source=cli_source(),
+    )
+    report_write(state, namespace, head.version, version, json_out)
+
+
+def unset(
+    ctx: typer.Context,
+    namespace: NamespaceArg,
+    fields: Annotated[list[str], typer.Argument(metavar="KEY...", help="Fields to reset.")],
+    expect_version: ExpectOpt = None,
+    author: AuthorOpt = None,
+    reason: ReasonOpt = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Reset fields of NS to their defaults."""
+    state = state_of(ctx)
+    bus = state.bus()
+    head = bus.head(namespace)
+    version = bus.unset(
+        namespace,
+        fields,
+        expect_version=expect_version,
+        author=author,
+        reason=reason,
+        source=cli_source(),
+    )
+    report_write(state, namespace, head.version, version, json_out)
+
+
+def rollback(
+    ctx: typer.Context,
+    namespace: NamespaceArg,
+    version: Annotated[int, typer.Argument(metavar="VERSION", min=1, help="A retained version.")],
+    expect_version: ExpectOpt = None,
+    author: AuthorOpt = None,
+    reason: ReasonOpt = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Make the values of VERSION current again, as a new version."""
+    state = state_of(ctx)
+    bus = state.bus()
+    head = bus.head(namespace)
+    new = bus.rollback(
+        namespace,
+        version,
+        expect_version=expect_version,
+        author=author,
+        reason=reason,
+        source=cli_source(),
+    )
+    report_write(state, namespace, head.version, new, json_out)
+
+
+# ------------------------------------------------------------------ reads
+
+
+def get(
+    ctx: typer.Context,
+    namespace: NamespaceArg,
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="A retained version (default: current).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the values of NS (secrets as ******)."""
+    state = state_of(ctx)
+    bus = state.bus()
+    stored: Stored = bus.run(get_op(keys_for(namespace), version))
+    rules = rules_at(bus, namespace, stored.schema_rev)
+    secret = secret_names(rules)
+    if version is not None:  # a field secret in the current schema stays hidden too
+        secret |= secret_names(rules_at(bus, namespace, bus.head(namespace).schema_rev))
+    real = stored.values()
+    values = {k: (MASK if k in secret else v) for k, v in real.items()}
+    if json_out:
+        doc = {
+            "namespace": namespace,
+            "version": stored.version,
+            "epoch": stored.epoch,
+            "committed_ms": stored.committed_ms,
+            "committed_at": iso_time(stored.committed_ms),
+            "schema_rev": stored.schema_rev,
+            "values": dict(sorted(values.items())),
+        }
+        print_json(state.out, doc)
+        return
+    defaults = defaults_of(rules)
+    changed = frozenset(
+        name
+        for name, rule in field_rules(rules).items()
+        if "default" in rule and name in real and real[name] != loads(rule["default"])
+    )
+    state.out.print(
+        Text.assemble(
+            (namespace, "bold"),
+            f"  version {stored.version}  committed {local_time(stored.committed_ms)}",
+        )
+    )
+    state.out.print(values_table(values, defaults, changed))
+
+
+def history(
+    ctx: typer.Context,
+    namespace: NamespaceArg,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many changes.")] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """The changes of NS, newest first: who, when, from where, why, what."""
+    state = state_of(ctx)
+    bus = state.bus()
+    bus.head(namespace)  # an unknown namespace is an error, not an empty list
+    changes = bus.history(namespace, limit=limit)
+    if json_out:
+        print_json(state.out, [change_doc(c) for c in changes])
+    else:
+        for change in changes:
+            state.out.print(change_block(change))
+
+
+def diff(
+    ctx: typer.Context,
+    namespace: NamespaceArg,
+    a: Annotated[int, typer.Argument(metavar="A", min=1, help="The older version.")],
+    b: Annotated[int, typer.Argument(metavar="B", min=1, help="The newer version.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """The fields that differ between versions A and B of NS."""
+    state = state_of(ctx)
+    changes = state.bus().diff(namespace, a, b)
+    if json_out:
+        doc = {"namespace": namespace, "from": a, "to": b, "changes": changes_doc(changes)}
+        print_json(state.out, doc)
+    elif not changes:
+        state.out.print(f"{namespace}: versions {a} and {b} have the same values")
+    else:
+        state.out.print(Text(f"{namespace}: version {a} -> {b}", style="bold"))
+        state.out.print(changes_table(changes))
+
+
+def schema(ctx: typer.Context, namespace: NamespaceArg, json_out: JsonOpt = False) -> None:
+    """The schema stored for NS: types, defaults, rules (secret defaults as ******)."""
+    state = state_of(ctx)
+    bus = state.bus()
+    head = bus.head(namespace)
+    rules = rules_at(bus, namespace, head.schema_rev)
+    defaults = defaults_of(rules)
+    if json_out:
+        fields = {}
+        for name, rule in field_rules(rules).items():
+            fields[name] = {**rule, **({"default": defaults[name]} if name in defaults else {})}
+        doc = {
+            "namespace": namespace,
+            "schema_rev": head.schema_rev,
+            "model": rules.get("model"),
+            "fields": fields,
+        }
+        print_json(state.out, doc)
+        return
+    model = f"  model {rules['model']}" if rules.get("model") else ""
+    state.out.print(
+        Text.assemble((namespace, "bold"), f"  schema revision {head.schema_rev}{model}")
+    )
+    state.out.print(schema_table(rules, defaults))

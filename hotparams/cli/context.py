@@ -1,0 +1,161 @@
+"""What every verb shares: the connection, the consoles, the exit codes.
+
+Exit codes (the README's "Command line" section lists them too):
+
+====  ==================================================================
+0     ok
+1     any other failure (an unexpected reply, an internal error)
+2     usage: a bad flag or argument, ``key`` without ``=``, a malformed
+      namespace name, a ``--schema`` module or attribute that cannot be
+      imported, an invalid ``--url``
+3     invalid value: a value that does not parse as the field's type or
+      breaks the schema, an unknown field, a model that is not a schema
+4     version conflict (``--expect-version``)
+5     Redis unreachable
+6     not found: the namespace or the version does not exist
+130   interrupted (Ctrl-C), except ``watch``, which stops with 0
+====  ==================================================================
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+from ..bus import Bus, connect
+from ..config import ConfigError
+from ..errors import (
+    ConnectionFailed,
+    HotParamsError,
+    InvalidNamespace,
+    InvalidParams,
+    NamespaceNotFound,
+    SchemaError,
+    VersionConflict,
+    VersionNotFound,
+)
+from .values import UsageProblem
+
+__all__ = [
+    "DEFAULT_URL",
+    "EXIT_CODES",
+    "AuthorOpt",
+    "ExpectOpt",
+    "JsonOpt",
+    "ReasonOpt",
+    "State",
+    "exit_code_for",
+    "load_model",
+    "state_of",
+]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+#: settings of the CLI's Bus: an operator wants a fast, clear failure
+CLI_SETTINGS: dict[str, Any] = {"retry_attempts": 2, "retry_deadline": 2.0, "connect_timeout": 2.0}
+
+#: exception class -> exit code; the first match (in this order) wins
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (UsageProblem, 2),
+    (InvalidNamespace, 2),
+    (ConfigError, 2),
+    (InvalidParams, 3),
+    (SchemaError, 3),
+    (VersionConflict, 4),
+    (ConnectionFailed, 5),
+    (NamespaceNotFound, 6),
+    (VersionNotFound, 6),
+    (HotParamsError, 1),
+)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return 1
+
+
+@dataclass
+class State:
+    """The global options, and the Bus made from them on first use."""
+
+    url: str = DEFAULT_URL
+    out: Console = field(default_factory=lambda: Console(highlight=False))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    _bus: Bus | None = None
+
+    def bus(self) -> Bus:
+        if self._bus is None:
+            self._bus = connect(self.url, **CLI_SETTINGS)
+        return self._bus
+
+    def close(self) -> None:
+        if self._bus is not None:
+            self._bus.close()
+            self._bus = None
+
+
+def state_of(ctx: typer.Context) -> State:
+    obj = ctx.find_object(State)
+    if obj is None:  # a verb invoked without the group (tests of one command)
+        obj = ctx.ensure_object(State)
+    return obj
+
+
+def cli_source() -> str:
+    """The audit's "from where" of a change made with this CLI."""
+    return f"cli:{socket.gethostname()}"
+
+
+def load_model(spec: str) -> type[BaseModel]:
+    """Import ``module:Model`` (the current directory first on the path)."""
+    module_name, colon, attr = spec.partition(":")
+    if not colon or not module_name or not attr:
+        raise UsageProblem(f"--schema must be module:Model, got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageProblem(f"--schema {spec}: cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module itself fails: show why, in one line
+        raise UsageProblem(
+            f"--schema {spec}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageProblem(
+                f"--schema {spec}: module {module_name!r} has no attribute {attr!r}"
+            ) from None
+    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
+        raise SchemaError(f"--schema {spec}: {attr} is not a pydantic model class")
+    return obj
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output: JSON on stdout.")]
+AuthorOpt = Annotated[
+    str | None,
+    typer.Option("--author", help="Who makes the change (audit). Default: the OS user."),
+]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (audit).")]
+ExpectOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--expect-version",
+        min=0,
+        help="Change only if the namespace is still at this version (else exit 4).",
+    ),
+]

@@ -1,0 +1,193 @@
+"""What the CLI prints: rich tables for people, JSON for scripts.
+
+Every function here gets values that are already masked (``******``) where
+the field is secret; none of them ever sees a secret value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from ..codec import MASK
+from ..snapshot import Change, FieldChange
+from .values import field_rules, shown
+
+__all__ = [
+    "change_block",
+    "change_doc",
+    "changes_doc",
+    "changes_table",
+    "local_time",
+    "print_json",
+    "schema_table",
+    "values_table",
+]
+
+OLD = "red"
+NEW = "green"
+DIM = "dim"
+
+
+def local_time(ms: int) -> str:
+    """A commit time (epoch ms) as local wall-clock time."""
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def iso_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="milliseconds")
+
+
+def print_json(console: Console, doc: Any, *, compact: bool = False) -> None:
+    indent = None if compact else 2
+    text = json.dumps(doc, ensure_ascii=False, indent=indent)
+    console.file.write(text + "\n")
+    console.file.flush()
+
+
+def value_text(value: Any, style: str = "") -> Text:
+    if value == MASK:
+        return Text(MASK, style=DIM)
+    return Text(shown(value), style=style)
+
+
+# ------------------------------------------------------------------ values
+
+
+def values_table(
+    values: Mapping[str, Any], defaults: Mapping[str, Any], changed: frozenset[str]
+) -> Table:
+    """field | value | default (the default only where the value differs)."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_column("default", style=DIM)
+    for name in sorted(values):
+        default = value_text(defaults[name]) if name in changed and name in defaults else ""
+        table.add_row(name, value_text(values[name], "cyan" if name in changed else ""), default)
+    return table
+
+
+# ------------------------------------------------------------------ changes
+
+
+def _arrow(change: FieldChange, initial: bool) -> Text:
+    if initial and change.old is None:
+        return value_text(change.new, NEW)
+    return Text.assemble(value_text(change.old, OLD), " -> ", value_text(change.new, NEW))
+
+
+def changes_table(changes: Mapping[str, FieldChange], *, initial: bool = False) -> RenderableType:
+    """One aligned, indented line per field: ``name  old -> new`` (old red, new green).
+
+    ``initial``: the first values of a namespace, shown without ``null ->``.
+    """
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for name, change in changes.items():
+        grid.add_row(name, _arrow(change, initial))
+    return Padding(grid, (0, 0, 0, 2), expand=False)
+
+
+def changes_doc(changes: Mapping[str, FieldChange]) -> dict[str, Any]:
+    return {name: {"old": c.old, "new": c.new} for name, c in changes.items()}
+
+
+def _what(change: Change) -> str:
+    return f"rollback to {change.target}" if change.op == "rollback" else change.op
+
+
+def change_block(change: Change) -> RenderableType:
+    """One change as ``history`` and ``watch`` print it: a header line, then
+    one aligned line per field."""
+    header = Text.assemble(
+        (f"v{change.version}", "bold"),
+        "  ",
+        local_time(change.committed_ms),
+        "  ",
+        (_what(change), "magenta"),
+        f"  by {change.author or '-'} via {change.source or '-'}",
+    )
+    if change.reason:
+        header.append(f"  {json.dumps(change.reason, ensure_ascii=False)}", style=DIM)
+    if not change.changes:
+        return header
+    return Group(header, changes_table(change.changes, initial=change.op == "init"))
+
+
+def change_doc(change: Change) -> dict[str, Any]:
+    """A history entry for ``--json`` (also one line of ``watch --json``)."""
+    return {
+        "namespace": change.namespace,
+        "version": change.version,
+        "previous": change.previous,
+        "op": change.op,
+        "target": change.target,
+        "author": change.author,
+        "reason": change.reason,
+        "source": change.source,
+        "committed_ms": change.committed_ms,
+        "committed_at": iso_time(change.committed_ms),
+        "schema_rev": change.schema_rev,
+        "changes": changes_doc(change.changes),
+    }
+
+
+# ------------------------------------------------------------------ schema
+
+
+def _type_of(rule: Mapping[str, Any]) -> str:
+    types = [str(t) for t in rule.get("types") or ["any"]]
+    items = rule.get("items")
+    if "array" in types and items:
+        types = [f"array of {' | '.join(items)}" if t == "array" else t for t in types]
+    return " | ".join(types)
+
+
+def _constraints(rule: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    if "enum" in rule:
+        parts.append("one of " + ", ".join(shown(e) for e in rule["enum"]))
+    for key, label in (("min", ">="), ("xmin", ">"), ("max", "<="), ("xmax", "<")):
+        if key in rule:
+            parts.append(f"{label} {rule[key]}")
+    if "multiple" in rule:
+        parts.append(f"multiple of {rule['multiple']}")
+    for key, label in (("minlen", "min length"), ("maxlen", "max length")):
+        if key in rule:
+            parts.append(f"{label} {rule[key]}")
+    for key, label in (("minitems", "min items"), ("maxitems", "max items")):
+        if key in rule:
+            parts.append(f"{label} {rule[key]}")
+    if rule.get("secret"):
+        parts.append("secret")
+    return ", ".join(parts)
+
+
+def schema_table(rules: Mapping[str, Any], defaults: Mapping[str, Any]) -> Table:
+    """field | type | default | rules [| description, when any field has one]."""
+    fields = field_rules(rules)
+    described = any(rule.get("description") for rule in fields.values())
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("field", style="bold")
+    table.add_column("type")
+    table.add_column("default")
+    table.add_column("rules")
+    if described:
+        table.add_column("description", style=DIM)
+    for name, rule in fields.items():
+        default = value_text(defaults[name]) if name in defaults else Text("required", DIM)
+        row: list[RenderableType] = [name, _type_of(rule), default, _constraints(rule)]
+        if described:
+            row.append(str(rule.get("description", "")))
+        table.add_row(*row)
+    return table
