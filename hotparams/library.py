@@ -1,24 +1,35 @@
-"""The Lua library shipped as package data."""
+"""The Lua library shipped as package data.
+
+The library's version is a digest of its source, written into the code at
+load time, so a client always knows whether Redis runs exactly its library.
+"""
 
 from __future__ import annotations
 
-import re
+import hashlib
 from functools import cache
 from importlib.resources import files
 
 __all__ = ["LIBRARY_NAME", "library_source", "library_version"]
 
 LIBRARY_NAME = "hotparams"
+_PLACEHOLDER = "local LIBVERSION = 'dev'"
 
 
 @cache
-def library_source() -> str:
+def _file_text() -> str:
     return files("hotparams").joinpath("lua/hotparams.lua").read_text(encoding="utf-8")
 
 
 @cache
 def library_version() -> str:
-    match = re.search(r"^local LIBVERSION = '([^']+)'", library_source(), re.M)
-    if not match:  # pragma: no cover - a packaging error
-        raise RuntimeError("hotparams.lua has no LIBVERSION")
-    return match.group(1)
+    return hashlib.sha256(_file_text().encode()).hexdigest()[:16]
+
+
+@cache
+def library_source() -> str:
+    """The code to FUNCTION LOAD, with its version filled in."""
+    text = _file_text()
+    if _PLACEHOLDER not in text:  # pragma: no cover - a packaging error
+        raise RuntimeError("hotparams.lua lost its LIBVERSION placeholder")
+    return text.replace(_PLACEHOLDER, f"local LIBVERSION = '{library_version()}'", 1)

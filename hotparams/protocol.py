@@ -32,6 +32,7 @@ from .errors import (
 from .keys import Keys
 from .schema import AnyParams, ParamSchema
 from .snapshot import Change, FieldChange, Snapshot, frozen_mapping
+from .variants import VariantSet
 
 __all__ = [
     "Command",
@@ -55,6 +56,8 @@ T = TypeVar("T")
 
 #: how often a Python writer re-validates after a concurrent change
 MAX_STALE_RETRIES = 64
+#: the field of a version hash holding its A/B variants
+VARIANTS_FIELD = "@variants"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +182,7 @@ class Stored:
     committed_ms: int
     schema_rev: int
     raw: Mapping[str, str]
+    variants: str | None = None  # the A/B variants document (JSON) or None
 
     def values(self) -> dict[str, Any]:
         return {name: loads(raw) for name, raw in self.raw.items()}
@@ -202,6 +206,7 @@ class Stored:
             committed_ms=self.committed_ms,
             schema_rev=self.schema_rev,
             values=frozen_mapping(values),
+            variants=VariantSet.from_json(self.variants),
         )
 
 
@@ -209,6 +214,7 @@ def parse_stored(namespace: str, reply: Sequence[Any]) -> Stored:
     if not isinstance(reply, (list, tuple)) or len(reply) < 4 or len(reply) % 2:
         raise ProtocolError(f"unexpected hp_get reply for {namespace!r}")
     raw = {text(reply[i]): text(reply[i + 1]) for i in range(4, len(reply), 2)}
+    variants = raw.pop(VARIANTS_FIELD, None)
     return Stored(
         namespace=namespace,
         version=int(reply[0]),
@@ -216,6 +222,7 @@ def parse_stored(namespace: str, reply: Sequence[Any]) -> Stored:
         committed_ms=int(reply[2]),
         schema_rev=int(reply[3]),
         raw=raw,
+        variants=variants,
     )
 
 
@@ -356,7 +363,8 @@ def commit_op(
             return Committed(version, state)
         if version != state.version + 1:
             return Committed(version, None)
-        return Committed(version, Stored(ns, version, state.epoch, 0, state.schema_rev, new_raw))
+        new_state = Stored(ns, version, state.epoch, 0, state.schema_rev, new_raw, state.variants)
+        return Committed(version, new_state)
     raise HotParamsError(
         f"{ns!r} changed {MAX_STALE_RETRIES} times while this change was being validated; giving up"
     )
@@ -393,7 +401,9 @@ def set_many_op(
         args = (*_pairs(encoded), *who.args(), "@base", str(state.version))
         calls.append(FCall("hp_commit", ns, args))
         if new_raw != dict(state.raw):
-            state = Stored(ns, state.version + 1, state.epoch, 0, state.schema_rev, new_raw)
+            state = Stored(
+                ns, state.version + 1, state.epoch, 0, state.schema_rev, new_raw, state.variants
+            )
         states[ns] = state
         planned.append(state)
     if not calls:
@@ -514,6 +524,7 @@ def _validated(
     for name in unset:
         merged.pop(name, None)
     params = schema.validate(ns, merged)
+    check_variants_merge(ns, schema, merged, VariantSet.from_json(state.variants))
     touched = list(schema.fields) if replace else list(changes)
     encoded = schema.encode(ns, params, [n for n in touched if n not in unset])
     new_raw = {} if replace else dict(state.raw)
@@ -521,6 +532,115 @@ def _validated(
     for name in unset:
         new_raw[name] = schema.defaults_json[name]
     return encoded, new_raw
+
+
+def check_variants_merge(
+    ns: str, schema: ParamSchema[Any], base: Mapping[str, Any], variants: VariantSet
+) -> None:
+    """Each variant merged with the base must satisfy the full model."""
+    for name, variant in variants.variants.items():
+        try:
+            schema.validate(ns, {**base, **variant.overrides})
+        except InvalidParams as exc:
+            raise InvalidParams(
+                ns, {f"variant {name} {field}": reason for field, reason in exc.errors.items()}
+            ) from None
+
+
+def variant_op(
+    keys: Keys,
+    schema: ParamSchema[Any] | None,
+    name: str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    percent: float | None = None,
+    users: Sequence[str] | None = None,
+    remove: bool = False,
+    expect: int | None,
+    who: Who,
+    known: Stored | None = None,
+) -> Op[Committed]:
+    """Create, change or remove one A/B variant: a new version (op "variant")."""
+    ns = keys.namespace
+    if overrides is not None and schema is not None:
+        schema.check_names(ns, overrides)
+    state = known
+    for _ in range(MAX_STALE_RETRIES):
+        if state is None or (expect is not None and state.version != expect):
+            state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
+        if expect is not None and state.version != expect:
+            raise VersionConflict(ns, expect, state.version)
+        updated = _updated_variants(ns, schema, state, name, overrides, percent, users, remove)
+        if schema is not None:
+            check_variants_merge(ns, schema, state.values(), updated)
+        document = updated.to_json()
+        args: list[str] = [
+            "@variants",
+            document or "",
+            "@op",
+            "variant",
+            "@base",
+            str(state.version),
+        ]
+        if expect is not None:
+            args += ["@expect", str(expect)]
+        try:
+            version = int((yield FCall("hp_commit", ns, (*args, *who.args()))))
+        except Stale:
+            state = None
+            continue
+        if version == state.version + 1:
+            new_state = Stored(ns, version, state.epoch, 0, state.schema_rev, state.raw, document)
+            return Committed(version, new_state)
+        return Committed(version, state if version == state.version else None)
+    raise HotParamsError(f"{ns!r} changed {MAX_STALE_RETRIES} times during a variant change")
+
+
+def _updated_variants(
+    ns: str,
+    schema: ParamSchema[Any] | None,
+    state: Stored,
+    name: str,
+    overrides: Mapping[str, Any] | None,
+    percent: float | None,
+    users: Sequence[str] | None,
+    remove: bool,
+) -> VariantSet:
+    current = VariantSet.from_json(state.variants)
+    try:
+        if remove:
+            return current.without(name)
+        encoded = None
+        if overrides is not None:
+            encoded = _override_values(ns, schema, state, name, overrides)
+        return current.with_variant(name, encoded, percent, users)
+    except InvalidParams:
+        raise
+    except KeyError:
+        raise InvalidParams(ns, {"variant": f"no variant named {name!r}"}) from None
+    except ValueError as exc:
+        field, _, reason = str(exc).partition(": ")
+        raise InvalidParams(ns, {field or "variant": reason or str(exc)}) from None
+
+
+def _override_values(
+    ns: str,
+    schema: ParamSchema[Any] | None,
+    state: Stored,
+    name: str,
+    overrides: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Overrides as stored JSON values: through the model when it is known."""
+    if schema is None:
+        return {k: loads(v) for k, v in _encode_plain(ns, overrides).items()}
+    merged = {**state.values(), **overrides}
+    try:
+        params = schema.validate(ns, merged)
+    except InvalidParams as exc:
+        raise InvalidParams(
+            ns, {f"variant {name} {field}": reason for field, reason in exc.errors.items()}
+        ) from None
+    return {k: loads(v) for k, v in schema.encode(ns, params, overrides).items()}
 
 
 def _encode_plain(namespace: str, changes: Mapping[str, Any]) -> dict[str, str]:
@@ -575,6 +695,7 @@ def parse_change(namespace: str, entry_id: Any, fields: Any) -> Change:
         for name, pair in loads(data.get("changes", "{}")).items()
     }
     target = data.get("target")
+    variants = loads(data["variants"]) if "variants" in data else None
     return Change(
         namespace=namespace,
         version=int(data["v"]),
@@ -588,4 +709,5 @@ def parse_change(namespace: str, entry_id: Any, fields: Any) -> Change:
         changes=frozen_mapping(changes),
         target=int(target) if target else None,
         entry_id=text(entry_id),
+        variants=(variants or {}) if "variants" in data else None,
     )

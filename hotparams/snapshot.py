@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from .codec import MASK
+from .variants import EMPTY, VariantSet
 
 __all__ = ["Change", "FieldChange", "Snapshot", "diff_values"]
 
@@ -39,6 +40,7 @@ class Snapshot(Generic[M]):
     schema_rev: int
     values: Mapping[str, Any] = field(repr=False, compare=False)
     variant: str | None = None
+    variants: VariantSet = field(default=EMPTY, repr=False, compare=False)
 
     @property
     def committed_at(self) -> datetime:
@@ -69,6 +71,9 @@ class Change:
     changes: Mapping[str, FieldChange]
     target: int | None = None
     entry_id: str = ""
+    #: the A/B variants document after the change (secrets masked), None
+    #: when the change left the variants alone, {} when it removed them all
+    variants: Mapping[str, Any] | None = None
 
     @property
     def at(self) -> datetime:

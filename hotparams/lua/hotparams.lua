@@ -19,7 +19,8 @@ Keys of a namespace (see the README's "Implementation" section)
   hp:{ns}:meta      hash   version, epoch, ts, schema_rev, oldest, created,
                            retention, audit_maxlen, max_value_bytes
   hp:{ns}:v:<n>     hash   the complete values of version n (field -> JSON
-                           text) plus "@ts" (commit ms) and "@schema" (rev)
+                           text) plus "@ts" (commit ms), "@schema" (rev) and,
+                           with A/B variants, "@variants" (JSON)
   hp:{ns}:schema    hash   schema revision -> validation rules (JSON)
   hp:{ns}:audit     stream one entry per change
   hp:{ns}:events    channel one message per change
@@ -34,7 +35,9 @@ Errors are error replies whose first word is a stable code:
   HP_INVALID <field>: <reason>[; <field>: <reason>]...
 ]]
 
-local LIBVERSION = '1'
+-- replaced at load time by a digest of this file, so a changed library is
+-- always reloaded (hotparams/library.py)
+local LIBVERSION = 'dev'
 local MASK = '******'
 local MAX_NAMESPACE = 64
 local DEFAULT_RETENTION = 100
@@ -302,7 +305,7 @@ local function parse_args(argv, first)
       if opt == 'unset' then
         unset[#unset + 1] = value
       elseif opt == 'expect' or opt == 'base' or opt == 'author' or opt == 'reason'
-          or opt == 'source' or opt == 'replace' or opt == 'op' then
+          or opt == 'source' or opt == 'replace' or opt == 'op' or opt == 'variants' then
         opts[opt] = value
       else
         return nil, redis.error_reply('HP_BADARG unknown option ' .. name
@@ -376,6 +379,13 @@ local function load_values(ns, n)
   return values
 end
 
+-- The variants of version n (JSON text) or nil.
+local function load_variants(ns, n)
+  local text = redis.call('HGET', key_of(ns, 'v:' .. n), '@variants')
+  if not text then return nil end
+  return text
+end
+
 local function sorted_keys(t)
   local names = {}
   for name in pairs(t) do names[#names + 1] = name end
@@ -427,6 +437,99 @@ local function fill_defaults(rules, values)
   return nil
 end
 
+-- ------------------------------------------------------------------ variants
+
+local BUCKETS = 10000
+local MAX_VARIANTS_BYTES = 1048576
+
+local function is_array(t)
+  return type(t) == 'table' and (next(t) == nil or t[1] ~= nil)
+end
+
+-- Check the variants document (see hotparams/variants.py); returns nil or
+-- an error reply.  Overrides obey the field rules; bucket ranges of all
+-- variants are disjoint; a user is on one allow-list at most.
+local function check_variants(rules, text, max_bytes)
+  local function bad(msg) return redis.error_reply('HP_INVALID @variants: ' .. msg) end
+  if #text > MAX_VARIANTS_BYTES then return bad('larger than 1 MiB') end
+  if not is_strict_json(text) then return bad('not valid JSON') end
+  local ok, doc = pcall(cjson.decode, text)
+  if not ok or type(doc) ~= 'table' or type(doc.variants) ~= 'table'
+      or type(doc.salt) ~= 'string' or #doc.salt == 0 then
+    return bad('must be {"salt": "...", "variants": {...}}')
+  end
+  local problems, spans, owner = {}, {}, {}
+  for _, name in ipairs(sorted_keys(doc.variants)) do
+    local spec = doc.variants[name]
+    if type(name) ~= 'string' or #name > 64 or not name:match('^[%w][%w_%.%-]*$') then
+      return bad('variant name ' .. cjson.encode(name) .. ' is not valid')
+    end
+    if type(spec) ~= 'table' then return bad('variant ' .. name .. ' must be an object') end
+    local overrides = spec.overrides or {}
+    if type(overrides) ~= 'table' or (next(overrides) ~= nil and overrides[1] ~= nil) then
+      return bad('variant ' .. name .. ': overrides must be an object')
+    end
+    for _, field in ipairs(sorted_keys(overrides)) do
+      local rule = rules.fields[field]
+      local label = 'variant ' .. name .. ' ' .. field
+      if not rule then
+        problems[#problems + 1] = { label, 'unknown field' }
+      else
+        local reason = check_value(rule, cjson.encode(overrides[field]), max_bytes)
+        if reason then problems[#problems + 1] = { label, reason } end
+      end
+    end
+    local buckets = spec.buckets or {}
+    if not is_array(buckets) then return bad('variant ' .. name .. ': buckets must be a list') end
+    for _, r in ipairs(buckets) do
+      if not is_array(r) or #r ~= 2 or type(r[1]) ~= 'number' or type(r[2]) ~= 'number'
+          or r[1] ~= math.floor(r[1]) or r[2] ~= math.floor(r[2])
+          or r[1] < 0 or r[2] > BUCKETS or r[1] >= r[2] then
+        return bad('variant ' .. name .. ': buckets must be [start, end) ranges within 0-'
+          .. BUCKETS)
+      end
+      spans[#spans + 1] = { r[1], r[2], name }
+    end
+    local users = spec.users or {}
+    if not is_array(users) then return bad('variant ' .. name .. ': users must be a list') end
+    for _, user in ipairs(users) do
+      if type(user) ~= 'string' then
+        return bad('variant ' .. name .. ': user ids must be strings')
+      end
+      if owner[user] and owner[user] ~= name then
+        return bad('user ' .. cjson.encode(user) .. ' is on the allow-lists of '
+          .. owner[user] .. ' and ' .. name)
+      end
+      owner[user] = name
+    end
+  end
+  table.sort(spans, function(a, b) return a[1] < b[1] end)
+  for i = 2, #spans do
+    if spans[i][1] < spans[i - 1][2] then
+      return bad('the buckets of ' .. spans[i - 1][3] .. ' and ' .. spans[i][3] .. ' overlap')
+    end
+  end
+  if #problems > 0 then return invalid(problems) end
+  return nil
+end
+
+-- The variants document with secret override values masked (for the audit);
+-- also tells whether it held any secret.
+local function masked_variants(rules, text)
+  local doc = cjson.decode(text)
+  local secret = false
+  for _, spec in pairs(doc.variants) do
+    for field in pairs(spec.overrides or {}) do
+      if rules.fields[field] and rules.fields[field].secret then
+        spec.overrides[field] = MASK
+        secret = true
+      end
+    end
+  end
+  if not secret then return text, false end
+  return cjson.encode(doc), true
+end
+
 -- ------------------------------------------------------------------ writing
 
 local function now_ms()
@@ -453,9 +556,11 @@ end
 -- Write `new` (complete values) as the next version; everything has been
 -- checked by the caller.  Returns the new version, or the current one when
 -- nothing changed.
-local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_audit)
+local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_audit,
+                             vold, vnew)
   local changed, removed = diff(old, new)
-  if #changed == 0 and #removed == 0 and op ~= 'init' then
+  local variants_changed = vold ~= vnew
+  if #changed == 0 and #removed == 0 and not variants_changed and op ~= 'init' then
     return meta.version
   end
   local prev = meta.version or 0
@@ -463,6 +568,10 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
   local ts = now_ms()
 
   local hash = { '@ts', tostring(ts), '@schema', tostring(rev) }
+  if vnew then
+    hash[#hash + 1] = '@variants'
+    hash[#hash + 1] = vnew
+  end
   for name, raw in pairs(new) do
     hash[#hash + 1] = name
     hash[#hash + 1] = raw
@@ -508,6 +617,18 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
     entry[#entry + 1] = pair[1]
     entry[#entry + 1] = pair[2]
   end
+  local variants_event = ''
+  if variants_changed then
+    local shown, secret = 'null', false
+    if vnew then shown, secret = masked_variants(rules, vnew) end
+    entry[#entry + 1] = 'variants'
+    entry[#entry + 1] = shown
+    if secret then
+      redacted[#redacted + 1] = cjson.encode('@variants')
+    else
+      variants_event = ',"variants":' .. (vnew or 'null')
+    end
+  end
   redis.call('XADD', key_of(ns, 'audit'), 'MAXLEN', '~', meta.audit_maxlen, '*', unpack(entry))
 
   local removed_json = {}
@@ -518,7 +639,8 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
     .. ',"op":' .. cjson.encode(op) .. ',"schema":' .. rev
     .. ',"changed":{' .. table.concat(event_parts, ',') .. '}'
     .. ',"removed":[' .. table.concat(removed_json, ',') .. ']'
-    .. ',"redacted":[' .. table.concat(redacted, ',') .. ']}'
+    .. ',"redacted":[' .. table.concat(redacted, ',') .. ']'
+    .. variants_event .. '}'
   redis.call('PUBLISH', key_of(ns, 'events'), event)
   return v
 end
@@ -589,7 +711,7 @@ local function hp_register(keys, argv)
       'max_value_bytes', max_bytes)
     meta = load_meta(ns)
     meta.version = 0
-    local v = write_version(ns, meta, rules, 1, {}, initial, 'init', wopts)
+    local v = write_version(ns, meta, rules, 1, {}, initial, 'init', wopts, nil, nil, nil)
     return { v, 1, 1, 1 }
   end
 
@@ -597,6 +719,7 @@ local function hp_register(keys, argv)
   local rev = meta.schema_rev
   local current = redis.call('HGET', key_of(ns, 'schema'), tostring(rev))
   local old = load_values(ns, meta.version) or {}
+  local variants = load_variants(ns, meta.version)
   local max_bytes = settings.max_value_bytes or meta.max_value_bytes
   local new, new_rev = old, rev
   if current ~= argv[1] then
@@ -609,6 +732,10 @@ local function hp_register(keys, argv)
     if err then return err end
     err = check_fields(rules, new, sorted_keys(new), max_bytes)
     if err then return err end
+    if variants then
+      err = check_variants(rules, variants, max_bytes)
+      if err then return err end
+    end
     new_rev = rev + 1
   end
   -- all checks done: write
@@ -621,7 +748,8 @@ local function hp_register(keys, argv)
   if #updates > 0 then redis.call('HSET', key_of(ns, 'meta'), unpack(updates)) end
   if new_rev == rev then return { meta.version, rev, 0, 0 } end
   redis.call('HSET', key_of(ns, 'schema'), tostring(new_rev), argv[1])
-  local v = write_version(ns, meta, rules, new_rev, old, new, 'schema', wopts)
+  local v = write_version(ns, meta, rules, new_rev, old, new, 'schema', wopts, nil,
+    variants, variants)
   if v == meta.version then
     redis.call('HSET', key_of(ns, 'meta'), 'schema_rev', new_rev)
   end
@@ -639,6 +767,12 @@ local function change(ns, args, raw_strings)
   local rev = meta.schema_rev
   local rules = load_rules(ns, rev)
   local old = load_values(ns, meta.version) or {}
+  local vold = load_variants(ns, meta.version)
+  local vnew = vold
+  if opts.variants ~= nil then
+    vnew = opts.variants
+    if vnew == '' then vnew = nil end
+  end
   local new, names = {}, {}
   local replace = opts.replace == '1'
   if not replace then
@@ -687,11 +821,15 @@ local function change(ns, args, raw_strings)
   end
   err = check_fields(rules, new, names, meta.max_value_bytes)
   if err then return err end
-  local op = opts.op or (#names == 0 and 'unset' or 'set')
-  if op ~= 'set' and op ~= 'unset' and op ~= 'restore' then
-    return redis.error_reply('HP_BADARG @op must be set, unset or restore')
+  if vnew and vnew ~= vold then
+    err = check_variants(rules, vnew, meta.max_value_bytes)
+    if err then return err end
   end
-  return write_version(ns, meta, rules, rev, old, new, op, opts)
+  local op = opts.op or (#names == 0 and #args.unset > 0 and 'unset' or 'set')
+  if op ~= 'set' and op ~= 'unset' and op ~= 'restore' and op ~= 'variant' then
+    return redis.error_reply('HP_BADARG @op must be set, unset, restore or variant')
+  end
+  return write_version(ns, meta, rules, rev, old, new, op, opts, nil, vold, vnew)
 end
 
 --[[ hp_commit (the Python API's write)
@@ -701,7 +839,9 @@ ARGV    field, JSON value pairs, then options:
         @base N     internal: the version the caller validated against
         @unset F    reset field F to its default (repeatable)
         @replace 1  the given values are the whole state (others: defaults)
-        @op OP      set | unset | restore (audit label)
+        @op OP      set | unset | restore | variant (audit label)
+        @variants J the whole A/B variants document (JSON; "" removes all),
+                    see hotparams/variants.py
         @author A  @reason R  @source S
 Returns the new version (the current one when nothing changed)
 ]]
@@ -807,10 +947,15 @@ local function hp_rollback(keys, argv)
   if err then return err end
   err = check_fields(rules, new, sorted_keys(new), meta.max_value_bytes)
   if err then return err end
+  local vtarget = load_variants(ns, target)
+  if vtarget then
+    err = check_variants(rules, vtarget, meta.max_value_bytes)
+    if err then return err end
+  end
   local old = load_values(ns, meta.version) or {}
   if args.opts.source == nil then args.opts.source = 'redis-cli' end
   return write_version(ns, meta, rules, rev, old, new, 'rollback', args.opts,
-    { { 'target', target } })
+    { { 'target', target } }, load_variants(ns, meta.version), vtarget)
 end
 
 --[[ hp_get (read-only)
@@ -890,6 +1035,42 @@ local function hp_show(keys)
     .. ',"values":{' .. table.concat(parts, ',') .. '}}'
 end
 
+--[[ hp_history (read-only; for people at redis-cli)
+KEYS[1] namespace
+ARGV[1] optional number of changes (default 10)
+Returns one JSON document per change, newest first: v, prev, op, target (a
+rollback's version), author, reason, source, ts (ms), schema and changes
+({field: [old, new]}, secret values masked), as in the audit stream
+]]
+local function hp_history(keys, argv)
+  local ns = keys[1]
+  local err = check_namespace(ns)
+  if err then return err end
+  local count = 10
+  if argv[1] and argv[1] ~= '' then
+    count, err = positive_int(argv[1], 'count')
+    if err then return err end
+  end
+  local meta
+  meta, err = require_meta(ns)
+  if not meta then return err end
+  local out = {}
+  local entries = redis.call('XREVRANGE', key_of(ns, 'audit'), '+', '-', 'COUNT', count)
+  for _, entry in ipairs(entries) do
+    local f = {}
+    for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+    local target = f.target and (',"target":' .. f.target) or ''
+    out[#out + 1] = '{"v":' .. f.v .. ',"prev":' .. (f.prev or '0')
+      .. ',"op":' .. cjson.encode(f.op or '') .. target
+      .. ',"author":' .. cjson.encode(f.author or '')
+      .. ',"reason":' .. cjson.encode(f.reason or '')
+      .. ',"source":' .. cjson.encode(f.source or '')
+      .. ',"ts":' .. (f.ts or '0') .. ',"schema":' .. (f.schema or '0')
+      .. ',"changes":' .. (f.changes or '{}') .. '}'
+  end
+  return out
+end
+
 redis.register_function { function_name = 'hp_libversion', callback = hp_libversion,
   flags = { 'no-writes', 'allow-stale' } }
 redis.register_function('hp_register', hp_register)
@@ -900,3 +1081,5 @@ redis.register_function('hp_rollback', hp_rollback)
 redis.register_function { function_name = 'hp_get', callback = hp_get, flags = { 'no-writes' } }
 redis.register_function { function_name = 'hp_head', callback = hp_head, flags = { 'no-writes' } }
 redis.register_function { function_name = 'hp_show', callback = hp_show, flags = { 'no-writes' } }
+redis.register_function { function_name = 'hp_history', callback = hp_history,
+  flags = { 'no-writes' } }
