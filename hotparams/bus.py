@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import redis
 from pydantic import BaseModel
@@ -49,9 +50,14 @@ from .protocol import (
     rollback_op,
     set_many_op,
     text,
+    variant_op,
 )
 from .schema import ParamSchema
 from .snapshot import Change, FieldChange, Snapshot, diff_values
+from .variants import VariantSet
+
+if TYPE_CHECKING:
+    from .live import Live
 
 __all__ = ["Bus", "connect"]
 
@@ -343,6 +349,81 @@ class Bus:
             self._states.pop(namespace, None)
         return result.version
 
+    def set_variant(
+        self,
+        namespace: str,
+        name: str,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        percent: float | None = None,
+        users: Iterable[str] | None = None,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """Create or change an A/B variant; returns the new version.
+
+        ``overrides`` replaces the variant's overrides, ``percent`` (0-100,
+        in steps of 0.01) widens or narrows its share of users, ``users``
+        replaces its allow-list; None leaves a part as it is.  The base
+        merged with each variant must satisfy the model.
+        """
+        listed = None if users is None else [users] if isinstance(users, str) else list(users)
+        return self._variant(
+            namespace,
+            name,
+            expect_version,
+            Who(author or default_author(), reason, source),
+            overrides=overrides,
+            percent=percent,
+            users=listed,
+        )
+
+    def remove_variant(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """Remove an A/B variant (its users get the base); returns the new version."""
+        return self._variant(
+            namespace,
+            name,
+            expect_version,
+            Who(author or default_author(), reason, source),
+            remove=True,
+        )
+
+    def _variant(
+        self, namespace: str, name: str, expect: int | None, who: Who, **kwargs: Any
+    ) -> int:
+        keys = keys_for(namespace)
+        result: Committed = self.run(
+            variant_op(
+                keys,
+                self._schemas.get(namespace),
+                name,
+                expect=expect,
+                who=who,
+                known=self._states.get(namespace),
+                **kwargs,
+            )
+        )
+        if result.state is not None:
+            self._states[namespace] = result.state
+        else:
+            self._states.pop(namespace, None)
+        return result.version
+
+    def variants(self, namespace: str) -> VariantSet:
+        """The current A/B variants of a namespace."""
+        return VariantSet.from_json(self.run(get_op(keys_for(namespace))).variants)
+
     def rollback(
         self,
         namespace: str,
@@ -366,6 +447,50 @@ class Bus:
         )
         self._states.pop(namespace, None)
         return result
+
+    def restore(
+        self,
+        namespace: str,
+        values: Snapshot[Any] | Mapping[str, Any],
+        *,
+        model: type[BaseModel] | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """Write a last good snapshot (or values) back as the current state.
+
+        After a loss (FLUSHALL, a restart without persistence) pass a
+        worker's ``live.current``.  An existing namespace gets the values as
+        a new version (audited as ``restore``); a missing one is registered
+        with them as version 1 of a new history (epoch).  The model is
+        ``model``, else the one bound to this Bus, else the snapshot's.
+        """
+        from .lkg import restore_op
+        from .schema import AnyParams
+
+        keys = keys_for(namespace)
+        if model is not None:
+            schema = self.bind(namespace, model)
+        elif namespace in self._schemas:
+            schema = self._schemas[namespace]
+        elif isinstance(values, Snapshot) and not isinstance(values.params, AnyParams):
+            schema = self.bind(namespace, type(values.params))
+        else:
+            from .errors import SchemaError
+
+            raise SchemaError(f"restoring {namespace!r} needs its model (model=...)")
+        raw = dict(values.values if isinstance(values, Snapshot) else values)
+        s = self.settings
+        settings = {
+            "retention": s.retention,
+            "audit_maxlen": s.audit_maxlen,
+            "max_value_bytes": s.max_value_bytes,
+        }
+        who = Who(author or default_author(), reason, source)
+        version = self.run(restore_op(keys, schema, raw, who=who, settings=settings))
+        self._states.pop(namespace, None)
+        return version
 
     # ------------------------------------------------------------ reads
 
@@ -417,6 +542,39 @@ class Bus:
     def masked_values(self, namespace: str, values: Mapping[str, Any]) -> dict[str, Any]:
         secret = self.secret_fields(namespace)
         return {k: (MASK if k in secret else v) for k, v in values.items()}
+
+    # ------------------------------------------------------------ live
+
+    def watch(
+        self,
+        namespace: str,
+        model: type[M],
+        *,
+        cache: str | os.PathLike[str] | None = None,
+        defaults: bool = False,
+        reconcile_interval: float | None = None,
+    ) -> Live[M]:
+        """A :class:`~hotparams.Live` handle on the namespace, kept current by a listener.
+
+        Returns once it holds a snapshot: the current version, else (Redis
+        unreachable or the namespace missing) the version cached at
+        ``cache`` by an earlier run, else the model's defaults if
+        ``defaults`` is true; else the error is raised.  The handle then
+        catches up by itself.  ``reconcile_interval`` overrides the setting.
+        """
+        from .live import Live
+
+        keys_for(namespace)
+        bound = self._schemas.get(namespace)
+        schema = bound if bound is not None and bound.model is model else ParamSchema.of(model)
+        return Live(
+            self,
+            namespace,
+            schema,
+            cache=cache,
+            defaults=defaults,
+            reconcile_interval=reconcile_interval,
+        )
 
     # ------------------------------------------------------------ lifecycle
 
