@@ -22,9 +22,11 @@ from .errors import (
     VersionConflict,
     VersionNotFound,
 )
+from .live import Live, live_changed
 from .protocol import BatchError, Head, Registered
 from .schema import AnyParams, ParamSchema
 from .snapshot import Change, FieldChange, Snapshot
+from .tracker import LiveStatus, Rejected
 
 __all__ = [
     "MASK",
@@ -39,16 +41,20 @@ __all__ = [
     "HotParamsError",
     "InvalidNamespace",
     "InvalidParams",
+    "Live",
+    "LiveStatus",
     "NamespaceNotFound",
     "ParamSchema",
     "ProtocolError",
     "Registered",
+    "Rejected",
     "SchemaError",
     "Settings",
     "Snapshot",
     "VersionConflict",
     "VersionNotFound",
     "connect",
+    "live_changed",
 ]
 
 __version__ = "0.1.0"

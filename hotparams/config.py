@@ -39,6 +39,10 @@ class Settings(BaseModel):
     retry_deadline: float = Field(10.0, gt=0)
     #: seconds between a Live handle's reconcile probes
     reconcile_interval: float = Field(5.0, gt=0)
+    #: a Live handle's first wait before reconnecting (random in [0, this]), seconds
+    reconnect_base_wait: float = Field(0.2, gt=0)
+    #: upper bound of a Live handle's jittered, exponential reconnect backoff, seconds
+    reconnect_max_wait: float = Field(5.0, gt=0)
 
 
 def settings_from(values: dict[str, Any]) -> Settings:

@@ -1,0 +1,614 @@
+"""asyncio twins of :class:`~hotparams.Bus` and :class:`~hotparams.Live`, on ``redis.asyncio``.
+
+::
+
+    from hotparams import aio
+
+    bus = aio.connect("redis://127.0.0.1:6379/0")
+    live = await bus.watch("chat", ChatParams)
+    live.current.params.temperature      # no lock, no I/O, no await
+    await live.aclose()
+    await bus.aclose()
+
+Both drive the same I/O-free code as the sync ones: the operations of
+:mod:`hotparams.protocol` and the listener phases of :mod:`hotparams.follow`
+(decided by :class:`hotparams.tracker.Tracker`).  Nothing here decides
+anything; it awaits.  An :class:`AsyncLive` belongs to the event loop that
+made it and does not survive ``fork()`` (use the sync handle there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from typing import Any, TypeVar
+
+import redis.asyncio as aredis
+from pydantic import BaseModel
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from . import follow, lkg
+from .bus import _TRANSIENT
+from .config import ConfigError, Settings, redact_url, settings_from
+from .errors import ConnectionFailed, SchemaError
+from .follow import (
+    MAX_BATCH,
+    Action,
+    Ping,
+    Publish,
+    Read,
+    Receive,
+    Subscribe,
+    listen,
+    start,
+)
+from .keys import keys_for
+from .library import library_source, library_version
+from .live import Handle
+from .protocol import (
+    Batch,
+    Call,
+    Head,
+    LibraryMissing,
+    Op,
+    Registered,
+    Who,
+    commit_op,
+    decode_error,
+    default_author,
+    get_op,
+    head_op,
+    history_op,
+    register_op,
+    rollback_op,
+    text,
+)
+from .schema import AnyParams, ParamSchema
+from .snapshot import Change, Snapshot
+from .tracker import describe
+
+__all__ = ["AsyncBus", "AsyncLive", "connect"]
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+def make_client(url: str, settings: Settings) -> aredis.Redis:
+    """A redis.asyncio client whose retries are left to hotparams (tenacity)."""
+    return aredis.Redis.from_url(
+        url,
+        socket_connect_timeout=settings.connect_timeout,
+        socket_timeout=settings.socket_timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+        client_name="hotparams",
+    )
+
+
+def connect(url: str = "redis://127.0.0.1:6379/0", **settings: Any) -> AsyncBus:
+    """An :class:`AsyncBus` for the Redis at ``url``; settings as :func:`hotparams.connect`."""
+    s = settings_from(settings)
+    try:
+        client = make_client(url, s)
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
+    return AsyncBus(client, settings=s, url=url)
+
+
+def _send(client: aredis.Redis, *args: Any) -> Any:
+    """One raw command (redis-py leaves ``execute_command`` untyped)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+class AsyncBus:
+    """A connection to one Redis, for asyncio code."""
+
+    def __init__(
+        self, client: aredis.Redis, *, settings: Settings | None = None, url: str = "redis://"
+    ) -> None:
+        self.client = client
+        self.settings = settings or Settings()
+        self.url = url
+        self._schemas: dict[str, ParamSchema[Any]] = {}
+        self._library_checked = False
+        self._library_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<hotparams.aio.AsyncBus {redact_url(self.url)}>"
+
+    # ------------------------------------------------------------ driving
+
+    async def run(self, op: Op[T]) -> T:
+        """Drive an operation generator of :mod:`hotparams.protocol` to its result."""
+        try:
+            call = next(op)
+            while True:
+                try:
+                    reply = await self.execute(call)
+                except Exception as exc:  # thrown into the op, which may handle it
+                    call = op.throw(exc)
+                else:
+                    call = op.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def execute(self, call: Call) -> Any:
+        """One call, with retries on connection errors and library reloads."""
+        await self._ensure_library()
+        if isinstance(call, Batch):
+            return await self._execute_batch(call)
+        args = call.command()
+        try:
+            return await self._with_retry(lambda: _send(self.client, *args))
+        except ResponseError as exc:
+            error = decode_error(call.namespace, exc)
+            if not isinstance(error, LibraryMissing):
+                raise error from None
+        await self.load_library()
+        try:
+            return await self._with_retry(lambda: _send(self.client, *args))
+        except ResponseError as exc:
+            raise decode_error(call.namespace, exc) from None
+
+    async def _execute_batch(self, batch: Batch) -> list[Any]:
+        async def send_all() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for call in batch.calls:
+                pipe.execute_command(*call.command())
+            return await pipe.execute(raise_on_error=False)
+
+        replies = await self._with_retry(send_all)
+        return [
+            decode_error(call.namespace, reply) if isinstance(reply, ResponseError) else reply
+            for call, reply in zip(batch.calls, replies, strict=True)
+        ]
+
+    async def _with_retry(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        async def attempt() -> Any:
+            return await fn()
+
+        s = self.settings
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(s.retry_attempts) | stop_after_delay(s.retry_deadline),
+            wait=wait_random_exponential(multiplier=0.05, max=s.retry_max_wait),
+            retry=retry_if_exception_type(_TRANSIENT),
+            reraise=True,
+        )
+        try:
+            return await retrying(attempt)
+        except _TRANSIENT as exc:
+            raise ConnectionFailed(redact_url(self.url), describe(exc)) from None
+
+    async def _ensure_library(self) -> None:
+        if self._library_checked:
+            return
+        async with self._library_lock:
+            if self._library_checked:
+                return
+            try:
+                loaded = await self._with_retry(
+                    lambda: _send(self.client, "FCALL_RO", "hp_libversion", "0")
+                )
+            except ResponseError:
+                loaded = None
+            if loaded is None or text(loaded) != library_version():
+                await self.load_library()
+            self._library_checked = True
+
+    async def load_library(self) -> None:
+        """FUNCTION LOAD REPLACE the Lua library (idempotent)."""
+        source = library_source()
+        await self._with_retry(lambda: _send(self.client, "FUNCTION", "LOAD", "REPLACE", source))
+
+    def bind(self, namespace: str, model: type[M]) -> ParamSchema[M]:
+        """Tell this bus the model of a namespace (writes then run the full model)."""
+        keys_for(namespace)
+        schema = self._schemas.get(namespace)
+        if schema is None or schema.model is not model:
+            schema = ParamSchema.of(model)
+            self._schemas[namespace] = schema
+        return schema
+
+    # ------------------------------------------------------------ writes
+
+    async def register(
+        self,
+        namespace: str,
+        model: type[BaseModel],
+        *,
+        initial: Mapping[str, Any] | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> Registered:
+        """As :meth:`hotparams.Bus.register` (with the bus's settings)."""
+        op = register_op(
+            keys_for(namespace),
+            self.bind(namespace, model),
+            epoch=os.urandom(8).hex(),
+            who=Who(author or default_author(), reason, source),
+            initial=initial,
+            settings=self._namespace_settings(),
+        )
+        return await self.run(op)
+
+    async def set(
+        self,
+        namespace: str,
+        changes: Mapping[str, Any],
+        *,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """As :meth:`hotparams.Bus.set`."""
+        return await self._commit(namespace, changes, (), expect_version, author, reason, source)
+
+    async def unset(
+        self,
+        namespace: str,
+        fields: Iterable[str],
+        *,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """As :meth:`hotparams.Bus.unset`."""
+        names = [fields] if isinstance(fields, str) else list(fields)
+        return await self._commit(namespace, {}, names, expect_version, author, reason, source)
+
+    async def _commit(
+        self,
+        namespace: str,
+        changes: Mapping[str, Any],
+        unset: Iterable[str],
+        expect: int | None,
+        author: str | None,
+        reason: str,
+        source: str,
+    ) -> int:
+        op = commit_op(
+            keys_for(namespace),
+            self._schemas.get(namespace),
+            dict(changes),
+            unset=list(unset),
+            expect=expect,
+            who=Who(author or default_author(), reason, source),
+        )
+        return (await self.run(op)).version
+
+    async def rollback(
+        self,
+        namespace: str,
+        version: int,
+        *,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """As :meth:`hotparams.Bus.rollback`."""
+        op = rollback_op(
+            keys_for(namespace),
+            self._schemas.get(namespace),
+            version,
+            expect=expect_version,
+            who=Who(author or default_author(), reason, source),
+        )
+        return await self.run(op)
+
+    async def restore(
+        self,
+        namespace: str,
+        values: Snapshot[Any] | Mapping[str, Any],
+        *,
+        model: type[BaseModel] | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """As :meth:`hotparams.Bus.restore`."""
+        if model is not None:
+            schema = self.bind(namespace, model)
+        elif namespace in self._schemas:
+            schema = self._schemas[namespace]
+        elif isinstance(values, Snapshot) and not isinstance(values.params, AnyParams):
+            schema = self.bind(namespace, type(values.params))
+        else:
+            raise SchemaError(f"restoring {namespace!r} needs its model (model=...)")
+        raw = dict(values.values if isinstance(values, Snapshot) else values)
+        op = lkg.restore_op(
+            keys_for(namespace),
+            schema,
+            raw,
+            who=Who(author or default_author(), reason, source),
+            settings=self._namespace_settings(),
+        )
+        return await self.run(op)
+
+    def _namespace_settings(self) -> dict[str, int]:
+        s = self.settings
+        return {
+            "retention": s.retention,
+            "audit_maxlen": s.audit_maxlen,
+            "max_value_bytes": s.max_value_bytes,
+        }
+
+    # ------------------------------------------------------------ reads
+
+    async def get(
+        self, namespace: str, model: type[M], *, version: int | None = None
+    ) -> Snapshot[M]:
+        """The current (or a retained) version, validated by ``model``."""
+        schema = self.bind(namespace, model)
+        stored = await self.run(get_op(keys_for(namespace), version))
+        return stored.snapshot(schema)
+
+    async def head(self, namespace: str) -> Head:
+        return await self.run(head_op(keys_for(namespace)))
+
+    async def history(self, namespace: str, limit: int = 50) -> list[Change]:
+        return await self.run(history_op(keys_for(namespace), limit))
+
+    async def watch(
+        self,
+        namespace: str,
+        model: type[M],
+        *,
+        cache: str | os.PathLike[str] | None = None,
+        defaults: bool = False,
+        reconcile_interval: float | None = None,
+    ) -> AsyncLive[M]:
+        """As :meth:`hotparams.Bus.watch`: an :class:`AsyncLive` with its first snapshot."""
+        keys_for(namespace)
+        bound = self._schemas.get(namespace)
+        schema = bound if bound is not None and bound.model is model else ParamSchema.of(model)
+        live = AsyncLive(
+            self,
+            namespace,
+            schema,
+            cache=cache,
+            reconcile_interval=reconcile_interval or self.settings.reconcile_interval,
+        )
+        await live._start(defaults)
+        return live
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def __aenter__(self) -> AsyncBus:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AsyncLive(Handle[M]):
+    """The current version of one namespace, kept up to date by an asyncio task.
+
+    :attr:`current` is a plain attribute: read it without ``await``.  Made
+    by :meth:`AsyncBus.watch`; close it with :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        bus: AsyncBus,
+        namespace: str,
+        schema: ParamSchema[M],
+        *,
+        cache: str | os.PathLike[str] | None,
+        reconcile_interval: float,
+    ) -> None:
+        super().__init__(namespace, schema, cache=cache, reconcile_interval=reconcile_interval)
+        self._bus = bus
+        s = bus.settings
+        reader_settings = s.model_copy(
+            update={"retry_attempts": 2, "retry_max_wait": 0.1, "retry_deadline": s.socket_timeout}
+        )
+        self._reader = AsyncBus(bus.client, settings=reader_settings, url=bus.url)
+        self._pubsub: PubSub | None = None
+        self._changed = asyncio.Condition()
+        self._queue: asyncio.Queue[tuple[Snapshot[M] | None, Snapshot[M]] | None] = asyncio.Queue()
+        self._listener: asyncio.Task[None] | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    async def _start(self, defaults: bool) -> None:
+        cached = await asyncio.to_thread(self._cached) if self.cache else None
+        self.current = await self._drive(
+            start(self._tracker, self._keys, cached=cached, defaults=defaults)
+        )
+        if self._tracker.origin == "redis":
+            self._queue.put_nowait((None, self.current))
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="hotparams-callbacks")
+        self._listener = asyncio.create_task(self._listen(), name="hotparams-live")
+        if self._tracker.origin == "redis":
+            await self.wait_until(
+                lambda _: self._tracker.connected, self._bus.settings.connect_timeout
+            )
+
+    async def wait_until(self, predicate: Callable[[Snapshot[M]], bool], timeout: float) -> bool:
+        """Wait until ``predicate(current)`` holds (True) or ``timeout`` passes (False)."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: predicate(self.current)), timeout
+                )
+            except TimeoutError:
+                return False
+        return True
+
+    async def wait_for(self, version: int, timeout: float = 10.0) -> bool:
+        """Wait until the served version is at least ``version``."""
+        return await self.wait_until(lambda snap: snap.version >= version, timeout)
+
+    async def aclose(self) -> None:
+        """Stop the tasks and drop the subscription; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        self._queue.put_nowait(None)
+        if self._dispatcher is not None:
+            await self._dispatcher
+        await self._drop_pubsub()
+        self._tracker.connected = False
+
+    async def __aenter__(self) -> AsyncLive[M]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------ listener
+
+    async def _listen(self) -> None:
+        tracker, keys = self._tracker, self._keys
+        s = self._bus.settings
+        first = True
+        while True:
+            try:
+                if not first:  # many workers lose Redis at once: do not come back at once
+                    await asyncio.sleep(random.uniform(0, s.reconnect_base_wait))
+                first = False
+                async for attempt in AsyncRetrying(
+                    wait=wait_random_exponential(
+                        multiplier=s.reconnect_base_wait, max=s.reconnect_max_wait
+                    ),
+                    retry=retry_if_exception_type(Exception),
+                    before_sleep=self._before_sleep,
+                    reraise=True,
+                ):
+                    with attempt:
+                        await self._drive(follow.connect(tracker, keys))
+                async with self._changed:
+                    self._changed.notify_all()
+                await self._drive(listen(tracker, keys, time.monotonic))
+            except Exception as exc:
+                tracker.connection(False, exc)
+            finally:
+                await self._drop_pubsub()
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is not None:
+            self._tracker.connection(False, exc)
+
+    async def _drive(self, phase: Generator[Action, Any, T]) -> T:
+        try:
+            action = next(phase)
+            while True:
+                try:
+                    result = await self._perform(action)
+                except Exception as exc:
+                    action = phase.throw(exc)
+                else:
+                    action = phase.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        finally:
+            phase.close()
+
+    async def _perform(self, action: Action) -> Any:
+        if isinstance(action, Receive):
+            return await self._receive(action.timeout)
+        if isinstance(action, Read):
+            return await (self._bus if action.patient else self._reader).run(action.op)
+        if isinstance(action, Publish):
+            await self._publish(action.old, action.new)
+            return None
+        if isinstance(action, Ping):
+            assert self._pubsub is not None
+            await self._pubsub.ping(action.token)
+            return None
+        assert isinstance(action, Subscribe)
+        return await self._subscribe(action.channel)
+
+    async def _subscribe(self, channel: str) -> None:
+        await self._drop_pubsub()
+        pubsub = self._bus.client.pubsub()
+        self._pubsub = pubsub
+        await pubsub.subscribe(channel)
+        try:
+            async with asyncio.timeout(self._bus.settings.socket_timeout):
+                while True:
+                    message = await pubsub.get_message(timeout=self._bus.settings.socket_timeout)
+                    if message is not None and text(message["type"]) == "subscribe":
+                        return
+        except TimeoutError:
+            raise ConnectionFailed(self._bus.url, "no confirmation of SUBSCRIBE") from None
+
+    async def _receive(self, timeout: float) -> list[Any]:
+        pubsub = self._pubsub
+        assert pubsub is not None
+        message = await pubsub.get_message(timeout=timeout)
+        if message is None:
+            return []
+        batch = [message]
+        while len(batch) < MAX_BATCH:
+            more = await pubsub.get_message(timeout=0.0)
+            if more is None:
+                break
+            batch.append(more)
+        return batch
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            except Exception as exc:  # a dead connection may fail to close
+                self._tracker.last_error = describe(exc)
+
+    async def _publish(self, old: Snapshot[M] | None, new: Snapshot[M]) -> None:
+        self.current = new  # the one reference readers see
+        async with self._changed:
+            self._changed.notify_all()
+        self._queue.put_nowait((old, new))
+
+    # ------------------------------------------------------------ callbacks task
+
+    async def _dispatch(self) -> None:
+        unsaved: Snapshot[M] | None = None
+        while True:
+            if unsaved is not None and self._queue.empty():
+                await asyncio.to_thread(self._save, unsaved)
+                unsaved = None
+            item = await self._queue.get()
+            if item is None:
+                break
+            old, new = item
+            if old is not None:
+                for call in self._listeners(old, new):
+                    try:
+                        result = call()
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception:
+                        self._callback_failed(old, new)
+            if self.cache is not None:
+                unsaved = new
+        if unsaved is not None:
+            await asyncio.to_thread(self._save, unsaved)

@@ -1,0 +1,190 @@
+"""The listener of a live handle as a conversation, free of I/O.
+
+Like the operations of :mod:`hotparams.protocol`, each phase is a
+generator: it yields the actions it needs and receives their results (or
+has their errors thrown in).  The sync handle (:mod:`hotparams.live`) and
+the asyncio one (:mod:`hotparams.aio`) only perform the actions, so the
+listener's logic exists once:
+
+``start``   the first read, with the disk cache or the defaults as fallbacks
+``connect`` subscribe, then re-read: from here on no change can be missed
+``listen``  apply events, re-read on a gap or a re-subscribe, and every
+            ``reconcile_interval`` ping the subscription and compare the
+            stored version (a frozen or partitioned server sends nothing,
+            so only a probe reveals it); returns never: it ends when an
+            action fails, or with :class:`Lost` when the subscription is
+            silent
+
+Actions and their results:
+
+=============== ==========================================================
+``Subscribe``   a fresh subscription to the channel, once Redis confirmed it
+``Receive``     the messages that arrive within ``timeout`` (a burst is
+                drained whole, up to ``MAX_BATCH``); ``[]`` on timeout
+``Ping``        a PING with ``token`` on the subscription (the pong comes
+                back as a message)
+``Read``        the result of a :mod:`~hotparams.protocol` operation
+``Publish``     make ``new`` the handle's current snapshot, then notify
+=============== ==========================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConnectionFailed, NamespaceNotFound, ProtocolError
+from .keys import Keys
+from .protocol import Op, get_op, head_op, text
+from .snapshot import Snapshot
+from .tracker import Event, Tracker, parse_event
+
+__all__ = [
+    "MAX_BATCH",
+    "Action",
+    "Lost",
+    "Ping",
+    "Publish",
+    "Read",
+    "Receive",
+    "Subscribe",
+    "connect",
+    "listen",
+    "start",
+]
+
+#: most messages handled as one batch (a burst beyond is handled in several)
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Receive:
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    op: Op[Any]
+    #: retry like any Bus call (the first read, without a fallback)
+    patient: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    old: Snapshot[Any] | None
+    new: Snapshot[Any]
+
+
+Action = Subscribe | Receive | Ping | Read | Publish
+Phase = Generator[Action, Any, None]
+
+
+class Lost(Exception):
+    """The subscription is judged dead although no call failed."""
+
+
+def start(
+    tracker: Tracker[Any],
+    keys: Keys,
+    *,
+    cached: Snapshot[Any] | None,
+    defaults: bool,
+) -> Generator[Action, Any, Snapshot[Any]]:
+    """The first snapshot; fails only if Redis cannot give one and there is no fallback."""
+    fallback = cached is not None or defaults
+    try:
+        stored = yield Read(get_op(keys), patient=not fallback)
+    except (ConnectionFailed, NamespaceNotFound) as exc:
+        return tracker.begin(None, exc, cached=cached, defaults=defaults)
+    return tracker.begin(stored, None, cached=cached, defaults=defaults)
+
+
+def connect(tracker: Tracker[Any], keys: Keys) -> Phase:
+    yield Subscribe(keys.channel)
+    yield from _resync(tracker, keys)
+    tracker.connection(True)
+
+
+def listen(tracker: Tracker[Any], keys: Keys, clock: Callable[[], float]) -> Phase:
+    interval = tracker.reconcile_interval
+    next_probe = clock() + interval
+    pending: str | None = None  # the token of a ping not answered yet
+    pings = 0
+    while True:
+        messages = yield Receive(max(0.0, next_probe - clock()))
+        if messages:
+            answered = yield from _handle(tracker, keys, messages, pending)
+            if answered:
+                pending = None
+        if clock() >= next_probe:
+            if pending is not None:
+                raise Lost(f"no answer to a PING on the subscription within {interval:g}s")
+            pings += 1
+            pending = f"hotparams-{pings}"
+            yield Ping(pending)
+            yield from _reconcile(tracker, keys)
+            next_probe = clock() + interval
+
+
+def _handle(
+    tracker: Tracker[Any], keys: Keys, messages: Sequence[Any], pending: str | None
+) -> Generator[Action, Any, bool]:
+    """Handle a batch of pub/sub messages; True if it held the pending pong."""
+    events: list[Event] = []
+    reread: str | None = None
+    answered = False
+    for message in messages:
+        kind = text(message.get("type", ""))
+        if kind == "message":
+            try:
+                events.append(parse_event(message["data"]))
+            except ProtocolError as exc:
+                reread = str(exc)
+        elif kind == "pong":
+            answered = answered or text(message.get("data", "")) == pending
+        elif kind == "subscribe":
+            reread = "re-subscribed"
+        elif kind == "unsubscribe":
+            raise Lost("unsubscribed by the server")
+    if events and reread is None:
+        step = tracker.on_events(events)
+        if step.action == "apply" and step.new is not None:
+            yield Publish(step.old, step.new)
+        elif step.action == "resync":
+            reread = step.reason
+    if reread is not None:
+        yield from _resync(tracker, keys)
+    return answered
+
+
+def _resync(tracker: Tracker[Any], keys: Keys) -> Phase:
+    try:
+        stored = yield Read(get_op(keys))
+    except NamespaceNotFound:
+        tracker.on_missing()
+        return
+    step = tracker.on_stored(stored)
+    if step.action == "apply" and step.new is not None:
+        yield Publish(step.old, step.new)
+
+
+def _reconcile(tracker: Tracker[Any], keys: Keys) -> Phase:
+    try:
+        head = yield Read(head_op(keys))
+    except NamespaceNotFound:
+        tracker.on_missing()
+        return
+    if tracker.on_head(head):
+        tracker.resyncs += 1
+        yield from _resync(tracker, keys)

@@ -1,0 +1,539 @@
+"""Live handles, sync: a self-updating view of one namespace in a worker.
+
+::
+
+    live = bus.watch("chat", ChatParams)
+    snap = live.current            # no lock, no I/O: one attribute read
+    snap.params.temperature        # the same version for as long as snap is held
+
+A listener thread performs the actions of :mod:`hotparams.follow` (which
+holds every decision) over redis-py: it subscribes, re-reads, applies
+events, reconciles, and reconnects with jittered exponential backoff
+(tenacity) after any failure.  Applying a version replaces ``current``
+whole; readers never wait for it.  A second thread runs change callbacks,
+in version order, and writes the disk cache, so neither can slow the
+listener or a reader.  A handle made before ``fork()`` starts its own
+threads in the child (gunicorn ``--preload``, multiprocessing).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import queue
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable, Collection, Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+import blinker
+from pydantic import BaseModel
+from redis.client import PubSub
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_not_exception_type,
+    stop_when_event_set,
+    wait_random_exponential,
+)
+
+from . import lkg
+from .bus import Bus
+from .errors import ConnectionFailed
+from .follow import (
+    MAX_BATCH,
+    Action,
+    Ping,
+    Publish,
+    Read,
+    Receive,
+    Subscribe,
+    connect,
+    listen,
+    start,
+)
+from .keys import keys_for
+from .protocol import text
+from .schema import ParamSchema
+from .snapshot import Snapshot
+from .tracker import LiveStatus, Rejected, Tracker, describe, touches
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+__all__ = ["Live", "live_changed"]
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+log = logging.getLogger("hotparams.live")
+
+#: sent after a live handle applied a version: ``sender`` is the handle,
+#: keyword arguments ``old`` and ``new`` the snapshots (in version order)
+live_changed = blinker.signal("hotparams.live-changed")
+
+#: longest a blocking wait of the listener lasts before it checks for close()
+_POLL = 0.1
+
+ChangeCallback = Callable[[Snapshot[Any], Snapshot[Any]], object]
+
+
+class _Stopped(Exception):
+    """Internal: close() was called."""
+
+
+class Handle(Generic[M]):
+    """What the sync and asyncio handles share, free of I/O: the served
+    snapshot, its freshness, and the change callbacks."""
+
+    #: the snapshot being served (replaced whole, never mutated)
+    current: Snapshot[M]
+
+    def __init__(
+        self,
+        namespace: str,
+        schema: ParamSchema[M],
+        *,
+        cache: str | os.PathLike[str] | None,
+        reconcile_interval: float,
+    ) -> None:
+        self.namespace = namespace
+        self.schema = schema
+        self.cache = Path(cache) if cache is not None else None
+        self._keys = keys_for(namespace)
+        self._tracker: Tracker[M] = Tracker(
+            namespace, schema, reconcile_interval=reconcile_interval
+        )
+        self._callbacks: tuple[tuple[ChangeCallback, frozenset[str] | None], ...] = ()
+        self._callbacks_lock = threading.Lock()
+        self._callback_errors = 0
+        self._closed = False
+
+    def _cached(self) -> Snapshot[M] | None:
+        return lkg.load(self.cache, self.namespace, self.schema) if self.cache else None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("connected" if self.connected else "disconnected")
+        kind = type(self).__name__
+        return f"<hotparams.{kind} {self.namespace!r} v{self.current.version} {state}>"
+
+    # ------------------------------------------------------------ freshness
+
+    def status(self) -> LiveStatus:
+        """Version, connection, freshness and problems, as one value."""
+        return self._tracker.status()
+
+    @property
+    def connected(self) -> bool:
+        """Subscribed and in sync (False during an outage and before the first connect)."""
+        return self._tracker.connected and not self._closed
+
+    @property
+    def confirmed_at(self) -> datetime | None:
+        """When the handle last confirmed its snapshot was the current one."""
+        return self._tracker.status().confirmed_at
+
+    @property
+    def staleness(self) -> float:
+        """Seconds since that confirmation (``inf`` if never): how old the snapshot may be."""
+        return self._tracker.staleness()
+
+    @property
+    def stale(self) -> bool:
+        """True when the handle cannot vouch that it serves the current version."""
+        return self._tracker.status().stale
+
+    @property
+    def lost(self) -> bool:
+        """The namespace is missing in Redis (flushed); the last good snapshot is served."""
+        return self._tracker.lost
+
+    @property
+    def rejected(self) -> Rejected | None:
+        """The newest stored version the model refused, if any (the reason is in it)."""
+        return self._tracker.rejected
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------ callbacks
+
+    @overload
+    def on_change(
+        self, callback: None = None, *, fields: Collection[str] | None = None
+    ) -> Callable[[ChangeCallback], ChangeCallback]: ...
+
+    @overload
+    def on_change(
+        self, callback: ChangeCallback, *, fields: Collection[str] | None = None
+    ) -> ChangeCallback: ...
+
+    def on_change(
+        self, callback: ChangeCallback | None = None, *, fields: Collection[str] | None = None
+    ) -> ChangeCallback | Callable[[ChangeCallback], ChangeCallback]:
+        """Call ``callback(old, new)`` after each applied change (also as a decorator).
+
+        With ``fields``, only for changes of one of those fields.  Callbacks
+        run one at a time, in version order, off the read path (the sync
+        handle's callback thread; the asyncio handle's callback task, which
+        awaits a callback that returns an awaitable); an exception is
+        logged and does not stop the others.  A burst of changes may be
+        folded into one call.
+        """
+        if callback is None:
+
+            def decorator(cb: ChangeCallback) -> ChangeCallback:
+                return self.on_change(cb, fields=fields)
+
+            return decorator
+        names = None
+        if fields is not None:
+            names = frozenset([fields] if isinstance(fields, str) else fields)
+            self.schema.check_names(self.namespace, names)
+        with self._callbacks_lock:
+            self._callbacks = (*self._callbacks, (callback, names))
+        return callback
+
+    def off_change(self, callback: ChangeCallback) -> None:
+        """Stop calling ``callback``."""
+        with self._callbacks_lock:
+            self._callbacks = tuple(c for c in self._callbacks if c[0] is not callback)
+
+    @property
+    def callback_errors(self) -> int:
+        """How many callback calls raised (each was logged)."""
+        return self._callback_errors
+
+    def _listeners(self, old: Snapshot[M], new: Snapshot[M]) -> list[Callable[[], object]]:
+        """The calls a change from ``old`` to ``new`` makes, in order."""
+        calls: list[Callable[[], object]] = [
+            functools.partial(callback, old, new)
+            for callback, fields in self._callbacks
+            if touches(fields, old, new)
+        ]
+        calls += [
+            functools.partial(receiver, self, old=old, new=new)
+            for receiver in live_changed.receivers_for(self)
+        ]
+        return calls
+
+    def _callback_failed(self, old: Snapshot[M], new: Snapshot[M]) -> None:
+        self._callback_errors += 1
+        log.exception(
+            "%s: a change callback failed (version %d -> %d)",
+            self.namespace,
+            old.version,
+            new.version,
+            extra={"namespace": self.namespace, "version": new.version},
+        )
+
+    def _save(self, snap: Snapshot[M] | None) -> None:
+        if snap is None or self.cache is None:
+            return
+        try:
+            lkg.save(self.cache, snap, self.schema)
+        except OSError as exc:
+            log.warning(
+                "%s: cannot write the cache file %s: %s",
+                self.namespace,
+                self.cache,
+                exc,
+                extra={"namespace": self.namespace, "version": snap.version},
+            )
+
+
+class Live(Handle[M]):
+    """The current version of one namespace, kept up to date by a listener thread.
+
+    Read :attr:`current` as often as you like: it is a plain attribute
+    holding an immutable :class:`~hotparams.Snapshot` that is replaced
+    whole.  Keep the snapshot you read for the length of a request and
+    every read in that request sees one version.  Made by
+    :meth:`Bus.watch <hotparams.Bus.watch>`.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        namespace: str,
+        schema: ParamSchema[M],
+        *,
+        cache: str | os.PathLike[str] | None = None,
+        defaults: bool = False,
+        reconcile_interval: float | None = None,
+    ) -> None:
+        super().__init__(
+            namespace,
+            schema,
+            cache=cache,
+            reconcile_interval=reconcile_interval or bus.settings.reconcile_interval,
+        )
+        self._bus = bus
+        self._pubsub: PubSub | None = None
+        self._init_runtime()
+        first = start(self._tracker, self._keys, cached=self._cached(), defaults=defaults)
+        self.current = self._drive(first)
+        if self._tracker.origin == "redis":
+            self._queue.put((None, self.current))  # save it to the cache
+            self._start_threads()
+            # normally subscribed within milliseconds; never wait long for it
+            self.wait_until(lambda _: self._tracker.connected, bus.settings.connect_timeout)
+        else:
+            self._start_threads()
+        _handles.add(self)
+
+    def _init_runtime(self) -> None:
+        """Threads, locks and the read connection's wrapper: made again after fork()."""
+        s = self._bus.settings
+        # the listener does its own backoff: one quick retry per read, no more
+        reader_settings = s.model_copy(
+            update={"retry_attempts": 2, "retry_max_wait": 0.1, "retry_deadline": s.socket_timeout}
+        )
+        self._reader = Bus(self._bus.client, settings=reader_settings, url=self._bus.url)
+        self._stopping = threading.Event()
+        self._changed = threading.Condition()
+        self._callbacks_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[Snapshot[M] | None, Snapshot[M]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._listener: threading.Thread | None = None
+        self._dispatcher: threading.Thread | None = None
+
+    def _start_threads(self) -> None:
+        self._dispatcher = threading.Thread(
+            target=self._dispatch, name=f"hotparams-callbacks-{self.namespace}", daemon=True
+        )
+        self._listener = threading.Thread(
+            target=self._listen, name=f"hotparams-live-{self.namespace}", daemon=True
+        )
+        self._dispatcher.start()
+        self._listener.start()
+
+    def wait_until(self, predicate: Callable[[Snapshot[M]], bool], timeout: float) -> bool:
+        """Block until ``predicate(current)`` holds (True) or ``timeout`` passes (False)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate(self.current):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, _POLL))
+        return True
+
+    def wait_for(self, version: int, timeout: float = 10.0) -> bool:
+        """Block until the served version is at least ``version``."""
+        return self.wait_until(lambda snap: snap.version >= version, timeout)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the threads and drop the subscription; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        _handles.discard(self)
+        self._stopping.set()
+        self._queue.put(None)
+        me = threading.current_thread()
+        for thread in (self._listener, self._dispatcher):
+            if thread is not None and thread is not me and thread.is_alive():
+                thread.join(timeout)
+        self._drop_pubsub()
+        self._tracker.connected = False
+
+    def __enter__(self) -> Live[M]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _after_fork(self) -> None:
+        """In a child process: the parent's threads are gone; start ours."""
+        if self._closed:
+            return
+        self._pubsub = None  # the parent's socket: abandon it, never close it here
+        self._tracker.connected = False
+        self._init_runtime()
+        self._start_threads()
+
+    # ------------------------------------------------------------ listener
+
+    def _listen(self) -> None:
+        tracker, keys = self._tracker, self._keys
+        s = self._bus.settings
+        first = True
+        while not self._stopping.is_set():
+            try:
+                if not first:  # many workers lose Redis at once: do not come back at once
+                    self._pause(random.uniform(0, s.reconnect_base_wait))
+                first = False
+                self._retrying()(lambda: self._drive(connect(tracker, keys)))
+                with self._changed:
+                    self._changed.notify_all()
+                self._drive(listen(tracker, keys, time.monotonic))
+            except _Stopped:
+                break
+            except Exception as exc:
+                if self._stopping.is_set():
+                    break
+                tracker.connection(False, exc)
+            finally:
+                self._drop_pubsub()
+
+    def _retrying(self) -> Retrying:
+        s = self._bus.settings
+        return Retrying(
+            wait=wait_random_exponential(
+                multiplier=s.reconnect_base_wait, max=s.reconnect_max_wait
+            ),
+            retry=retry_if_not_exception_type(_Stopped),
+            stop=stop_when_event_set(self._stopping),
+            sleep=self._pause,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+
+    def _pause(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is not None:
+            self._tracker.connection(False, exc)
+            log.debug(
+                "%s: reconnect attempt %d failed: %s",
+                self.namespace,
+                state.attempt_number,
+                describe(exc),
+                extra={"namespace": self.namespace},
+            )
+
+    def _drive(self, phase: Generator[Action, Any, T]) -> T:
+        """Perform a phase's actions until it returns."""
+        try:
+            action = next(phase)
+            while True:
+                if self._stopping.is_set():
+                    raise _Stopped
+                try:
+                    result = self._perform(action)
+                except _Stopped:
+                    raise
+                except Exception as exc:
+                    action = phase.throw(exc)
+                else:
+                    action = phase.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        finally:
+            phase.close()
+
+    def _perform(self, action: Action) -> Any:
+        if isinstance(action, Receive):
+            return self._receive(action.timeout)
+        if isinstance(action, Read):
+            return (self._bus if action.patient else self._reader).run(action.op)
+        if isinstance(action, Publish):
+            self._publish(action.old, action.new)
+            return None
+        if isinstance(action, Ping):
+            assert self._pubsub is not None
+            self._pubsub.ping(action.token)
+            return None
+        assert isinstance(action, Subscribe)
+        return self._subscribe(action.channel)
+
+    def _subscribe(self, channel: str) -> None:
+        self._drop_pubsub()
+        pubsub = self._bus.client.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub = pubsub
+        pubsub.subscribe(channel)
+        deadline = time.monotonic() + self._bus.settings.socket_timeout
+        while True:
+            message = pubsub.get_message(timeout=_POLL)
+            if message is not None and text(message["type"]) == "subscribe":
+                return
+            if self._stopping.is_set():
+                raise _Stopped
+            if time.monotonic() > deadline:
+                raise ConnectionFailed(self._bus.url, "no confirmation of SUBSCRIBE")
+
+    def _receive(self, timeout: float) -> list[Any]:
+        pubsub = self._pubsub
+        assert pubsub is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = min(_POLL, max(0.0, deadline - time.monotonic()))
+            message = pubsub.get_message(timeout=wait)
+            if message is not None:
+                batch = [message]
+                while len(batch) < MAX_BATCH:
+                    more = pubsub.get_message(timeout=0.0)
+                    if more is None:
+                        break
+                    batch.append(more)
+                return batch
+            if self._stopping.is_set():
+                raise _Stopped
+            if time.monotonic() >= deadline:
+                return []
+
+    def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception as exc:  # a dead connection may fail to close
+                log.debug("%s: closing the subscription: %s", self.namespace, describe(exc))
+
+    def _publish(self, old: Snapshot[M] | None, new: Snapshot[M]) -> None:
+        self.current = new  # the one reference readers see
+        with self._changed:
+            self._changed.notify_all()
+        self._queue.put((old, new))
+
+    # ------------------------------------------------------------ callbacks thread
+
+    def _dispatch(self) -> None:
+        unsaved: Snapshot[M] | None = None
+        while True:
+            try:
+                item = self._queue.get() if unsaved is None else self._queue.get(timeout=0)
+            except queue.Empty:
+                self._save(unsaved)
+                unsaved = None
+                continue
+            if item is None:
+                break
+            old, new = item
+            if old is not None:
+                self._notify(old, new)
+            if self.cache is not None:
+                unsaved = new
+        if unsaved is not None:
+            self._save(unsaved)
+
+    def _notify(self, old: Snapshot[M], new: Snapshot[M]) -> None:
+        for call in self._listeners(old, new):
+            try:
+                call()
+            except Exception:
+                self._callback_failed(old, new)
+
+
+# ---------------------------------------------------------------- fork safety
+
+_handles: weakref.WeakSet[Live[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handle in list(_handles):
+        handle._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
