@@ -27,6 +27,7 @@ from tenacity import (
 from .codec import MASK, loads
 from .config import Settings, redact_url, settings_from
 from .errors import ConnectionFailed
+from .fleet import Convergence, WorkerReport, convergence, workers_op
 from .keys import keys_for
 from .library import library_source, library_version
 from .protocol import (
@@ -423,6 +424,17 @@ class Bus:
     def variants(self, namespace: str) -> VariantSet:
         """The current A/B variants of a namespace."""
         return VariantSet.from_json(self.run(get_op(keys_for(namespace))).variants)
+
+    def workers(self, namespace: str) -> list[WorkerReport]:
+        """The live workers' reports on a namespace (expired ones are gone)."""
+        return self.run(workers_op(keys_for(namespace).namespace))[1]
+
+    def convergence(self, namespace: str, version: int | None = None) -> Convergence:
+        """How many live workers run ``version`` (default: the current one),
+        which are behind, and the p50/p99 lag with which it reached them."""
+        head = self.head(namespace)
+        _, reports = self.run(workers_op(namespace))
+        return convergence(namespace, version or head.version, head.epoch, reports)
 
     def rollback(
         self,

@@ -1,7 +1,9 @@
 """The Lua library shipped as package data.
 
-The library's version is a digest of its source, written into the code at
-load time, so a client always knows whether Redis runs exactly its library.
+The library is one FUNCTION LOAD payload made of several ``.lua`` files,
+concatenated in order (later files use the helpers of earlier ones).  Its
+version is a digest of that source, written into the code at load time, so
+a client always knows whether Redis runs exactly its library.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ import hashlib
 from functools import cache
 from importlib.resources import files
 
-__all__ = ["LIBRARY_NAME", "library_source", "library_version"]
+__all__ = ["LIBRARY_NAME", "PARTS", "library_source", "library_version"]
 
 LIBRARY_NAME = "hotparams"
+#: the files of the library, in load order (the first holds the #!lua header)
+PARTS = ("hotparams.lua", "fleet.lua")
 _PLACEHOLDER = "local LIBVERSION = 'dev'"
 
 
 @cache
 def _file_text() -> str:
-    return files("hotparams").joinpath("lua/hotparams.lua").read_text(encoding="utf-8")
+    folder = files("hotparams").joinpath("lua")
+    return "\n".join(folder.joinpath(part).read_text(encoding="utf-8") for part in PARTS)
 
 
 @cache
