@@ -39,9 +39,10 @@ from .errors import (
     SchemaError,
 )
 from .keys import Keys
-from .protocol import Op, Who, commit_op, register_op
+from .protocol import Op, Who, check_variants_merge, commit_op, register_op
 from .schema import ParamSchema
 from .snapshot import Snapshot, frozen_mapping
+from .variants import VariantSet
 
 __all__ = ["load", "main", "read", "restore_op", "save"]
 
@@ -71,6 +72,7 @@ def save(path: str | os.PathLike[str], snapshot: Snapshot[Any], schema: ParamSch
         "secret_fields": sorted(schema.secrets),
         "saved_ms": int(time.time() * 1000),
         "values": dict(snapshot.values),
+        "variants": snapshot.variants.to_json(),
     }
     data = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +135,8 @@ def load(
     values = dict(doc["values"])
     try:
         params = schema.validate(namespace, values)
+        variants = VariantSet.from_json(doc.get("variants"))
+        check_variants_merge(namespace, schema, values, variants)
     except InvalidParams as exc:
         log.warning(
             "%s: ignoring the cache file %s: %s",
@@ -150,6 +154,7 @@ def load(
         committed_ms=int(doc.get("committed_ms", 0)),
         schema_rev=int(doc.get("schema_rev", 0)),
         values=frozen_mapping(values),
+        variants=variants,
     )
 
 

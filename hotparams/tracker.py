@@ -32,11 +32,12 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from .codec import loads, model_values
+from .codec import dumps, loads, model_values
 from .errors import HotParamsError, InvalidParams, NamespaceNotFound, ProtocolError
-from .protocol import Head, Stored
+from .protocol import Head, Stored, check_variants_merge
 from .schema import ParamSchema
 from .snapshot import Snapshot, frozen_mapping
+from .variants import VariantSet
 
 __all__ = [
     "Event",
@@ -71,12 +72,17 @@ class Event:
     changed: Mapping[str, Any]
     removed: tuple[str, ...] = ()
     redacted: tuple[str, ...] = ()
+    #: the A/B variants document after the change (JSON text, None: none
+    #: left), when ``variants_changed``
+    variants: str | None = None
+    variants_changed: bool = False
 
 
 def parse_event(data: bytes | str) -> Event:
     """The :class:`Event` in a channel message, or ProtocolError."""
     try:
         doc = loads(data)
+        variants = doc.get("variants")
         return Event(
             namespace=str(doc["ns"]),
             epoch=str(doc["epoch"]),
@@ -88,6 +94,8 @@ def parse_event(data: bytes | str) -> Event:
             changed=dict(doc["changed"]),
             removed=tuple(str(n) for n in doc.get("removed", ())),
             redacted=tuple(str(n) for n in doc.get("redacted", ())),
+            variants=None if variants is None else dumps(variants),
+            variants_changed="variants" in doc,
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ProtocolError(f"malformed change event ({type(exc).__name__})") from None
@@ -274,22 +282,31 @@ class Tracker(Generic[M]):
             fresh.setdefault(event.version, event)
         if not fresh:
             return Step("ignore", "superseded")
+        return self._fold(cur, [fresh[v] for v in sorted(fresh)])
+
+    def _fold(self, cur: Snapshot[M], fresh: list[Event]) -> Step:
+        """The next snapshot from consecutive events (a burst becomes one version)."""
         expected = cur.version + 1
         values = dict(cur.values)
-        for version in sorted(fresh):
-            event = fresh[version]
-            if version != expected or event.previous != expected - 1:
-                return self._resync(f"gap: at version {expected - 1}, got {version}")
+        variants = cur.variants
+        for event in fresh:
+            if event.version != expected or event.previous != expected - 1:
+                return self._resync(f"gap: at version {expected - 1}, got {event.version}")
             if event.redacted:
                 return self._resync("a secret changed")
             values.update(event.changed)
             for name in event.removed:
                 values.pop(name, None)
+            if event.variants_changed:
+                try:
+                    variants = VariantSet.from_json(event.variants)
+                except (ValueError, TypeError, AttributeError):
+                    return self._resync("malformed variants in an event")
             expected += 1
-        last = fresh[max(fresh)]
+        last = fresh[-1]
         self._confirm()
         return self._adopt(
-            last.epoch, last.version, last.committed_ms, last.schema_rev, values, "event"
+            last.epoch, last.version, last.committed_ms, last.schema_rev, values, variants, "event"
         )
 
     def on_stored(self, stored: Stored) -> Step:
@@ -329,6 +346,7 @@ class Tracker(Generic[M]):
             stored.committed_ms,
             stored.schema_rev,
             stored.values(),
+            VariantSet.from_json(stored.variants),
             "read",
         )
 
@@ -432,11 +450,13 @@ class Tracker(Generic[M]):
         committed_ms: int,
         schema_rev: int,
         values: Mapping[str, Any],
+        variants: VariantSet,
         how: str,
     ) -> Step:
         """Validate and apply a new version, or keep the last good one."""
         try:
             params = self.schema.validate(self.namespace, values)
+            check_variants_merge(self.namespace, self.schema, values, variants)
         except InvalidParams as exc:
             return self._reject(epoch, version, exc)
         old = self.current
@@ -448,6 +468,7 @@ class Tracker(Generic[M]):
             committed_ms=committed_ms,
             schema_rev=schema_rev,
             values=frozen_mapping(values),
+            variants=variants,
         )
         if old is not None and old.epoch != epoch and old.epoch:
             self.epoch_changes += 1
