@@ -213,6 +213,7 @@ def test_read_verbs_mask_secrets_in_tables_and_json(store: hotparams.Bus, redis_
         (2, "set", "ana"),
     ]
     assert history[0]["changes"] == {"model": {"old": "gpt-4o-mini", "new": "claude-sonnet"}}
+    assert history[0]["epoch"] == store.head("chat").epoch
     assert history[1]["changes"]["api_key"] == {"old": "******", "new": "******"}
     assert "v3" in outputs["history"].out and '"try claude"' in outputs["history"].out
 

@@ -168,7 +168,8 @@ def test_watch_survives_a_redis_restart_and_follows_the_new_history(
     watchers.append(w)
     w.wait_err("Ctrl-C to stop")
     bus.set("chat", {"temperature": 1.0})
-    assert json.loads(w.lines(1)[0])["version"] == 2
+    first = json.loads(w.lines(1)[0])
+    assert (first["version"], first["epoch"]) == (2, bus.head("chat").epoch)
 
     private_redis.restart()  # no persistence: keys and functions are gone
     w.wait_err("connection lost")
@@ -179,6 +180,7 @@ def test_watch_survives_a_redis_restart_and_follows_the_new_history(
 
     docs = [json.loads(line) for line in w.lines(2)]
     assert [(d["version"], d["op"]) for d in docs] == [(1, "init"), (2, "set")]
+    assert docs[0]["epoch"] == docs[1]["epoch"] == bus.head("chat").epoch != first["epoch"]
     assert changes(docs[1]) == {"temperature": [0.7, 1.5]}
     assert w.stop() == 0
     bus.close()

@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from ..errors import InvalidParams
+from ..schema import MODEL_ERROR_KEY
 from . import commands
 from .context import DEFAULT_URL, State, exit_code_for
 from .watch import watch
@@ -82,6 +84,9 @@ def _one_line(text: str) -> str:
 
 
 def _message(exc: Exception) -> str:
+    if isinstance(exc, InvalidParams):  # a cross-field rule ("*") needs no field name
+        problems = (r if f == MODEL_ERROR_KEY else f"{f}: {r}" for f, r in exc.errors.items())
+        return f"invalid parameters for {exc.namespace!r}: {'; '.join(problems)}"
     format_message = getattr(exc, "format_message", None)
     return str(format_message()) if callable(format_message) else str(exc)
 
@@ -112,7 +117,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("HOTPARAMS_DEBUG") == "1":
             raise
         code = exit_code_for(exc)
-        message = str(exc) or type(exc).__name__
+        message = _message(exc) or type(exc).__name__
         if code == 1:
             message = f"{type(exc).__name__}: {message}"
         _say(message)

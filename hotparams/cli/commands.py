@@ -286,10 +286,10 @@ def history(
     """The changes of NS, newest first: who, when, from where, why, what."""
     state = state_of(ctx)
     bus = state.bus()
-    bus.head(namespace)  # an unknown namespace is an error, not an empty list
+    head = bus.head(namespace)  # an unknown namespace is an error, not an empty list
     changes = bus.history(namespace, limit=limit)
     if json_out:
-        print_json(state.out, [change_doc(c) for c in changes])
+        print_json(state.out, [change_doc(c, head.epoch) for c in changes])
     else:
         for change in changes:
             state.out.print(change_block(change))

@@ -124,10 +124,12 @@ def change_block(change: Change) -> RenderableType:
     return Group(header, changes_table(change.changes, initial=change.op == "init"))
 
 
-def change_doc(change: Change) -> dict[str, Any]:
+def change_doc(change: Change, epoch: str | None = None) -> dict[str, Any]:
     """A history entry for ``--json`` (also one line of ``watch --json``)."""
+    variants = change.variants
     return {
         "namespace": change.namespace,
+        "epoch": epoch,
         "version": change.version,
         "previous": change.previous,
         "op": change.op,
@@ -139,6 +141,7 @@ def change_doc(change: Change) -> dict[str, Any]:
         "committed_at": iso_time(change.committed_ms),
         "schema_rev": change.schema_rev,
         "changes": changes_doc(change.changes),
+        "variants": None if variants is None else dict(variants),
     }
 
 

@@ -100,7 +100,7 @@ class Tail:
 
     def show(self, change: Change) -> None:
         if self.json_out:
-            print_json(self.state.out, change_doc(change), compact=True)
+            print_json(self.state.out, change_doc(change, self.epoch), compact=True)
         else:
             self.state.out.print(change_block(change))
 

@@ -1,0 +1,148 @@
+"""Every ``console`` example of the README's "Command line" and "Quick edits
+with redis-cli" sections is run, in order, and its output compared.
+
+How a block is run: each ``$ `` line is one ``bash -c`` command in the
+repository root, with stdout and stderr merged, against an empty
+redis-server (``HOTPARAMS_URL`` points at it; ``redis-cli`` is a wrapper that
+adds ``-p <port> --no-raw``, so its output is what a person sees at a
+terminal); the OS user is ``ana``; the terminal is 100 columns wide.  The
+lines after a command, up to the next ``$ ``, are its expected output.
+
+How outputs are compared: both sides are normalised the same way, so the
+README can show real output: local times and ISO times become ``<time>``,
+13-digit epoch milliseconds ``<ms>``, 16-hex-digit history epochs
+``<epoch>``, the host in ``cli:<host>`` sources ``<host>``; runs of spaces
+(table padding) become one space, runs of ``─`` one ``─``, trailing spaces
+and trailing empty lines go.
+
+To refresh the examples after a deliberate change of output, run
+``.venv/bin/python -m tests.test_readme_cli``: it prints each command with
+its actual output, ready to paste.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hotparams.server import LocalRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+SECTIONS = ("Command line", "Quick edits with redis-cli")
+REDIS_CLI = "/usr/bin/redis-cli"
+
+_VOLATILE = [
+    (re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)?"), "<time>"),
+    (re.compile(r"\b\d{13}\b"), "<ms>"),
+    (re.compile(r"\b[0-9a-f]{16}\b"), "<epoch>"),
+    (re.compile(r"\bcli:[A-Za-z0-9_.-]+"), "cli:<host>"),
+]
+
+
+@dataclass
+class Example:
+    section: str
+    command: str
+    expected: list[str]
+
+
+def section_text(text: str, title: str) -> str:
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    assert match, f"README has no section {title!r}"
+    return match.group(1)
+
+
+def examples(text: str) -> list[Example]:
+    out: list[Example] = []
+    for title in SECTIONS:
+        blocks = re.findall(r"^```console\n(.*?)^```", section_text(text, title), re.S | re.M)
+        assert blocks, f"README section {title!r} has no console example"
+        for block in blocks:
+            for line in block.splitlines():
+                if line.startswith("$ "):
+                    out.append(Example(title, line[2:], []))
+                else:
+                    assert out and out[-1].section == title, f"output before a command: {line}"
+                    out[-1].expected.append(line)
+    return out
+
+
+def normalise(lines: list[str]) -> list[str]:
+    out = []
+    for line in lines:
+        for pattern, replacement in _VOLATILE:
+            line = pattern.sub(replacement, line)
+        line = re.sub(r"─+", "─", re.sub(r" +", " ", line)).rstrip()
+        out.append(line)
+    while out and not out[-1]:
+        out.pop()
+    return out
+
+
+class Shell:
+    """Runs README commands against one redis-server."""
+
+    def __init__(self, server: LocalRedis, bin_dir: Path) -> None:
+        wrapper = bin_dir / "redis-cli"
+        wrapper.write_text(f'#!/bin/sh\nexec {REDIS_CLI} -p {server.port} --no-raw "$@"\n')
+        wrapper.chmod(0o755)
+        self.env = {
+            **os.environ,
+            "HOTPARAMS_URL": server.url,
+            "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), "/usr/bin"]),
+            "COLUMNS": "100",
+            "LOGNAME": "ana",
+            "USER": "ana",
+            "NO_COLOR": "1",
+        }
+        self.env.pop("FORCE_COLOR", None)
+
+    def run(self, command: str) -> list[str]:
+        proc = subprocess.run(
+            ["bash", "-c", command],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=30,
+        )
+        return proc.stdout.splitlines()
+
+
+def test_readme_cli_and_redis_cli_examples_print_what_they_show(
+    redis_url: str, redis_server: LocalRedis, tmp_path: Path
+) -> None:
+    if not Path(REDIS_CLI).exists():
+        pytest.skip("redis-cli (redis-tools) is not installed")
+    shell = Shell(redis_server, tmp_path)
+    found = examples(README.read_text(encoding="utf-8"))
+    assert len(found) >= 10
+    for example in found:
+        actual = shell.run(example.command)
+        assert normalise(actual) == normalise(example.expected), (
+            f"README ({example.section}): $ {example.command}\n" + "\n".join(actual)
+        )
+
+
+def main() -> None:
+    """Print each README command with its actual output (to refresh the README)."""
+    with LocalRedis() as server:
+        bin_dir = Path(server.dir) / "bin"
+        bin_dir.mkdir()
+        shell = Shell(server, bin_dir)
+        for example in examples(README.read_text(encoding="utf-8")):
+            print(f"$ {example.command}")
+            for line in shell.run(example.command):
+                print(line.rstrip())
+
+
+if __name__ == "__main__":
+    main()
