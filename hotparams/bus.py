@@ -27,7 +27,14 @@ from tenacity import (
 from .codec import MASK, loads
 from .config import Settings, redact_url, settings_from
 from .errors import ConnectionFailed
-from .fleet import Convergence, WorkerReport, convergence, workers_op
+from .fleet import (
+    Convergence,
+    WorkerReport,
+    convergence,
+    expose_op,
+    exposures_op,
+    workers_op,
+)
 from .keys import keys_for
 from .library import library_source, library_version
 from .protocol import (
@@ -435,6 +442,19 @@ class Bus:
         head = self.head(namespace)
         _, reports = self.run(workers_op(namespace))
         return convergence(namespace, version or head.version, head.epoch, reports)
+
+    def record_exposures(self, namespace: str, salt: str, counts: dict[str | None, int]) -> None:
+        """Add counted variant assignments (a Live handle batches these)."""
+        self.run(expose_op(keys_for(namespace).namespace, salt, counts))
+
+    def exposures(self, namespace: str) -> dict[str | None, int]:
+        """How many assignments each variant of the current experiment got
+        (None: the base), as counted and flushed by the workers."""
+        keys = keys_for(namespace)
+        salt = self.variants(namespace).salt
+        if not salt:
+            return {}
+        return self.run(exposures_op(namespace, keys.exposures, salt))
 
     def rollback(
         self,

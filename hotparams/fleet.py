@@ -16,12 +16,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .codec import dumps, loads
-from .protocol import FCall, Op, text
+from .protocol import Command, FCall, Op, text
 
 __all__ = [
     "Convergence",
     "WorkerReport",
     "convergence",
+    "expose_op",
+    "exposures_op",
     "leave_op",
     "report_op",
     "worker_id",
@@ -142,3 +144,28 @@ def convergence(
         lag_p99_ms=p99,
         lag_max_ms=worst,
     )
+
+
+def expose_op(namespace: str, salt: str, counts: dict[str | None, int]) -> Op[int]:
+    """Add a batch of assignment counts (variant name, None for the base)."""
+    args: list[str] = [salt]
+    for name, count in counts.items():
+        if count:
+            args += [name or "", str(int(count))]
+    if len(args) == 1:
+        return 0
+    return int((yield FCall("hp_expose", namespace, tuple(args))))
+
+
+def exposures_op(namespace: str, key: str, salt: str) -> Op[dict[str | None, int]]:
+    """Assignment counts of the experiment with ``salt``: variant -> count."""
+
+    reply = yield Command(namespace, ("HGETALL", key))
+    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+    out: dict[str | None, int] = {}
+    prefix = f"{salt}:"
+    for field_name, count in pairs:
+        name = text(field_name)
+        if name.startswith(prefix):
+            out[name[len(prefix) :] or None] = int(count)
+    return out

@@ -56,6 +56,21 @@ class Keys:
         """Pub/sub channel: one JSON event per change."""
         return f"{self.base}:events"
 
+    @property
+    def workers(self) -> str:
+        """Sorted set: live worker id -> expiry of its report (ms)."""
+        return f"{self.base}:workers"
+
+    @property
+    def workers_info(self) -> str:
+        """Hash: worker id -> its last report (JSON)."""
+        return f"{self.base}:workers:info"
+
+    @property
+    def exposures(self) -> str:
+        """Hash: "<salt>:<variant>" -> assignments counted by workers."""
+        return f"{self.base}:exposures"
+
     def version(self, number: int) -> str:
         """Hash: the complete, immutable values of one version."""
         return f"{self.base}:v:{number}"

@@ -59,3 +59,14 @@ def test_a_malformed_report_is_refused(bus: hotparams.Bus, bad: str) -> None:
     with pytest.raises(redis.ResponseError, match="HP_BADARG"):
         bus.client.fcall("hp_report", 1, "chat", "w", bad, 1000)
     assert bus.client.exists("hp:{chat}:workers") == 0
+
+
+def test_exposure_counts_add_up_per_experiment(bus: hotparams.Bus) -> None:
+    bus.register("chat", ChatParams)
+    assert bus.exposures("chat") == {}
+    bus.set_variant("chat", "a", {"temperature": 0.3}, percent=10)
+    salt = bus.variants("chat").salt
+    bus.record_exposures("chat", salt, {"a": 3, None: 10})
+    bus.record_exposures("chat", salt, {"a": 2, None: 0})
+    bus.record_exposures("chat", "an-older-salt", {"a": 100})
+    assert bus.exposures("chat") == {"a": 5, None: 10}

@@ -88,3 +88,33 @@ redis.register_function('hp_report', hp_report)
 redis.register_function('hp_leave', hp_leave)
 redis.register_function { function_name = 'hp_workers', callback = hp_workers,
   flags = { 'no-writes' } }
+
+--[[ hp_expose (exposure counts of A/B variants, batched by each worker)
+KEYS[1] namespace
+ARGV[1] the variants' salt (counts of an earlier experiment stay apart)
+ARGV[2..] variant name ("" for the base), count pairs
+Keys: hp:{ns}:exposures  hash  "<salt>:<variant>" -> assignments counted
+Returns the number of counters touched
+]]
+local function hp_expose(keys, argv)
+  local ns = keys[1]
+  local err = check_namespace(ns)
+  if err then return err end
+  local salt = argv[1]
+  if not salt or #salt == 0 or #salt > 64 or (#argv - 1) % 2 ~= 0 then
+    return redis.error_reply('HP_BADARG usage: hp_expose 1 <ns> <salt> <variant> <count> ...')
+  end
+  for i = 2, #argv, 2 do
+    local n = tonumber(argv[i + 1])
+    if not n or n < 0 or n ~= math.floor(n) or #argv[i] > 64 then
+      return redis.error_reply('HP_BADARG counts must be non-negative integers')
+    end
+  end
+  local key = key_of(ns, 'exposures')
+  for i = 2, #argv, 2 do
+    redis.call('HINCRBY', key, salt .. ':' .. argv[i], argv[i + 1])
+  end
+  return (#argv - 1) / 2
+end
+
+redis.register_function('hp_expose', hp_expose)
