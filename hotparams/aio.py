@@ -422,9 +422,7 @@ class AsyncLive(Handle[M]):
         super().__init__(namespace, schema, cache=cache, reconcile_interval=reconcile_interval)
         self._bus = bus
         s = bus.settings
-        reader_settings = s.model_copy(
-            update={"retry_attempts": 2, "retry_max_wait": 0.1, "retry_deadline": s.socket_timeout}
-        )
+        reader_settings = s.model_copy(update={"retry_attempts": 1})
         self._reader = AsyncBus(bus.client, settings=reader_settings, url=bus.url)
         self._pubsub: PubSub | None = None
         self._changed = asyncio.Condition()
@@ -558,7 +556,9 @@ class AsyncLive(Handle[M]):
                     if message is not None and text(message["type"]) == "subscribe":
                         return
         except TimeoutError:
-            raise ConnectionFailed(self._bus.url, "no confirmation of SUBSCRIBE") from None
+            raise ConnectionFailed(
+                redact_url(self._bus.url), "no confirmation of SUBSCRIBE"
+            ) from None
 
     async def _receive(self, timeout: float) -> list[Any]:
         pubsub = self._pubsub

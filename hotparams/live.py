@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import blinker
+import redis
 from pydantic import BaseModel
 from redis.client import PubSub
 from tenacity import (
@@ -43,6 +44,7 @@ from tenacity import (
 
 from . import lkg
 from .bus import Bus
+from .config import redact_url
 from .errors import ConnectionFailed
 from .follow import (
     MAX_BATCH,
@@ -274,7 +276,6 @@ class Live(Handle[M]):
             reconcile_interval=reconcile_interval or bus.settings.reconcile_interval,
         )
         self._bus = bus
-        self._pubsub: PubSub | None = None
         self._init_runtime()
         first = start(self._tracker, self._keys, cached=self._cached(), defaults=defaults)
         self.current = self._drive(first)
@@ -288,13 +289,9 @@ class Live(Handle[M]):
         _handles.add(self)
 
     def _init_runtime(self) -> None:
-        """Threads, locks and the read connection's wrapper: made again after fork()."""
-        s = self._bus.settings
-        # the listener does its own backoff: one quick retry per read, no more
-        reader_settings = s.model_copy(
-            update={"retry_attempts": 2, "retry_max_wait": 0.1, "retry_deadline": s.socket_timeout}
-        )
-        self._reader = Bus(self._bus.client, settings=reader_settings, url=self._bus.url)
+        """Threads, locks and connections: made again after fork()."""
+        self._pubsub: PubSub | None = None
+        self._reader: Bus | None = None  # the listener's own connection, made when needed
         self._stopping = threading.Event()
         self._changed = threading.Condition()
         self._callbacks_lock = threading.Lock()
@@ -338,12 +335,14 @@ class Live(Handle[M]):
         self._closed = True
         _handles.discard(self)
         self._stopping.set()
+        self._interrupt()  # a read blocked on a frozen or partitioned Redis returns now
         self._queue.put(None)
         me = threading.current_thread()
         for thread in (self._listener, self._dispatcher):
             if thread is not None and thread is not me and thread.is_alive():
                 thread.join(timeout)
         self._drop_pubsub()
+        self._drop_reader()
         self._tracker.connected = False
 
     def __enter__(self) -> Live[M]:
@@ -356,7 +355,8 @@ class Live(Handle[M]):
         """In a child process: the parent's threads are gone; start ours."""
         if self._closed:
             return
-        self._pubsub = None  # the parent's socket: abandon it, never close it here
+        # the parent's sockets are abandoned, never closed here: _init_runtime
+        # forgets them, and redis-py makes the pool anew in this process
         self._tracker.connected = False
         self._init_runtime()
         self._start_threads()
@@ -384,6 +384,7 @@ class Live(Handle[M]):
                 tracker.connection(False, exc)
             finally:
                 self._drop_pubsub()
+                self._drop_reader()
 
     def _retrying(self) -> Retrying:
         s = self._bus.settings
@@ -437,7 +438,7 @@ class Live(Handle[M]):
         if isinstance(action, Receive):
             return self._receive(action.timeout)
         if isinstance(action, Read):
-            return (self._bus if action.patient else self._reader).run(action.op)
+            return (self._bus if action.patient else self._read_bus()).run(action.op)
         if isinstance(action, Publish):
             self._publish(action.old, action.new)
             return None
@@ -461,7 +462,7 @@ class Live(Handle[M]):
             if self._stopping.is_set():
                 raise _Stopped
             if time.monotonic() > deadline:
-                raise ConnectionFailed(self._bus.url, "no confirmation of SUBSCRIBE")
+                raise ConnectionFailed(redact_url(self._bus.url), "no confirmation of SUBSCRIBE")
 
     def _receive(self, timeout: float) -> list[Any]:
         pubsub = self._pubsub
@@ -482,6 +483,45 @@ class Live(Handle[M]):
                 raise _Stopped
             if time.monotonic() >= deadline:
                 return []
+
+    def _read_bus(self) -> Bus:
+        """The listener's reads go through one connection of its own (from the
+        Bus's pool), so that close() can interrupt a read that hangs."""
+        if self._reader is None:
+            s = self._bus.settings
+            try:
+                client = redis.Redis(
+                    connection_pool=self._bus.client.connection_pool, single_connection_client=True
+                )
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                raise ConnectionFailed(redact_url(self._bus.url), describe(exc)) from None
+            # the listener does its own backoff: one attempt per read
+            settings = s.model_copy(update={"retry_attempts": 1})
+            self._reader = Bus(client, settings=settings, url=self._bus.url)
+        return self._reader
+
+    def _drop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            conn = reader.client.connection
+            try:
+                if conn is not None:
+                    conn.disconnect()  # type: ignore[no-untyped-call]  # half a reply: never reuse
+                reader.close()
+            except Exception as exc:
+                log.debug("%s: closing the read connection: %s", self.namespace, describe(exc))
+
+    def _interrupt(self) -> None:
+        """Shut the listener's sockets down from another thread (close())."""
+        reader, pubsub = self._reader, self._pubsub
+        conns = [reader.client.connection if reader else None]
+        conns.append(pubsub.connection if pubsub else None)
+        for conn in conns:
+            if conn is not None:
+                try:
+                    conn.disconnect()  # type: ignore[no-untyped-call]
+                except Exception as exc:
+                    log.debug("%s: interrupting: %s", self.namespace, describe(exc))
 
     def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,20 @@ def test_the_restore_command_writes_a_cache_file_back(redis_url: str, tmp_path: 
     bad = subprocess.run([*cmd, "restore", str(tmp_path / "nope.json")], env=env, cwd=ROOT)
     assert bad.returncode == 2
     bus.close()
+
+
+def test_close_is_prompt_even_while_redis_is_frozen(private_redis: LocalRedis) -> None:
+    bus = hotparams.connect(private_redis.url, reconcile_interval=0.2)  # socket timeout: 5 s
+    bus.register("pair", PairParams)
+    live = bus.watch("pair", PairParams)
+    private_redis.freeze()
+    try:
+        time.sleep(0.6)  # the reconcile probe now waits for a reply that will not come
+        started = time.monotonic()
+        live.close()
+        assert time.monotonic() - started < 2.0
+        assert not live_threads()
+        assert live.current.version == 1  # reads never depended on Redis
+    finally:
+        private_redis.thaw()
+        bus.close()
