@@ -1,8 +1,9 @@
 """The ``hotparams`` console script: a typer app, and the one place where
 errors become exit codes and one-line messages (never a traceback).
 
-A later verb (``status``, ``demo``) is a function taking ``ctx:
-typer.Context`` registered with ``app.command(...)`` below.
+A later verb (``demo``) is a function taking ``ctx: typer.Context``
+registered with ``app.command(...)`` below; a group of verbs (``variant``)
+is a typer app added with ``app.add_typer``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from ..errors import InvalidParams
 from ..schema import MODEL_ERROR_KEY
 from . import commands
 from .context import DEFAULT_URL, State, exit_code_for
+from .fleet import status
+from .variant import variant_app
 from .watch import watch
 
 __all__ = ["app", "main", "run"]
@@ -49,7 +52,8 @@ def options(
     """Change the runtime parameters of a running fleet, safely (Redis).
 
     Exit codes: 0 ok, 1 other failure, 2 usage, 3 invalid value,
-    4 version conflict, 5 Redis unreachable, 6 namespace or version not found.
+    4 version conflict, 5 Redis unreachable, 6 namespace, version or variant
+    not found, 7 --wait: not every live worker applied the change in time.
     """
     state = ctx.ensure_object(State)
     state.url = url
@@ -65,6 +69,8 @@ app.command("diff")(commands.diff)
 app.command("rollback")(commands.rollback)
 app.command("schema")(commands.schema)
 app.command("watch")(watch)
+app.command("status")(status)
+app.add_typer(variant_app)
 
 
 def _click_class(name: str) -> type[Exception]:
@@ -83,9 +89,18 @@ def _one_line(text: str) -> str:
     return " ".join(text.split("\n")).strip()
 
 
+def _problem(field: str, reason: str) -> str:
+    """``field: reason``; a cross-field rule (``*``, or ``variant NAME *``) without the star."""
+    if field == MODEL_ERROR_KEY:
+        return reason
+    if field.endswith(f" {MODEL_ERROR_KEY}"):
+        return f"{field[: -len(MODEL_ERROR_KEY) - 1]}: {reason}"
+    return f"{field}: {reason}"
+
+
 def _message(exc: Exception) -> str:
     if isinstance(exc, InvalidParams):  # a cross-field rule ("*") needs no field name
-        problems = (r if f == MODEL_ERROR_KEY else f"{f}: {r}" for f, r in exc.errors.items())
+        problems = (_problem(f, r) for f, r in exc.errors.items())
         return f"invalid parameters for {exc.namespace!r}: {'; '.join(problems)}"
     format_message = getattr(exc, "format_message", None)
     return str(format_message()) if callable(format_message) else str(exc)

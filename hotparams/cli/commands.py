@@ -15,15 +15,20 @@ from ..keys import keys_for
 from ..protocol import Command, Stored, get_op
 from ..snapshot import Change
 from .context import (
+    DEFAULT_TIMEOUT,
     AuthorOpt,
     ExpectOpt,
     JsonOpt,
+    NamespaceArg,
     ReasonOpt,
     State,
+    TimeoutOpt,
+    WaitOpt,
     cli_source,
     load_model,
     state_of,
 )
+from .fleet import report_wait
 from .render import (
     change_block,
     change_doc,
@@ -37,9 +42,18 @@ from .render import (
 )
 from .values import field_rules, parse_assignments, secret_names, split_assignments
 
-__all__ = ["diff", "get", "history", "init", "rollback", "schema", "set_", "unset"]
+__all__ = [
+    "NamespaceArg",
+    "diff",
+    "get",
+    "history",
+    "init",
+    "rollback",
+    "schema",
+    "set_",
+    "unset",
+]
 
-NamespaceArg = Annotated[str, typer.Argument(metavar="NS", help="The namespace, e.g. chat.")]
 SchemaOpt = Annotated[
     str | None,
     typer.Option(
@@ -81,8 +95,16 @@ def change_of(bus: Bus, namespace: str, version: int) -> Change | None:
     return None
 
 
-def report_write(state: State, namespace: str, before: int, after: int, json_out: bool) -> None:
-    """What a write verb prints: the new version and what changed."""
+def report_write(
+    state: State,
+    namespace: str,
+    before: int,
+    after: int,
+    json_out: bool,
+    wait: float | None = None,
+) -> None:
+    """What a write verb prints: the new version and what changed; then,
+    with ``wait`` (the ``--timeout``), whether every live worker applied it."""
     change = change_of(state.bus(), namespace, after) if after != before else None
     changes = change.changes if change else {}
     if json_out:
@@ -93,15 +115,20 @@ def report_write(state: State, namespace: str, before: int, after: int, json_out
             "changed": after != before,
             "changes": changes_doc(changes),
         }
-        print_json(state.out, doc)
+        if wait is not None:
+            report_wait(state, namespace, after, wait, doc)
+        else:
+            print_json(state.out, doc)
         return
     if after == before:
         state.out.print(f"{namespace}: nothing changed (version {after})")
-        return
-    what = f" (rollback to {change.target})" if change and change.op == "rollback" else ""
-    state.out.print(Text(f"{namespace}: version {before} -> {after}{what}", style="bold"))
-    if changes:
-        state.out.print(changes_table(changes))
+    else:
+        what = f" (rollback to {change.target})" if change and change.op == "rollback" else ""
+        state.out.print(Text(f"{namespace}: version {before} -> {after}{what}", style="bold"))
+        if changes:
+            state.out.print(changes_table(changes))
+    if wait is not None:
+        report_wait(state, namespace, after, wait, None)
 
 
 # ------------------------------------------------------------------ writes
@@ -158,6 +185,8 @@ def set_(
     author: AuthorOpt = None,
     reason: ReasonOpt = "",
     schema: SchemaOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     json_out: JsonOpt = False,
 ) -> None:
     """Change fields of NS: set chat temperature=0.9 model=gpt-4o stop='["\\n"]'."""
@@ -178,7 +207,7 @@ def set_(
         reason=reason,
         source=cli_source(),
     )
-    report_write(state, namespace, head.version, version, json_out)
+    report_write(state, namespace, head.version, version, json_out, timeout if wait else None)
 
 
 def unset(
@@ -188,6 +217,8 @@ def unset(
     expect_version: ExpectOpt = None,
     author: AuthorOpt = None,
     reason: ReasonOpt = "",
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     json_out: JsonOpt = False,
 ) -> None:
     """Reset fields of NS to their defaults."""
@@ -202,7 +233,7 @@ def unset(
         reason=reason,
         source=cli_source(),
     )
-    report_write(state, namespace, head.version, version, json_out)
+    report_write(state, namespace, head.version, version, json_out, timeout if wait else None)
 
 
 def rollback(
@@ -212,6 +243,8 @@ def rollback(
     expect_version: ExpectOpt = None,
     author: AuthorOpt = None,
     reason: ReasonOpt = "",
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     json_out: JsonOpt = False,
 ) -> None:
     """Make the values of VERSION current again, as a new version."""
@@ -226,7 +259,7 @@ def rollback(
         reason=reason,
         source=cli_source(),
     )
-    report_write(state, namespace, head.version, new, json_out)
+    report_write(state, namespace, head.version, new, json_out, timeout if wait else None)
 
 
 # ------------------------------------------------------------------ reads

@@ -12,7 +12,8 @@ Exit codes (the README's "Command line" section lists them too):
       breaks the schema, an unknown field, a model that is not a schema
 4     version conflict (``--expect-version``)
 5     Redis unreachable
-6     not found: the namespace or the version does not exist
+6     not found: the namespace, the version or the variant does not exist
+7     ``--wait``: not every live worker applied the change in time
 130   interrupted (Ctrl-C), except ``watch``, which stops with 0
 ====  ==================================================================
 """
@@ -45,22 +46,39 @@ from ..errors import (
 from .values import UsageProblem
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
     "EXIT_CODES",
     "AuthorOpt",
     "ExpectOpt",
     "JsonOpt",
+    "NamespaceArg",
+    "NotConverged",
+    "NotFound",
     "ReasonOpt",
     "State",
+    "TimeoutOpt",
+    "WaitOpt",
     "exit_code_for",
     "load_model",
     "state_of",
 ]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+#: how long ``--wait`` waits for the fleet, in seconds
+DEFAULT_TIMEOUT = 10.0
 
 #: settings of the CLI's Bus: an operator wants a fast, clear failure
 CLI_SETTINGS: dict[str, Any] = {"retry_attempts": 2, "retry_deadline": 2.0, "connect_timeout": 2.0}
+
+
+class NotFound(LookupError):
+    """Something named on the command line does not exist, e.g. a variant (exit 6)."""
+
+
+class NotConverged(RuntimeError):
+    """``--wait`` ran out of time before every live worker applied the change (exit 7)."""
+
 
 #: exception class -> exit code; the first match (in this order) wins
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -73,6 +91,8 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ConnectionFailed, 5),
     (NamespaceNotFound, 6),
     (VersionNotFound, 6),
+    (NotFound, 6),
+    (NotConverged, 7),
     (HotParamsError, 1),
 )
 
@@ -145,6 +165,7 @@ def load_model(spec: str) -> type[BaseModel]:
     return obj
 
 
+NamespaceArg = Annotated[str, typer.Argument(metavar="NS", help="The namespace, e.g. chat.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output: JSON on stdout.")]
 AuthorOpt = Annotated[
     str | None,
@@ -158,4 +179,15 @@ ExpectOpt = Annotated[
         min=0,
         help="Change only if the namespace is still at this version (else exit 4).",
     ),
+]
+WaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="After the write, wait until every live worker runs the new version (else exit 7).",
+    ),
+]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", min=0, metavar="S", help="How long --wait waits, in seconds."),
 ]

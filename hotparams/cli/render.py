@@ -19,6 +19,7 @@ from rich.text import Text
 
 from ..codec import MASK
 from ..snapshot import Change, FieldChange
+from ..variants import BUCKETS
 from .values import field_rules, shown
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "print_json",
     "schema_table",
     "values_table",
+    "variants_summary",
 ]
 
 OLD = "red"
@@ -63,13 +65,20 @@ def value_text(value: Any, style: str = "") -> Text:
 
 
 def values_table(
-    values: Mapping[str, Any], defaults: Mapping[str, Any], changed: frozenset[str]
+    values: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    changed: frozenset[str],
+    *,
+    beside: str = "default",
 ) -> Table:
-    """field | value | default (the default only where the value differs)."""
+    """field | value | default (the default only where the value differs).
+
+    ``beside`` names the third column (``variant which`` shows the base there).
+    """
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    table.add_column("default", style=DIM)
+    table.add_column(beside, style=DIM)
     for name in sorted(values):
         default = value_text(defaults[name]) if name in changed and name in defaults else ""
         table.add_row(name, value_text(values[name], "cyan" if name in changed else ""), default)
@@ -119,9 +128,27 @@ def change_block(change: Change) -> RenderableType:
     )
     if change.reason:
         header.append(f"  {json.dumps(change.reason, ensure_ascii=False)}", style=DIM)
-    if not change.changes:
-        return header
-    return Group(header, changes_table(change.changes, initial=change.op == "init"))
+    parts: list[RenderableType] = [header]
+    if change.changes:
+        parts.append(changes_table(change.changes, initial=change.op == "init"))
+    if change.variants is not None or change.op == "variant":
+        parts.append(Padding(variants_summary(change.variants), (0, 0, 0, 2), expand=False))
+    return parts[0] if len(parts) == 1 else Group(*parts)
+
+
+def variants_summary(doc: Mapping[str, Any] | None) -> Text:
+    """The A/B variants after a change, from its audit entry:
+    ``variants: cool 10%, vip 0% + 2 users``."""
+    variants = (doc or {}).get("variants") or {}
+    if not variants:
+        return Text.assemble(("variants", "bold"), ": none")
+    shown = []
+    for name, spec in sorted(variants.items()):
+        share = sum(end - start for start, end in spec.get("buckets") or []) * 100 / BUCKETS
+        users = len(spec.get("users") or ())
+        listed = f" + {users} user{'' if users == 1 else 's'}" if users else ""
+        shown.append(f"{name} {share:g}%{listed}")
+    return Text.assemble(("variants", "bold"), ": ", ", ".join(shown))
 
 
 def change_doc(change: Change, epoch: str | None = None) -> dict[str, Any]:

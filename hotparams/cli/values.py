@@ -24,6 +24,7 @@ __all__ = [
     "field_rules",
     "parse_assignments",
     "parse_value",
+    "scrub",
     "secret_names",
     "shown",
     "split_assignments",
@@ -58,6 +59,24 @@ def shown(value: Any) -> str:
     if value == MASK:
         return MASK
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def scrub(value: Any, secrets: frozenset[str]) -> Any:
+    """``value`` (text, or JSON-like data) with every secret value in it masked.
+
+    For text the CLI did not write itself (a worker's last error), which
+    might quote a secret; ``secrets`` are the secret values to hide.
+    """
+    if isinstance(value, str):
+        for secret in sorted(secrets, key=len, reverse=True):
+            if secret:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, Mapping):
+        return {k: scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v, secrets) for v in value]
+    return value
 
 
 def split_assignments(items: Sequence[str]) -> list[tuple[str, str]]:
