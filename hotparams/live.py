@@ -121,7 +121,9 @@ class Handle(Generic[M]):
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("connected" if self.connected else "disconnected")
         kind = type(self).__name__
-        return f"<hotparams.{kind} {self.namespace!r} v{self.current.version} {state}>"
+        snap = getattr(self, "current", None)  # None only while the first read runs
+        version = f"v{snap.version}" if snap is not None else "starting"
+        return f"<hotparams.{kind} {self.namespace!r} {version} {state}>"
 
     # ------------------------------------------------------------ freshness
 
@@ -403,6 +405,8 @@ class Live(Handle[M]):
         self._stopping.wait(seconds)
 
     def _before_sleep(self, state: RetryCallState) -> None:
+        self._drop_pubsub()
+        self._drop_reader()
         exc = state.outcome.exception() if state.outcome else None
         if exc is not None:
             self._tracker.connection(False, exc)
