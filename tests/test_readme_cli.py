@@ -5,13 +5,16 @@ How a block is run: each ``$ `` line is one ``bash -c`` command in the
 repository root, with stdout and stderr merged, against an empty
 redis-server (``HOTPARAMS_URL`` points at it; ``redis-cli`` is a wrapper that
 adds ``-p <port> --no-raw``, so its output is what a person sees at a
-terminal); the OS user is ``ana``; the terminal is 100 columns wide.  The
-lines after a command, up to the next ``$ ``, are its expected output.
+terminal); ``fake-worker`` (:data:`FAKE_WORKER`) writes the report a Live
+handle sends (``hp_report``), so ``status`` and ``--wait`` have a fleet to
+show; the OS user is ``ana``; the terminal is 100 columns wide.  The lines
+after a command, up to the next ``$ ``, are its expected output.
 
 How outputs are compared: both sides are normalised the same way, so the
 README can show real output: local times and ISO times become ``<time>``,
 13-digit epoch milliseconds ``<ms>``, 16-hex-digit history epochs
-``<epoch>``, the host in ``cli:<host>`` sources ``<host>``; runs of spaces
+``<epoch>``, the host in ``cli:<host>`` sources ``<host>``, ages (``3 s
+ago``) ``<age>``; runs of spaces
 (table padding) become one space, runs of ``─`` one ``─``, trailing spaces
 and trailing empty lines go.
 
@@ -43,7 +46,36 @@ _VOLATILE = [
     (re.compile(r"\b\d{13}\b"), "<ms>"),
     (re.compile(r"\b[0-9a-f]{16}\b"), "<epoch>"),
     (re.compile(r"\bcli:[A-Za-z0-9_.-]+"), "cli:<host>"),
+    (re.compile(r"\b\d+ (s|min|h) ago\b"), "<age>"),
 ]
+
+#: ``fake-worker NS ID [--behind N] [--lag MS] [--disconnected] [--error TEXT]``:
+#: the report a Live handle of NS sends after applying the current version
+#: (or N versions before it), valid for a minute
+FAKE_WORKER = """\
+import argparse, os, time
+import hotparams
+from hotparams.fleet import WorkerReport, report_op
+
+parser = argparse.ArgumentParser(prog="fake-worker")
+parser.add_argument("namespace")
+parser.add_argument("id")
+parser.add_argument("--behind", type=int, default=0)
+parser.add_argument("--lag", type=float, default=1.0)
+parser.add_argument("--disconnected", action="store_true")
+parser.add_argument("--error", default="")
+args = parser.parse_args()
+with hotparams.connect(os.environ["HOTPARAMS_URL"]) as bus:
+    head = bus.head(args.namespace)
+    host, _, pid = args.id.partition(":")
+    now = int(time.time() * 1000)
+    report = WorkerReport(
+        id=args.id, namespace=args.namespace, version=head.version - args.behind,
+        epoch=head.epoch, host=host, pid=int(pid or 0), connected=not args.disconnected,
+        applied_ms=now, lag_ms=args.lag, confirmed_ms=now, last_error=args.error,
+    )
+    bus.run(report_op(args.namespace, report, 60))
+"""
 
 
 @dataclass
@@ -93,6 +125,9 @@ class Shell:
         wrapper = bin_dir / "redis-cli"
         wrapper.write_text(f'#!/bin/sh\nexec {REDIS_CLI} -p {server.port} --no-raw "$@"\n')
         wrapper.chmod(0o755)
+        fake_worker = bin_dir / "fake-worker"
+        fake_worker.write_text(f"#!{sys.executable}\n{FAKE_WORKER}")
+        fake_worker.chmod(0o755)
         self.env = {
             **os.environ,
             "HOTPARAMS_URL": server.url,

@@ -7,6 +7,7 @@ from collections.abc import Generator
 from typing import Annotated, Any
 
 import typer
+from rich.padding import Padding
 from rich.text import Text
 
 from ..bus import Bus
@@ -39,6 +40,7 @@ from .render import (
     print_json,
     schema_table,
     values_table,
+    variants_summary,
 )
 from .values import field_rules, parse_assignments, secret_names, split_assignments
 
@@ -127,6 +129,8 @@ def report_write(
         state.out.print(Text(f"{namespace}: version {before} -> {after}{what}", style="bold"))
         if changes:
             state.out.print(changes_table(changes))
+        if change and change.variants is not None:  # a rollback can change them too
+            state.out.print(Padding(variants_summary(change.variants), (0, 0, 0, 2), expand=False))
     if wait is not None:
         report_wait(state, namespace, after, wait, None)
 

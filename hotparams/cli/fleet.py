@@ -86,12 +86,12 @@ def wait_for(bus: Bus, namespace: str, version: int, timeout: float) -> Waited:
 
 
 def ms_text(ms: float | None) -> str:
-    """A lag: ``4 ms``, ``0.4 ms``, ``1.2 s``."""
+    """A lag: ``4 ms``, ``6.5 ms``, ``0.42 ms``, ``1.2 s``."""
     if ms is None:
         return "-"
-    if ms >= 1000:
+    if ms >= 999.5:
         return f"{ms / 1000:.1f} s"
-    return f"{ms:.1f} ms" if ms < 1 else f"{ms:.0f} ms"
+    return f"{ms:.3g} ms"
 
 
 def age_text(now_ms: int, then_ms: int) -> str:
