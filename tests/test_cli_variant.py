@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import hotparams
+from hotparams.cli import run
 from tests.models import ChatParams
 from tests.test_cli import VaultParams, dump_all, run_cli
 
@@ -215,3 +217,50 @@ def test_bad_variant_input_exits_with_its_code_and_one_line_and_writes_nothing(
         if arg.startswith("pin="):
             assert arg[4:] not in r.err
     assert dump_all(store.client) == before
+
+
+def test_variant_set_merges_with_a_concurrent_change_instead_of_losing_it(
+    store: hotparams.Bus,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The read-merge-write of ``variant set`` is compare-and-set: a change
+    landing between its read and its write makes it read again and merge."""
+    store.set_variant("chat", "cool", {"temperature": 0.3}, percent=10)  # v2
+    original = hotparams.Bus.set_variant
+    attempts: list[int | None] = []
+
+    def racing(
+        self: hotparams.Bus, namespace: str, name: str, overrides: Any = None, **kw: Any
+    ) -> int:
+        attempts.append(kw.get("expect_version"))
+        if len(attempts) == 1:  # another operator adds an override meanwhile
+            with hotparams.connect(redis_url) as other:
+                original(other, "chat", "cool", {"temperature": 0.3, "tone": "friendly"})
+        return original(self, namespace, name, overrides, **kw)
+
+    monkeypatch.setattr(hotparams.Bus, "set_variant", racing)
+    assert run(["--url", redis_url, "variant", "set", "chat", "cool", "model=gpt-4o"]) == 0
+    assert attempts == [2, 3]  # conflicted at 2, merged with version 3
+    cool = store.variants("chat").variants["cool"]
+    assert dict(cool.overrides) == {"temperature": 0.3, "tone": "friendly", "model": "gpt-4o"}
+    assert "version 3 -> 4" in capsys.readouterr().out
+
+    # with --expect-version the operator asked for exactly that version: no retry
+    attempts.clear()
+    argv = [
+        "--url",
+        redis_url,
+        "variant",
+        "set",
+        "chat",
+        "cool",
+        "tone=plain",
+        "--expect-version",
+        "4",
+    ]
+    assert run(argv) == 4
+    assert attempts == [4]
+    assert store.head("chat").version == 5  # only the concurrent change
+    assert "expected version 4, current is 5" in capsys.readouterr().err
