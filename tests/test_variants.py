@@ -206,3 +206,12 @@ def test_assignment_is_the_same_in_separate_processes() -> None:
         env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin"},
     ).stdout.strip()
     assert here == there == fresh
+
+
+def test_the_audit_of_a_secret_override_keeps_lists_as_lists(chat: hotparams.Bus) -> None:
+    chat.set_variant("chat", "key", {"api_key": "sk-variant-secret"}, percent=5)
+    raw = chat.client.xrevrange(keys_for("chat").audit, count=1)[0][1][b"variants"]
+    doc = orjson.loads(raw)
+    assert doc["variants"]["key"]["overrides"]["api_key"] == hotparams.MASK
+    assert doc["variants"]["key"].get("users", []) == []
+    assert chat.history("chat", limit=1)[0].variants == doc

@@ -525,6 +525,9 @@ local function masked_variants(rules, text)
         secret = true
       end
     end
+    -- cjson writes an empty list as {}: leave empty lists out instead
+    if spec.users and next(spec.users) == nil then spec.users = nil end
+    if spec.buckets and next(spec.buckets) == nil then spec.buckets = nil end
   end
   if not secret then return text, false end
   return cjson.encode(doc), true
