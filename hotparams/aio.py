@@ -58,9 +58,9 @@ from .follow import (
     listen,
     start,
 )
+from .handle import Handle
 from .keys import keys_for
 from .library import library_source, library_version
-from .live import Handle
 from .protocol import (
     Batch,
     Call,

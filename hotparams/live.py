@@ -18,7 +18,6 @@ threads in the child (gunicorn ``--preload``, multiprocessing).
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import queue
@@ -26,11 +25,9 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Generator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
 
-import blinker
 import redis
 from pydantic import BaseModel
 from redis.client import PubSub
@@ -42,7 +39,6 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from . import lkg
 from .bus import Bus
 from .config import redact_url
 from .errors import ConnectionFailed
@@ -58,14 +54,11 @@ from .follow import (
     listen,
     start,
 )
-from .keys import keys_for
+from .handle import Handle, live_changed
 from .protocol import text
 from .schema import ParamSchema
 from .snapshot import Snapshot
-from .tracker import LiveStatus, Rejected, Tracker, describe, touches
-
-if TYPE_CHECKING:
-    from datetime import datetime
+from .tracker import describe
 
 __all__ = ["Live", "live_changed"]
 
@@ -74,181 +67,12 @@ T = TypeVar("T")
 
 log = logging.getLogger("hotparams.live")
 
-#: sent after a live handle applied a version: ``sender`` is the handle,
-#: keyword arguments ``old`` and ``new`` the snapshots (in version order)
-live_changed = blinker.signal("hotparams.live-changed")
-
 #: longest a blocking wait of the listener lasts before it checks for close()
 _POLL = 0.1
-
-ChangeCallback = Callable[[Snapshot[Any], Snapshot[Any]], object]
 
 
 class _Stopped(Exception):
     """Internal: close() was called."""
-
-
-class Handle(Generic[M]):
-    """What the sync and asyncio handles share, free of I/O: the served
-    snapshot, its freshness, and the change callbacks."""
-
-    #: the snapshot being served (replaced whole, never mutated)
-    current: Snapshot[M]
-
-    def __init__(
-        self,
-        namespace: str,
-        schema: ParamSchema[M],
-        *,
-        cache: str | os.PathLike[str] | None,
-        reconcile_interval: float,
-    ) -> None:
-        self.namespace = namespace
-        self.schema = schema
-        self.cache = Path(cache) if cache is not None else None
-        self._keys = keys_for(namespace)
-        self._tracker: Tracker[M] = Tracker(
-            namespace, schema, reconcile_interval=reconcile_interval
-        )
-        self._callbacks: tuple[tuple[ChangeCallback, frozenset[str] | None], ...] = ()
-        self._callbacks_lock = threading.Lock()
-        self._callback_errors = 0
-        self._closed = False
-
-    def _cached(self) -> Snapshot[M] | None:
-        return lkg.load(self.cache, self.namespace, self.schema) if self.cache else None
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else ("connected" if self.connected else "disconnected")
-        kind = type(self).__name__
-        snap = getattr(self, "current", None)  # None only while the first read runs
-        version = f"v{snap.version}" if snap is not None else "starting"
-        return f"<hotparams.{kind} {self.namespace!r} {version} {state}>"
-
-    # ------------------------------------------------------------ freshness
-
-    def status(self) -> LiveStatus:
-        """Version, connection, freshness and problems, as one value."""
-        return self._tracker.status()
-
-    @property
-    def connected(self) -> bool:
-        """Subscribed and in sync (False during an outage and before the first connect)."""
-        return self._tracker.connected and not self._closed
-
-    @property
-    def confirmed_at(self) -> datetime | None:
-        """When the handle last confirmed its snapshot was the current one."""
-        return self._tracker.status().confirmed_at
-
-    @property
-    def staleness(self) -> float:
-        """Seconds since that confirmation (``inf`` if never): how old the snapshot may be."""
-        return self._tracker.staleness()
-
-    @property
-    def stale(self) -> bool:
-        """True when the handle cannot vouch that it serves the current version."""
-        return self._tracker.status().stale
-
-    @property
-    def lost(self) -> bool:
-        """The namespace is missing in Redis (flushed); the last good snapshot is served."""
-        return self._tracker.lost
-
-    @property
-    def rejected(self) -> Rejected | None:
-        """The newest stored version the model refused, if any (the reason is in it)."""
-        return self._tracker.rejected
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    # ------------------------------------------------------------ callbacks
-
-    @overload
-    def on_change(
-        self, callback: None = None, *, fields: Collection[str] | None = None
-    ) -> Callable[[ChangeCallback], ChangeCallback]: ...
-
-    @overload
-    def on_change(
-        self, callback: ChangeCallback, *, fields: Collection[str] | None = None
-    ) -> ChangeCallback: ...
-
-    def on_change(
-        self, callback: ChangeCallback | None = None, *, fields: Collection[str] | None = None
-    ) -> ChangeCallback | Callable[[ChangeCallback], ChangeCallback]:
-        """Call ``callback(old, new)`` after each applied change (also as a decorator).
-
-        With ``fields``, only for changes of one of those fields.  Callbacks
-        run one at a time, in version order, off the read path (the sync
-        handle's callback thread; the asyncio handle's callback task, which
-        awaits a callback that returns an awaitable); an exception is
-        logged and does not stop the others.  A burst of changes may be
-        folded into one call.
-        """
-        if callback is None:
-
-            def decorator(cb: ChangeCallback) -> ChangeCallback:
-                return self.on_change(cb, fields=fields)
-
-            return decorator
-        names = None
-        if fields is not None:
-            names = frozenset([fields] if isinstance(fields, str) else fields)
-            self.schema.check_names(self.namespace, names)
-        with self._callbacks_lock:
-            self._callbacks = (*self._callbacks, (callback, names))
-        return callback
-
-    def off_change(self, callback: ChangeCallback) -> None:
-        """Stop calling ``callback``."""
-        with self._callbacks_lock:
-            self._callbacks = tuple(c for c in self._callbacks if c[0] is not callback)
-
-    @property
-    def callback_errors(self) -> int:
-        """How many callback calls raised (each was logged)."""
-        return self._callback_errors
-
-    def _listeners(self, old: Snapshot[M], new: Snapshot[M]) -> list[Callable[[], object]]:
-        """The calls a change from ``old`` to ``new`` makes, in order."""
-        calls: list[Callable[[], object]] = [
-            functools.partial(callback, old, new)
-            for callback, fields in self._callbacks
-            if touches(fields, old, new)
-        ]
-        calls += [
-            functools.partial(receiver, self, old=old, new=new)
-            for receiver in live_changed.receivers_for(self)
-        ]
-        return calls
-
-    def _callback_failed(self, old: Snapshot[M], new: Snapshot[M]) -> None:
-        self._callback_errors += 1
-        log.exception(
-            "%s: a change callback failed (version %d -> %d)",
-            self.namespace,
-            old.version,
-            new.version,
-            extra={"namespace": self.namespace, "version": new.version},
-        )
-
-    def _save(self, snap: Snapshot[M] | None) -> None:
-        if snap is None or self.cache is None:
-            return
-        try:
-            lkg.save(self.cache, snap, self.schema)
-        except OSError as exc:
-            log.warning(
-                "%s: cannot write the cache file %s: %s",
-                self.namespace,
-                self.cache,
-                exc,
-                extra={"namespace": self.namespace, "version": snap.version},
-            )
 
 
 class Live(Handle[M]):
