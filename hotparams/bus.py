@@ -513,6 +513,7 @@ class Bus:
 
             raise SchemaError(f"restoring {namespace!r} needs its model (model=...)")
         raw = dict(values.values if isinstance(values, Snapshot) else values)
+        variants = values.variants.to_json() if isinstance(values, Snapshot) else None
         s = self.settings
         settings = {
             "retention": s.retention,
@@ -520,7 +521,9 @@ class Bus:
             "max_value_bytes": s.max_value_bytes,
         }
         who = Who(author or default_author(), reason, source)
-        version = self.run(restore_op(keys, schema, raw, who=who, settings=settings))
+        version = self.run(
+            restore_op(keys, schema, raw, who=who, settings=settings, variants=variants)
+        )
         self._states.pop(namespace, None)
         return version
 

@@ -165,8 +165,10 @@ def restore_op(
     *,
     who: Who,
     settings: Mapping[str, int],
+    variants: str | None = None,
 ) -> Op[int]:
-    """Make ``values`` the current state of the namespace; returns its version.
+    """Make ``values`` (and ``variants``, an A/B variants document) the
+    current state of the namespace; returns its version.
 
     An existing namespace gets them as a new version (audited as
     ``restore``); a missing one is registered with them as version 1 of a
@@ -176,7 +178,15 @@ def restore_op(
     for _ in range(3):
         try:
             committed = yield from commit_op(
-                keys, schema, known, expect=None, who=who, replace=True, op="restore"
+                keys,
+                schema,
+                known,
+                expect=None,
+                who=who,
+                replace=True,
+                op="restore",
+                variants=variants,
+                set_variants=True,
             )
             return committed.version
         except NamespaceNotFound:
@@ -190,7 +200,20 @@ def restore_op(
             settings=settings,
         )
         if registered.created:
-            return registered.version
+            if not variants:
+                return registered.version
+            # version 1 holds the values; the variants come back as version 2
+            committed = yield from commit_op(
+                keys,
+                schema,
+                {},
+                expect=registered.version,
+                who=who,
+                op="restore",
+                variants=variants,
+                set_variants=True,
+            )
+            return committed.version
         # someone registered it meanwhile: write the values over theirs
     raise HotParamsError(f"{keys.namespace!r} kept changing while being restored; giving up")
 

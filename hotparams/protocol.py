@@ -331,8 +331,13 @@ def commit_op(
     known: Stored | None = None,
     replace: bool = False,
     op: str | None = None,
+    variants: str | None = None,
+    set_variants: bool = False,
 ) -> Op[Committed]:
     """Validate and commit a change.
+
+    ``set_variants`` also replaces the A/B variants document with
+    ``variants`` (None: no variants), as a restore does.
 
     With a model, the change is validated by the full model merged with the
     version it applies to, and committed only if that version is still the
@@ -340,8 +345,10 @@ def commit_op(
     re-validate.  Without a model, the Lua rules alone apply.
     """
     ns = keys.namespace
-    unset = _check_change(ns, schema, changes, unset, expect)
+    unset = _check_change(ns, schema, changes, unset, expect, allow_empty=set_variants)
     options = _options(unset, expect, replace, op, who)
+    if set_variants:
+        options = ("@variants", variants or "", *options)
     if schema is None:
         encoded = _encode_plain(ns, changes)
         version = int((yield FCall("hp_commit", ns, (*_pairs(encoded), *options))))
@@ -352,7 +359,8 @@ def commit_op(
             state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
         if expect is not None and state.version != expect:
             raise VersionConflict(ns, expect, state.version)
-        encoded, new_raw = _validated(ns, schema, state, changes, unset, replace)
+        doc = variants if set_variants else state.variants
+        encoded, new_raw = _validated(ns, schema, state, changes, unset, replace, doc)
         args = (*_pairs(encoded), *options, "@base", str(state.version))
         try:
             version = int((yield FCall("hp_commit", ns, args)))
@@ -363,7 +371,7 @@ def commit_op(
             return Committed(version, state)
         if version != state.version + 1:
             return Committed(version, None)
-        new_state = Stored(ns, version, state.epoch, 0, state.schema_rev, new_raw, state.variants)
+        new_state = Stored(ns, version, state.epoch, 0, state.schema_rev, new_raw, doc)
         return Committed(version, new_state)
     raise HotParamsError(
         f"{ns!r} changed {MAX_STALE_RETRIES} times while this change was being validated; giving up"
@@ -397,7 +405,7 @@ def set_many_op(
         state = states.get(ns)
         if state is None:
             state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
-        encoded, new_raw = _validated(ns, schema, state, changes, (), False)
+        encoded, new_raw = _validated(ns, schema, state, changes, (), False, state.variants)
         args = (*_pairs(encoded), *who.args(), "@base", str(state.version))
         calls.append(FCall("hp_commit", ns, args))
         if new_raw != dict(state.raw):
@@ -471,6 +479,8 @@ def _check_change(
     changes: Mapping[str, Any],
     unset: Sequence[str],
     expect: int | None,
+    *,
+    allow_empty: bool = False,
 ) -> list[str]:
     if expect is not None and (
         isinstance(expect, bool) or not isinstance(expect, int) or expect < 0
@@ -480,7 +490,7 @@ def _check_change(
     overlap = set(names) & set(changes)
     if overlap:
         raise InvalidParams(ns, {n: "both set and unset" for n in sorted(overlap)})
-    if not changes and not names:
+    if not changes and not names and not allow_empty:
         raise InvalidParams(ns, {"*": "nothing to change"})
     if schema is not None:
         schema.check_names(ns, changes)
@@ -517,14 +527,16 @@ def _validated(
     changes: Mapping[str, Any],
     unset: Sequence[str],
     replace: bool,
+    variants: str | None,
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The stored text of the changed fields, and the whole new state."""
+    """The stored text of the changed fields, and the whole new state
+    (validated with each of the ``variants`` merged in)."""
     merged = {} if replace else state.values()
     merged.update(changes)
     for name in unset:
         merged.pop(name, None)
     params = schema.validate(ns, merged)
-    check_variants_merge(ns, schema, merged, VariantSet.from_json(state.variants))
+    check_variants_merge(ns, schema, merged, VariantSet.from_json(variants))
     touched = list(schema.fields) if replace else list(changes)
     encoded = schema.encode(ns, params, [n for n in touched if n not in unset])
     new_raw = {} if replace else dict(state.raw)

@@ -215,3 +215,19 @@ def test_the_audit_of_a_secret_override_keeps_lists_as_lists(chat: hotparams.Bus
     assert doc["variants"]["key"]["overrides"]["api_key"] == hotparams.MASK
     assert doc["variants"]["key"].get("users", []) == []
     assert chat.history("chat", limit=1)[0].variants == doc
+
+
+def test_restore_brings_back_the_variants_of_a_snapshot(chat: hotparams.Bus) -> None:
+    chat.set("chat", {"temperature": 0.2})
+    chat.set_variant("chat", "a", {"temperature": 0.3}, percent=10, users=["vip"])
+    saved = chat.get("chat")
+    chat.client.flushall()  # the loss
+    version = chat.restore("chat", saved, author="ops", reason="after the flush")
+    snap = chat.get("chat")
+    assert (version, snap.values, snap.variants) == (2, saved.values, saved.variants)
+    assert snap.epoch != saved.epoch
+    # and on a namespace that still exists, the variants are replaced too
+    chat.remove_variant("chat", "a")
+    chat.restore("chat", saved)
+    assert chat.variants("chat") == saved.variants
+    assert chat.history("chat", limit=1)[0].op == "restore"
