@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -17,6 +19,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
@@ -77,6 +80,13 @@ _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 def make_client(url: str, settings: Settings) -> redis.Redis:
     """A redis-py client whose retries are left to hotparams (tenacity)."""
+    extra: dict[str, Any] = {}
+    try:  # redis-py >= 7: its maintenance handshake would double a connect timeout
+        from redis.maint_notifications import MaintNotificationsConfig
+
+        extra["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+    except ImportError:  # pragma: no cover - older redis-py
+        pass
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=settings.connect_timeout,
@@ -84,12 +94,20 @@ def make_client(url: str, settings: Settings) -> redis.Redis:
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
         client_name="hotparams",
+        **extra,
     )
 
 
 def send(client: redis.Redis, *args: Any) -> Any:
     """One raw command (redis-py leaves ``execute_command`` untyped)."""
     return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _backoff_before_first_retry(state: RetryCallState) -> None:
+    # tenacity waits only between its own attempts; the first try happened
+    # outside it, so jitter here too (a fleet must not retry in lockstep)
+    if state.attempt_number == 1:
+        time.sleep(random.uniform(0, 0.05))
 
 
 def describe(exc: BaseException) -> str:
@@ -161,21 +179,26 @@ class Bus:
         ]
 
     def _with_retry(self, fn: Any) -> Any:
+        """``fn()``, retried on connection errors: ``retry_attempts`` tries in
+        all, with jittered exponential waits, within ``retry_deadline``."""
         try:  # the happy path pays nothing for the retry machinery
             return fn()
-        except _TRANSIENT:
-            pass
-        s = self.settings
-        retrying = Retrying(
-            stop=stop_after_attempt(s.retry_attempts) | stop_after_delay(s.retry_deadline),
-            wait=wait_random_exponential(multiplier=0.05, max=s.retry_max_wait),
-            retry=retry_if_exception_type(_TRANSIENT),
-            reraise=True,
-        )
-        try:
-            return retrying(fn)
         except _TRANSIENT as exc:
-            raise ConnectionFailed(redact_url(self.url), describe(exc)) from None
+            error: BaseException = exc
+        s = self.settings
+        if s.retry_attempts > 1:
+            retrying = Retrying(
+                stop=stop_after_attempt(s.retry_attempts - 1) | stop_after_delay(s.retry_deadline),
+                wait=wait_random_exponential(multiplier=0.05, max=s.retry_max_wait),
+                retry=retry_if_exception_type(_TRANSIENT),
+                before=_backoff_before_first_retry,
+                reraise=True,
+            )
+            try:
+                return retrying(fn)
+            except _TRANSIENT as exc:
+                error = exc
+        raise ConnectionFailed(redact_url(self.url), describe(error)) from None
 
     def _ensure_library(self) -> None:
         if self._library_checked:
