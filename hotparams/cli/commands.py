@@ -4,16 +4,20 @@ rollback, history, diff, schema (``watch`` lives in :mod:`.watch`)."""
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.padding import Padding
 from rich.text import Text
 
+from .. import lkg
 from ..bus import Bus
 from ..codec import MASK, loads
+from ..errors import InvalidParams
 from ..keys import keys_for
 from ..protocol import Command, Stored, get_op
+from ..schema import ParamSchema
 from ..snapshot import Change
 from .context import (
     DEFAULT_TIMEOUT,
@@ -42,7 +46,13 @@ from .render import (
     values_table,
     variants_summary,
 )
-from .values import field_rules, parse_assignments, secret_names, split_assignments
+from .values import (
+    UsageProblem,
+    field_rules,
+    parse_assignments,
+    secret_names,
+    split_assignments,
+)
 
 __all__ = [
     "NamespaceArg",
@@ -376,3 +386,54 @@ def schema(ctx: typer.Context, namespace: NamespaceArg, json_out: JsonOpt = Fals
         Text.assemble((namespace, "bold"), f"  schema revision {head.schema_rev}{model}")
     )
     state.out.print(schema_table(rules, defaults))
+
+
+def restore(
+    ctx: typer.Context,
+    namespace: NamespaceArg,
+    from_cache: Annotated[
+        Path,
+        typer.Option(
+            "--from-cache",
+            metavar="FILE",
+            help="A worker's last-known-good cache file (bus.watch(..., cache=FILE)).",
+        ),
+    ],
+    schema: SchemaOpt = None,
+    author: AuthorOpt = None,
+    reason: ReasonOpt = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """After a loss (FLUSHALL, a restart without persistence), write a worker's
+    last good snapshot back as the current state of NS, A/B variants included."""
+    state = state_of(ctx)
+    keys_for(namespace)
+    try:
+        doc = lkg.read(from_cache)
+    except (OSError, ValueError) as exc:
+        raise UsageProblem(f"--from-cache {from_cache}: {exc}") from None
+    if doc.get("namespace") != namespace:
+        raise UsageProblem(
+            f"--from-cache {from_cache} holds namespace {doc.get('namespace')!r}, not {namespace!r}"
+        )
+    model_ref = schema or str(doc.get("model") or "")
+    if not model_ref:
+        raise UsageProblem("the cache file names no model: give --schema module:Model")
+    model = load_model(model_ref)
+    snapshot = lkg.load(from_cache, namespace, ParamSchema.of(model))
+    if snapshot is None:
+        raise InvalidParams(namespace, {"*": f"{from_cache}: the model refuses its values"})
+    bus = state.bus()
+    version = bus.restore(
+        namespace, snapshot, model=model, author=author, reason=reason, source=cli_source()
+    )
+    if json_out:
+        print_json(
+            state.out,
+            {"namespace": namespace, "version": version, "restored_from": snapshot.version},
+        )
+    else:
+        state.out.print(
+            f"{namespace}: version {version} restored from {from_cache} "
+            f"(its version {snapshot.version})"
+        )
