@@ -16,7 +16,15 @@ __all__ = ["LIBRARY_NAME", "PARTS", "library_source", "library_version"]
 
 LIBRARY_NAME = "hotparams"
 #: the files of the library, in load order (the first holds the #!lua header)
-PARTS = ("hotparams.lua", "fleet.lua")
+PARTS = (
+    "hotparams.lua",
+    "state.lua",
+    "variants.lua",
+    "write.lua",
+    "writes.lua",
+    "reads.lua",
+    "fleet.lua",
+)
 _PLACEHOLDER = "local LIBVERSION = 'dev'"
 
 

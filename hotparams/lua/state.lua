@@ -1,0 +1,152 @@
+-- state.lua: part of the hotparams Lua library, appended to the files before
+-- it at load time (hotparams/library.py PARTS); arguments, stored state and
+-- the checks every write shares.
+
+-- ------------------------------------------------------------------ arguments
+
+-- Split ARGV (from index `first`) into field/value pairs and @options.
+local function parse_args(argv, first)
+  local fields, opts, unset = {}, {}, {}
+  if (#argv - first + 1) % 2 ~= 0 then
+    return nil, redis.error_reply('HP_BADARG arguments must be field/value pairs '
+      .. '(got an odd number)')
+  end
+  local i = first
+  while i <= #argv do
+    local name, value = argv[i], argv[i + 1]
+    if name:sub(1, 1) == '@' then
+      local opt = name:sub(2)
+      if opt == 'unset' then
+        unset[#unset + 1] = value
+      elseif opt == 'expect' or opt == 'base' or opt == 'author' or opt == 'reason'
+          or opt == 'source' or opt == 'replace' or opt == 'op' or opt == 'variants' then
+        opts[opt] = value
+      else
+        return nil, redis.error_reply('HP_BADARG unknown option ' .. name
+          .. ' (known: @expect @author @reason @source)')
+      end
+    else
+      fields[#fields + 1] = { name, value }
+    end
+    i = i + 2
+  end
+  for _, name in ipairs({ 'expect', 'base' }) do
+    if opts[name] ~= nil and not opts[name]:match('^%d+$') then
+      return nil, redis.error_reply('HP_BADARG @' .. name .. ' must be a version number')
+    end
+  end
+  return { fields = fields, opts = opts, unset = unset }, nil
+end
+
+-- ------------------------------------------------------------------ state
+
+local function load_meta(ns)
+  local flat = redis.call('HGETALL', key_of(ns, 'meta'))
+  if #flat == 0 then return nil end
+  local meta = {}
+  for i = 1, #flat, 2 do meta[flat[i]] = flat[i + 1] end
+  meta.version = tonumber(meta.version)
+  meta.schema_rev = tonumber(meta.schema_rev)
+  meta.oldest = tonumber(meta.oldest)
+  meta.retention = tonumber(meta.retention) or DEFAULT_RETENTION
+  meta.audit_maxlen = tonumber(meta.audit_maxlen) or DEFAULT_AUDIT_MAXLEN
+  meta.max_value_bytes = tonumber(meta.max_value_bytes) or DEFAULT_MAX_VALUE_BYTES
+  return meta
+end
+
+local function require_meta(ns)
+  local meta = load_meta(ns)
+  if not meta then
+    return nil, redis.error_reply('HP_NONS namespace ' .. ns
+      .. ' does not exist (register it first)')
+  end
+  return meta, nil
+end
+
+-- Decoded rules, keyed by their JSON text (immutable for a given text), so
+-- a write does not decode the schema again.  Bounded: cleared when full.
+local rules_cache, rules_cached = {}, 0
+
+local function load_rules(ns, rev)
+  local text = redis.call('HGET', key_of(ns, 'schema'), tostring(rev))
+  if not text then return nil end
+  local rules = rules_cache[text]
+  if rules == nil then
+    rules = cjson.decode(text)
+    if rules_cached >= 256 then
+      rules_cache, rules_cached = {}, 0
+    end
+    rules_cache[text] = rules
+    rules_cached = rules_cached + 1
+  end
+  return rules
+end
+
+-- Values of version n as {field -> raw JSON}, or nil when not retained.
+local function load_values(ns, n)
+  local flat = redis.call('HGETALL', key_of(ns, 'v:' .. n))
+  if #flat == 0 then return nil end
+  local values = {}
+  for i = 1, #flat, 2 do
+    if flat[i]:sub(1, 1) ~= '@' then values[flat[i]] = flat[i + 1] end
+  end
+  return values
+end
+
+-- The variants of version n (JSON text) or nil.
+local function load_variants(ns, n)
+  local text = redis.call('HGET', key_of(ns, 'v:' .. n), '@variants')
+  if not text then return nil end
+  return text
+end
+
+local function sorted_keys(t)
+  local names = {}
+  for name in pairs(t) do names[#names + 1] = name end
+  table.sort(names)
+  return names
+end
+
+local function check_expect(meta, opts)
+  if opts.expect ~= nil and tonumber(opts.expect) ~= meta.version then
+    return redis.error_reply('HP_CONFLICT ' .. opts.expect .. ' ' .. meta.version
+      .. ' (expected version ' .. opts.expect .. ', current is ' .. meta.version .. ')')
+  end
+  if opts.base ~= nil and tonumber(opts.base) ~= meta.version then
+    return redis.error_reply('HP_STALE ' .. meta.version)
+  end
+  return nil
+end
+
+-- Validate the fields of `new` named in `names` against `rules`.
+local function check_fields(rules, new, names, max_bytes)
+  local problems = {}
+  for _, name in ipairs(names) do
+    local rule = rules.fields[name]
+    if not rule then
+      problems[#problems + 1] = { name, 'unknown field' }
+    else
+      local reason = check_value(rule, new[name], max_bytes)
+      if reason then problems[#problems + 1] = { name, reason } end
+    end
+  end
+  if #problems > 0 then return invalid(problems) end
+  return nil
+end
+
+-- Fill fields missing from `values` with their defaults; report required ones.
+local function fill_defaults(rules, values)
+  local problems = {}
+  for _, name in ipairs(sorted_keys(rules.fields)) do
+    if values[name] == nil then
+      local default = rules.fields[name].default
+      if default == nil then
+        problems[#problems + 1] = { name, 'required (the field has no default)' }
+      else
+        values[name] = default
+      end
+    end
+  end
+  if #problems > 0 then return invalid(problems) end
+  return nil
+end

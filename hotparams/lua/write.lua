@@ -1,0 +1,127 @@
+-- write.lua: part of the hotparams Lua library, appended to the files before
+-- it at load time (hotparams/library.py PARTS); writing a version: values,
+-- retention, audit entry and change event, after every check has passed.
+
+-- ------------------------------------------------------------------ writing
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function diff(old, new)
+  local changed, removed = {}, {}
+  for _, name in ipairs(sorted_keys(new)) do
+    if old[name] ~= new[name] then changed[#changed + 1] = name end
+  end
+  for _, name in ipairs(sorted_keys(old)) do
+    if new[name] == nil then removed[#removed + 1] = name end
+  end
+  return changed, removed
+end
+
+local function is_secret(rules, name)
+  local rule = rules.fields[name]
+  return rule ~= nil and rule.secret == true
+end
+
+-- Write `new` (complete values) as the next version; everything has been
+-- checked by the caller.  Returns the new version, or the current one when
+-- nothing changed.
+local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_audit,
+                             vold, vnew)
+  local changed, removed = diff(old, new)
+  local variants_changed = vold ~= vnew
+  if #changed == 0 and #removed == 0 and not variants_changed and op ~= 'init' then
+    return meta.version
+  end
+  local prev = meta.version or 0
+  local v = prev + 1
+  local ts = now_ms()
+
+  local hash = { '@ts', tostring(ts), '@schema', tostring(rev) }
+  if vnew then
+    hash[#hash + 1] = '@variants'
+    hash[#hash + 1] = vnew
+  end
+  for name, raw in pairs(new) do
+    hash[#hash + 1] = name
+    hash[#hash + 1] = raw
+  end
+  redis.call('HSET', key_of(ns, 'v:' .. v), unpack(hash))
+
+  local oldest = meta.oldest or v
+  local retention = meta.retention
+  while oldest <= v - retention do
+    redis.call('DEL', key_of(ns, 'v:' .. oldest))
+    oldest = oldest + 1
+  end
+  redis.call('HSET', key_of(ns, 'meta'), 'version', v, 'ts', ts, 'schema_rev', rev,
+    'oldest', oldest)
+
+  -- audit: values of secret fields are masked
+  local audit_parts, event_parts, redacted = {}, {}, {}
+  for _, name in ipairs(changed) do
+    local before = old[name] or 'null'
+    local after = new[name]
+    if is_secret(rules, name) then
+      if old[name] then before = cjson.encode(MASK) end
+      after = cjson.encode(MASK)
+      redacted[#redacted + 1] = cjson.encode(name)
+    else
+      event_parts[#event_parts + 1] = cjson.encode(name) .. ':' .. after
+    end
+    audit_parts[#audit_parts + 1] = cjson.encode(name) .. ':[' .. before .. ',' .. after .. ']'
+  end
+  for _, name in ipairs(removed) do
+    local before = old[name]
+    if is_secret(rules, name) then before = cjson.encode(MASK) end
+    audit_parts[#audit_parts + 1] = cjson.encode(name) .. ':[' .. before .. ',null]'
+  end
+  local changes_json = '{' .. table.concat(audit_parts, ',') .. '}'
+  local entry = {
+    'v', tostring(v), 'prev', tostring(prev), 'op', op,
+    'author', opts.author or '', 'reason', opts.reason or '',
+    'source', opts.source or 'redis', 'ts', tostring(ts),
+    'schema', tostring(rev), 'changes', changes_json,
+  }
+  for _, pair in ipairs(extra_audit or {}) do
+    entry[#entry + 1] = pair[1]
+    entry[#entry + 1] = pair[2]
+  end
+  local variants_event = ''
+  if variants_changed then
+    local shown, secret = 'null', false
+    if vnew then shown, secret = masked_variants(rules, vnew) end
+    entry[#entry + 1] = 'variants'
+    entry[#entry + 1] = shown
+    if secret then
+      redacted[#redacted + 1] = cjson.encode('@variants')
+    else
+      variants_event = ',"variants":' .. (vnew or 'null')
+    end
+  end
+  redis.call('XADD', key_of(ns, 'audit'), 'MAXLEN', '~', meta.audit_maxlen, '*', unpack(entry))
+
+  local removed_json = {}
+  for _, name in ipairs(removed) do removed_json[#removed_json + 1] = cjson.encode(name) end
+  local event = '{"ns":' .. cjson.encode(ns)
+    .. ',"epoch":' .. cjson.encode(meta.epoch)
+    .. ',"v":' .. v .. ',"prev":' .. prev .. ',"ts":' .. ts
+    .. ',"op":' .. cjson.encode(op) .. ',"schema":' .. rev
+    .. ',"changed":{' .. table.concat(event_parts, ',') .. '}'
+    .. ',"removed":[' .. table.concat(removed_json, ',') .. ']'
+    .. ',"redacted":[' .. table.concat(redacted, ',') .. ']'
+    .. variants_event .. '}'
+  redis.call('PUBLISH', key_of(ns, 'events'), event)
+  return v
+end
+
+local function positive_int(value, name)
+  if value == nil then return nil, nil end
+  local n = tonumber(value)
+  if not n or n < 1 or n ~= math.floor(n) then
+    return nil, redis.error_reply('HP_BADARG ' .. name .. ' must be a positive integer')
+  end
+  return n, nil
+end

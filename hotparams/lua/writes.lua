@@ -1,0 +1,315 @@
+-- writes.lua: part of the hotparams Lua library, appended to the files before
+-- it at load time (hotparams/library.py PARTS); the functions that change
+-- a namespace.
+
+-- ------------------------------------------------------------------ functions
+
+local function hp_libversion()
+  return LIBVERSION
+end
+
+--[[ hp_register
+KEYS[1] namespace
+ARGV[1] validation rules (canonical JSON; compared as text for idempotence)
+ARGV[2] options (JSON object): epoch (new history id), author, reason,
+        source, retention, audit_maxlen, max_value_bytes
+ARGV[3..] field, JSON value pairs: the initial values of a new namespace
+Returns {version, schema_rev, created (0/1), new_revision (0/1)}
+]]
+local function hp_register(keys, argv)
+  local ns = keys[1]
+  local err = check_namespace(ns)
+  if err then return err end
+  local ok, rules = pcall(cjson.decode, argv[1] or '')
+  if not ok or type(rules) ~= 'table' or type(rules.fields) ~= 'table' then
+    return redis.error_reply('HP_BADARG rules must be a JSON object with "fields"')
+  end
+  local ok2, opts = pcall(cjson.decode, argv[2] or '{}')
+  if not ok2 or type(opts) ~= 'table' then
+    return redis.error_reply('HP_BADARG options must be a JSON object')
+  end
+  local settings = {}
+  for _, name in ipairs({ 'retention', 'audit_maxlen', 'max_value_bytes' }) do
+    local n, e = positive_int(opts[name], name)
+    if e then return e end
+    settings[name] = n
+  end
+  local initial = {}
+  if (#argv - 2) % 2 ~= 0 then
+    return redis.error_reply('HP_BADARG initial values must be field/value pairs')
+  end
+  for i = 3, #argv, 2 do initial[argv[i]] = argv[i + 1] end
+  local wopts = { author = opts.author, reason = opts.reason, source = opts.source }
+
+  local meta = load_meta(ns)
+  if not meta then
+    if type(opts.epoch) ~= 'string' or #opts.epoch == 0 then
+      return redis.error_reply('HP_BADARG options.epoch is required for a new namespace')
+    end
+    local max_bytes = settings.max_value_bytes or DEFAULT_MAX_VALUE_BYTES
+    err = fill_defaults(rules, initial)
+    if err then return err end
+    err = check_fields(rules, initial, sorted_keys(initial), max_bytes)
+    if err then return err end
+    local created = now_ms()
+    redis.call('HSET', key_of(ns, 'schema'), '1', argv[1])
+    redis.call('HSET', key_of(ns, 'meta'), 'epoch', opts.epoch, 'created', created,
+      'retention', settings.retention or DEFAULT_RETENTION,
+      'audit_maxlen', settings.audit_maxlen or DEFAULT_AUDIT_MAXLEN,
+      'max_value_bytes', max_bytes)
+    meta = load_meta(ns)
+    meta.version = 0
+    local v = write_version(ns, meta, rules, 1, {}, initial, 'init', wopts, nil, nil, nil)
+    return { v, 1, 1, 1 }
+  end
+
+  -- existing namespace: same rules => nothing to do but settings
+  local rev = meta.schema_rev
+  local current = redis.call('HGET', key_of(ns, 'schema'), tostring(rev))
+  local old = load_values(ns, meta.version) or {}
+  local variants = load_variants(ns, meta.version)
+  local max_bytes = settings.max_value_bytes or meta.max_value_bytes
+  local new, new_rev = old, rev
+  if current ~= argv[1] then
+    -- a new schema revision: keep known fields, add defaults for new ones
+    new = {}
+    for name, raw in pairs(old) do
+      if rules.fields[name] then new[name] = raw end
+    end
+    err = fill_defaults(rules, new)
+    if err then return err end
+    err = check_fields(rules, new, sorted_keys(new), max_bytes)
+    if err then return err end
+    if variants then
+      err = check_variants(rules, variants, max_bytes)
+      if err then return err end
+    end
+    new_rev = rev + 1
+  end
+  -- all checks done: write
+  local updates = {}
+  for name, value in pairs(settings) do
+    updates[#updates + 1] = name
+    updates[#updates + 1] = value
+    meta[name] = value
+  end
+  if #updates > 0 then redis.call('HSET', key_of(ns, 'meta'), unpack(updates)) end
+  if new_rev == rev then return { meta.version, rev, 0, 0 } end
+  redis.call('HSET', key_of(ns, 'schema'), tostring(new_rev), argv[1])
+  local v = write_version(ns, meta, rules, new_rev, old, new, 'schema', wopts, nil,
+    variants, variants)
+  if v == meta.version then
+    redis.call('HSET', key_of(ns, 'meta'), 'schema_rev', new_rev)
+  end
+  return { v, new_rev, 0, 1 }
+end
+
+-- The shared body of hp_commit and hp_set.  `raw_strings`: values of
+-- string-typed fields are taken as plain text (the redis-cli convenience).
+local function change(ns, args, raw_strings)
+  local meta, err = require_meta(ns)
+  if err then return err end
+  local opts = args.opts
+  err = check_expect(meta, opts)
+  if err then return err end
+  local rev = meta.schema_rev
+  local rules = load_rules(ns, rev)
+  local old = load_values(ns, meta.version) or {}
+  local vold = load_variants(ns, meta.version)
+  local vnew = vold
+  if opts.variants ~= nil then
+    vnew = opts.variants
+    if vnew == '' then vnew = nil end
+  end
+  local new, names = {}, {}
+  local replace = opts.replace == '1'
+  if not replace then
+    for name, raw in pairs(old) do new[name] = raw end
+  end
+  local problems = {}
+  for _, pair in ipairs(args.fields) do
+    local name, value = pair[1], pair[2]
+    local rule = rules.fields[name]
+    if rule and raw_strings then
+      local takes_string = false
+      for _, t in ipairs(rule.types or {}) do
+        if t == 'string' then takes_string = true end
+      end
+      -- a value that is not JSON is plain text for a string field
+      if takes_string and not (value == 'null' and #rule.types > 1) then
+        local quoted = value:sub(1, 1) == '"' and is_strict_json(value)
+          and pcall(cjson.decode, value)
+        if not quoted then
+          if not valid_utf8(value) then
+            problems[#problems + 1] = { name, 'not valid UTF-8' }
+            value = '""'
+          else
+            value = cjson.encode(value)
+          end
+        end
+      end
+    end
+    new[name] = value
+    names[#names + 1] = name
+  end
+  for _, name in ipairs(args.unset) do
+    local rule = rules.fields[name]
+    if not rule then
+      problems[#problems + 1] = { name, 'unknown field' }
+    elseif rule.default == nil then
+      problems[#problems + 1] = { name, 'cannot be unset (the field has no default)' }
+    else
+      new[name] = rule.default
+    end
+  end
+  if #problems > 0 then return invalid(problems) end
+  if replace then
+    err = fill_defaults(rules, new)
+    if err then return err end
+  end
+  err = check_fields(rules, new, names, meta.max_value_bytes)
+  if err then return err end
+  if vnew and vnew ~= vold then
+    err = check_variants(rules, vnew, meta.max_value_bytes)
+    if err then return err end
+  end
+  local op = opts.op or (#names == 0 and #args.unset > 0 and 'unset' or 'set')
+  if op ~= 'set' and op ~= 'unset' and op ~= 'restore' and op ~= 'variant' then
+    return redis.error_reply('HP_BADARG @op must be set, unset, restore or variant')
+  end
+  return write_version(ns, meta, rules, rev, old, new, op, opts, nil, vold, vnew)
+end
+
+--[[ hp_commit (the Python API's write)
+KEYS[1] namespace
+ARGV    field, JSON value pairs, then options:
+        @expect N   fail with HP_CONFLICT unless the current version is N
+        @base N     internal: the version the caller validated against
+        @unset F    reset field F to its default (repeatable)
+        @replace 1  the given values are the whole state (others: defaults)
+        @op OP      set | unset | restore | variant (audit label)
+        @variants J the whole A/B variants document (JSON; "" removes all),
+                    see hotparams/variants.py
+        @author A  @reason R  @source S
+Returns the new version (the current one when nothing changed)
+]]
+local function hp_commit(keys, argv)
+  local ns = keys[1]
+  local err = check_namespace(ns)
+  if err then return err end
+  local args
+  args, err = parse_args(argv, 1)
+  if err then return err end
+  return change(ns, args, false)
+end
+
+--[[ hp_set (quick edits from redis-cli)
+KEYS[1] namespace
+ARGV    field value [field value ...] [@expect N] [@author A] [@reason R]
+        A value of a string field is taken as plain text; other values are
+        JSON (0.9, 42, true, ["a","b"], null).
+Returns the new version (the current one when nothing changed)
+]]
+local function hp_set(keys, argv)
+  local ns = keys[1]
+  local err = check_namespace(ns)
+  if err then return err end
+  local args
+  args, err = parse_args(argv, 1)
+  if err then return err end
+  if #args.fields == 0 then
+    return redis.error_reply('HP_BADARG usage: FCALL hp_set 1 <namespace> <field> <value> ...')
+  end
+  if args.opts.source == nil then args.opts.source = 'redis-cli' end
+  return change(ns, args, true)
+end
+
+--[[ hp_unset
+KEYS[1] namespace
+ARGV    field [field ...] [@expect N] [@author A] [@reason R]
+Returns the new version (the current one when nothing changed)
+]]
+local function hp_unset(keys, argv)
+  local ns = keys[1]
+  local err = check_namespace(ns)
+  if err then return err end
+  local names, rest = {}, {}
+  local i = 1
+  while i <= #argv do
+    if argv[i]:sub(1, 1) == '@' then
+      rest[#rest + 1] = argv[i]
+      rest[#rest + 1] = argv[i + 1] or ''
+      i = i + 2
+    else
+      names[#names + 1] = argv[i]
+      i = i + 1
+    end
+  end
+  if #names == 0 then
+    return redis.error_reply('HP_BADARG usage: FCALL hp_unset 1 <namespace> <field> ...')
+  end
+  local args
+  args, err = parse_args(rest, 1)
+  if err then return err end
+  args.unset = names
+  if args.opts.source == nil then args.opts.source = 'redis-cli' end
+  args.opts.op = 'unset'
+  return change(ns, args, false)
+end
+
+--[[ hp_rollback
+KEYS[1] namespace
+ARGV[1] the version whose values become current again (must be retained)
+ARGV[2..] options: @expect N @author A @reason R @source S
+Returns the new version: a rollback never rewrites history
+]]
+local function hp_rollback(keys, argv)
+  local ns = keys[1]
+  local err = check_namespace(ns)
+  if err then return err end
+  local target = argv[1]
+  if not target or not target:match('^%d+$') then
+    return redis.error_reply('HP_BADARG usage: FCALL hp_rollback 1 <namespace> <version>')
+  end
+  local args
+  args, err = parse_args(argv, 2)
+  if err then return err end
+  local meta
+  meta, err = require_meta(ns)
+  if err then return err end
+  err = check_expect(meta, args.opts)
+  if err then return err end
+  local values = load_values(ns, target)
+  if not values then
+    return redis.error_reply('HP_NOVERSION version ' .. target .. ' of ' .. ns
+      .. ' is not retained (oldest is ' .. tostring(meta.oldest) .. ', current is '
+      .. meta.version .. ')')
+  end
+  local rev = meta.schema_rev
+  local rules = load_rules(ns, rev)
+  local new = {}
+  for name, raw in pairs(values) do
+    if rules.fields[name] then new[name] = raw end
+  end
+  err = fill_defaults(rules, new)
+  if err then return err end
+  err = check_fields(rules, new, sorted_keys(new), meta.max_value_bytes)
+  if err then return err end
+  local vtarget = load_variants(ns, target)
+  if vtarget then
+    err = check_variants(rules, vtarget, meta.max_value_bytes)
+    if err then return err end
+  end
+  local old = load_values(ns, meta.version) or {}
+  if args.opts.source == nil then args.opts.source = 'redis-cli' end
+  return write_version(ns, meta, rules, rev, old, new, 'rollback', args.opts,
+    { { 'target', target } }, load_variants(ns, meta.version), vtarget)
+end
+
+redis.register_function { function_name = 'hp_libversion', callback = hp_libversion,
+  flags = { 'no-writes', 'allow-stale' } }
+redis.register_function('hp_register', hp_register)
+redis.register_function('hp_commit', hp_commit)
+redis.register_function('hp_set', hp_set)
+redis.register_function('hp_unset', hp_unset)
+redis.register_function('hp_rollback', hp_rollback)
