@@ -26,7 +26,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aredis
 from pydantic import BaseModel
@@ -79,14 +79,22 @@ from .protocol import (
     rollback_op,
     text,
 )
+from .reporting import Idle, Write, farewell, reporting
 from .schema import AnyParams, ParamSchema
 from .snapshot import Change, Snapshot
-from .tracker import describe
+from .tracker import View, describe
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 __all__ = ["AsyncBus", "AsyncLive", "connect"]
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
+
+
+#: how long aclose() lets the reporter send its last exposure counts and leave
+_FAREWELL = 0.5
 
 
 def make_client(url: str, settings: Settings) -> aredis.Redis:
@@ -376,6 +384,8 @@ class AsyncBus:
         cache: str | os.PathLike[str] | None = None,
         defaults: bool = False,
         reconcile_interval: float | None = None,
+        worker_name: str = "",
+        metrics: Metrics | None = None,
     ) -> AsyncLive[M]:
         """As :meth:`hotparams.Bus.watch`: an :class:`AsyncLive` with its first snapshot."""
         keys_for(namespace)
@@ -387,6 +397,8 @@ class AsyncBus:
             schema,
             cache=cache,
             reconcile_interval=reconcile_interval or self.settings.reconcile_interval,
+            worker_name=worker_name,
+            metrics=metrics,
         )
         await live._start(defaults)
         return live
@@ -418,27 +430,42 @@ class AsyncLive(Handle[M]):
         *,
         cache: str | os.PathLike[str] | None,
         reconcile_interval: float,
+        worker_name: str = "",
+        metrics: Metrics | None = None,
     ) -> None:
-        super().__init__(namespace, schema, cache=cache, reconcile_interval=reconcile_interval)
+        super().__init__(
+            namespace,
+            schema,
+            cache=cache,
+            reconcile_interval=reconcile_interval,
+            settings=bus.settings,
+            worker_name=worker_name,
+            metrics=metrics,
+        )
         self._bus = bus
         s = bus.settings
+        # the listener and the reporter do their own backoff: one attempt per call
         reader_settings = s.model_copy(update={"retry_attempts": 1})
         self._reader = AsyncBus(bus.client, settings=reader_settings, url=bus.url)
+        self._report_bus = AsyncBus(bus.client, settings=reader_settings, url=bus.url)
         self._pubsub: PubSub | None = None
         self._changed = asyncio.Condition()
         self._queue: asyncio.Queue[tuple[Snapshot[M] | None, Snapshot[M]] | None] = asyncio.Queue()
         self._listener: asyncio.Task[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._reporting: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # the reporter: something to report
 
     async def _start(self, defaults: bool) -> None:
         cached = await asyncio.to_thread(self._cached) if self.cache else None
-        self.current = await self._drive(
-            start(self._tracker, self._keys, cached=cached, defaults=defaults)
-        )
+        await self._drive(start(self._tracker, self._keys, cached=cached, defaults=defaults))
+        assert self._tracker.view is not None
+        self._install(self._tracker.view)
         if self._tracker.origin == "redis":
             self._queue.put_nowait((None, self.current))
         self._dispatcher = asyncio.create_task(self._dispatch(), name="hotparams-callbacks")
         self._listener = asyncio.create_task(self._listen(), name="hotparams-live")
+        self._reporting = asyncio.create_task(self._report(), name="hotparams-report")
         if self._tracker.origin == "redis":
             await self.wait_until(
                 lambda _: self._tracker.connected, self._bus.settings.connect_timeout
@@ -464,6 +491,7 @@ class AsyncLive(Handle[M]):
         if self._closed:
             return
         self._closed = True
+        self._wake.set()  # the reporter sends its last counts and leaves the fleet
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -471,6 +499,12 @@ class AsyncLive(Handle[M]):
         self._queue.put_nowait(None)
         if self._dispatcher is not None:
             await self._dispatcher
+        if self._reporting is not None:
+            done, _ = await asyncio.wait({self._reporting}, timeout=_FAREWELL)
+            if not done:  # Redis does not answer: give up on leaving
+                self._reporting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reporting
         await self._drop_pubsub()
         self._tracker.connected = False
 
@@ -503,9 +537,11 @@ class AsyncLive(Handle[M]):
                         await self._drive(follow.connect(tracker, keys))
                 async with self._changed:
                     self._changed.notify_all()
+                self._touch_reporter()
                 await self._drive(listen(tracker, keys, time.monotonic))
             except Exception as exc:
                 tracker.connection(False, exc)
+                self._touch_reporter()
             finally:
                 await self._drop_pubsub()
 
@@ -535,7 +571,7 @@ class AsyncLive(Handle[M]):
         if isinstance(action, Read):
             return await (self._bus if action.patient else self._reader).run(action.op)
         if isinstance(action, Publish):
-            await self._publish(action.old, action.new)
+            await self._publish(action.old, action.view)
             return None
         if isinstance(action, Ping):
             assert self._pubsub is not None
@@ -582,11 +618,46 @@ class AsyncLive(Handle[M]):
             except Exception as exc:  # a dead connection may fail to close
                 self._tracker.last_error = describe(exc)
 
-    async def _publish(self, old: Snapshot[M] | None, new: Snapshot[M]) -> None:
-        self.current = new  # the one reference readers see
+    async def _publish(self, old: Snapshot[M] | None, view: View[M]) -> None:
+        self._install(view)  # the reference readers see
         async with self._changed:
             self._changed.notify_all()
-        self._queue.put_nowait((old, new))
+        self._queue.put_nowait((old, view.base))
+        self._touch_reporter()
+
+    # ------------------------------------------------------------ reporter task
+
+    def _touch_reporter(self) -> None:
+        self._reporter.touch()
+        self._wake.set()
+
+    async def _report(self) -> None:
+        """Report to the fleet until aclose(), then send the last counts and leave."""
+        await self._drive_reporter(reporting(self._reporter))
+        await self._drive_reporter(farewell(self._reporter))
+
+    async def _drive_reporter(self, phase: Generator[Idle | Write, Any, None]) -> None:
+        try:
+            action = next(phase)
+            while True:
+                if isinstance(action, Idle):
+                    if self._closed:
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), action.timeout)
+                    self._wake.clear()
+                    action = phase.send(None)
+                    continue
+                try:
+                    result = await self._report_bus.run(action.op)
+                except Exception as exc:
+                    action = phase.throw(exc)
+                else:
+                    action = phase.send(result)
+        except StopIteration:
+            return
+        finally:
+            phase.close()
 
     # ------------------------------------------------------------ callbacks task
 

@@ -69,6 +69,7 @@ from .variants import VariantSet
 
 if TYPE_CHECKING:
     from .live import Live
+    from .metrics import Metrics
 
 __all__ = ["Bus", "connect"]
 
@@ -611,6 +612,8 @@ class Bus:
         cache: str | os.PathLike[str] | None = None,
         defaults: bool = False,
         reconcile_interval: float | None = None,
+        worker_name: str = "",
+        metrics: Metrics | None = None,
     ) -> Live[M]:
         """A :class:`~hotparams.Live` handle on the namespace, kept current by a listener.
 
@@ -619,6 +622,9 @@ class Bus:
         ``cache`` by an earlier run, else the model's defaults if
         ``defaults`` is true; else the error is raised.  The handle then
         catches up by itself.  ``reconcile_interval`` overrides the setting.
+        The handle reports to the fleet as ``host:pid:worker_name`` (see
+        :meth:`workers`) and records into ``metrics`` (default: the
+        process-wide :func:`hotparams.metrics.default_metrics`).
         """
         from .live import Live
 
@@ -632,6 +638,8 @@ class Bus:
             cache=cache,
             defaults=defaults,
             reconcile_interval=reconcile_interval,
+            worker_name=worker_name,
+            metrics=metrics,
         )
 
     # ------------------------------------------------------------ lifecycle

@@ -43,6 +43,11 @@ class Settings(BaseModel):
     reconnect_base_wait: float = Field(0.2, gt=0)
     #: upper bound of a Live handle's jittered, exponential reconnect backoff, seconds
     reconnect_max_wait: float = Field(5.0, gt=0)
+    #: seconds between a Live handle's heartbeat reports (a report expires
+    #: after three intervals unless renewed; applied versions report at once)
+    report_interval: float = Field(5.0, gt=0)
+    #: seconds between a Live handle's flushes of A/B exposure counts
+    exposure_interval: float = Field(5.0, gt=0)
 
 
 def settings_from(values: dict[str, Any]) -> Settings:

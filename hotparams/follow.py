@@ -24,7 +24,8 @@ Actions and their results:
 ``Ping``        a PING with ``token`` on the subscription (the pong comes
                 back as a message)
 ``Read``        the result of a :mod:`~hotparams.protocol` operation
-``Publish``     make ``new`` the handle's current snapshot, then notify
+``Publish``     make ``view`` (``new`` and its variants) the handle's current
+                snapshot, then notify
 =============== ==========================================================
 """
 
@@ -38,7 +39,7 @@ from .errors import ConnectionFailed, NamespaceNotFound, ProtocolError
 from .keys import Keys
 from .protocol import Op, get_op, head_op, text
 from .snapshot import Snapshot
-from .tracker import Event, Tracker, parse_event
+from .tracker import Event, Tracker, View, parse_event
 
 __all__ = [
     "MAX_BATCH",
@@ -83,7 +84,12 @@ class Read:
 @dataclass(frozen=True, slots=True)
 class Publish:
     old: Snapshot[Any] | None
-    new: Snapshot[Any]
+    #: the new snapshot with its merged variants: swapped as one reference
+    view: View[Any]
+
+    @property
+    def new(self) -> Snapshot[Any]:
+        return self.view.base
 
 
 Action = Subscribe | Receive | Ping | Read | Publish
@@ -159,8 +165,8 @@ def _handle(
             raise Lost("unsubscribed by the server")
     if events and reread is None:
         step = tracker.on_events(events)
-        if step.action == "apply" and step.new is not None:
-            yield Publish(step.old, step.new)
+        if step.action == "apply" and step.view is not None:
+            yield Publish(step.old, step.view)
         elif step.action == "resync":
             reread = step.reason
     if reread is not None:
@@ -175,8 +181,8 @@ def _resync(tracker: Tracker[Any], keys: Keys) -> Phase:
         tracker.on_missing()
         return
     step = tracker.on_stored(stored)
-    if step.action == "apply" and step.new is not None:
-        yield Publish(step.old, step.new)
+    if step.action == "apply" and step.view is not None:
+        yield Publish(step.old, step.view)
 
 
 def _reconcile(tracker: Tracker[Any], keys: Keys) -> Phase:
@@ -185,6 +191,5 @@ def _reconcile(tracker: Tracker[Any], keys: Keys) -> Phase:
     except NamespaceNotFound:
         tracker.on_missing()
         return
-    if tracker.on_head(head):
-        tracker.resyncs += 1
+    if tracker.on_head(head):  # counted and logged by the tracker
         yield from _resync(tracker, keys)

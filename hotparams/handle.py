@@ -1,7 +1,9 @@
 """What the sync and asyncio live handles share, free of I/O.
 
-The served snapshot, its freshness (from the :class:`~hotparams.tracker.Tracker`),
-the change callbacks and the blinker signal, and the disk cache write.
+The served snapshot and its A/B variants (``current``, ``for_user``), its
+freshness (from the :class:`~hotparams.tracker.Tracker`), the change
+callbacks and the blinker signal, the disk cache write, and the fleet
+report and exposure counts (:class:`~hotparams.reporting.Reporter`).
 :class:`hotparams.Live` (threads) and :class:`hotparams.aio.AsyncLive`
 (asyncio tasks) add only the I/O.
 """
@@ -21,12 +23,16 @@ from pydantic import BaseModel
 
 from . import lkg
 from .keys import keys_for
+from .reporting import Reporter
 from .schema import ParamSchema
 from .snapshot import Snapshot
-from .tracker import LiveStatus, Rejected, Tracker, touches
+from .tracker import LiveStatus, Rejected, Tracker, View, touches
 
 if TYPE_CHECKING:
     from datetime import datetime
+
+    from .config import Settings
+    from .metrics import Metrics
 
 __all__ = ["ChangeCallback", "Handle", "live_changed"]
 
@@ -47,6 +53,8 @@ class Handle(Generic[M]):
 
     #: the snapshot being served (replaced whole, never mutated)
     current: Snapshot[M]
+    #: ``current`` and its variants merged, as one reference (read by ``for_user``)
+    _view: View[M]
 
     def __init__(
         self,
@@ -55,18 +63,63 @@ class Handle(Generic[M]):
         *,
         cache: str | os.PathLike[str] | None,
         reconcile_interval: float,
+        settings: Settings,
+        worker_name: str = "",
+        metrics: Metrics | None = None,
     ) -> None:
+        from .metrics import default_metrics
+
         self.namespace = namespace
         self.schema = schema
         self.cache = Path(cache) if cache is not None else None
+        self.metrics = metrics if metrics is not None else default_metrics()
+        self._observer = self.metrics.observer(namespace)
         self._keys = keys_for(namespace)
         self._tracker: Tracker[M] = Tracker(
-            namespace, schema, reconcile_interval=reconcile_interval
+            namespace, schema, reconcile_interval=reconcile_interval, observer=self._observer
+        )
+        self._reporter = Reporter(
+            self._tracker,
+            name=worker_name,
+            interval=settings.report_interval,
+            exposure_interval=settings.exposure_interval,
         )
         self._callbacks: tuple[tuple[ChangeCallback, frozenset[str] | None], ...] = ()
         self._callbacks_lock = threading.Lock()
         self._callback_errors = 0
         self._closed = False
+
+    # ------------------------------------------------------------ reading
+
+    def for_user(self, user_id: str) -> Snapshot[M]:
+        """The snapshot ``user_id`` gets: the base merged with their A/B
+        variant (``.variant`` names it; None: the base, ``current`` itself).
+
+        No lock and no I/O: the merged snapshots were built when the version
+        was applied, and they are swapped with the base as one reference, so
+        a user's snapshot is always of one version.  The assignment is sticky
+        (a hash of namespace, the experiment's salt and the user id) and is
+        counted as one exposure of the variant, sent to Redis in batches.
+        """
+        view = self._view
+        base = view.base
+        variants = base.variants
+        if not variants:
+            return base
+        name = variants.assign(base.namespace, user_id)
+        self._reporter.tally.count(variants.salt, name)
+        return base if name is None else view.merged[name]
+
+    @property
+    def worker_id(self) -> str:
+        """This process's id in the fleet reports (``host:pid[:name]``)."""
+        return self._reporter.id
+
+    def _install(self, view: View[M]) -> None:
+        """Serve ``view``: readers of ``for_user`` see the new base and its
+        variants at once (one reference), then ``current`` follows."""
+        self._view = view
+        self.current = view.base
 
     def _cached(self) -> Snapshot[M] | None:
         return lkg.load(self.cache, self.namespace, self.schema) if self.cache else None
@@ -181,12 +234,18 @@ class Handle(Generic[M]):
 
     def _callback_failed(self, old: Snapshot[M], new: Snapshot[M]) -> None:
         self._callback_errors += 1
+        self._observer.callback_failed()
         log.exception(
             "%s: a change callback failed (version %d -> %d)",
             self.namespace,
             old.version,
             new.version,
-            extra={"namespace": self.namespace, "version": new.version},
+            extra={
+                "namespace": self.namespace,
+                "version": new.version,
+                "previous": old.version,
+                "event": "callback-failed",
+            },
         )
 
     def _save(self, snap: Snapshot[M] | None) -> None:

@@ -12,12 +12,15 @@ events, reconciles, and reconnects with jittered exponential backoff
 (tenacity) after any failure.  Applying a version replaces ``current``
 whole; readers never wait for it.  A second thread runs change callbacks,
 in version order, and writes the disk cache, so neither can slow the
-listener or a reader.  A handle made before ``fork()`` starts its own
-threads in the child (gunicorn ``--preload``, multiprocessing).
+listener or a reader.  A third reports the worker to the fleet and flushes
+A/B exposure counts (:mod:`hotparams.reporting`), over a connection of its
+own.  A handle made before ``fork()`` starts its own threads in the child
+(gunicorn ``--preload``, multiprocessing), under its own worker id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -26,7 +29,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Generator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from pydantic import BaseModel
@@ -56,9 +59,13 @@ from .follow import (
 )
 from .handle import Handle, live_changed
 from .protocol import text
+from .reporting import Idle, Write, farewell, reporting
 from .schema import ParamSchema
 from .snapshot import Snapshot
-from .tracker import describe
+from .tracker import View, describe
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 __all__ = ["Live", "live_changed"]
 
@@ -69,6 +76,8 @@ log = logging.getLogger("hotparams.live")
 
 #: longest a blocking wait of the listener lasts before it checks for close()
 _POLL = 0.1
+#: how long close() lets the reporter send its last exposure counts and leave
+_FAREWELL = 0.5
 
 
 class _Stopped(Exception):
@@ -94,17 +103,24 @@ class Live(Handle[M]):
         cache: str | os.PathLike[str] | None = None,
         defaults: bool = False,
         reconcile_interval: float | None = None,
+        worker_name: str = "",
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(
             namespace,
             schema,
             cache=cache,
             reconcile_interval=reconcile_interval or bus.settings.reconcile_interval,
+            settings=bus.settings,
+            worker_name=worker_name,
+            metrics=metrics,
         )
         self._bus = bus
         self._init_runtime()
         first = start(self._tracker, self._keys, cached=self._cached(), defaults=defaults)
-        self.current = self._drive(first)
+        self._drive(first)
+        assert self._tracker.view is not None
+        self._install(self._tracker.view)
         if self._tracker.origin == "redis":
             self._queue.put((None, self.current))  # save it to the cache
             self._start_threads()
@@ -126,6 +142,10 @@ class Live(Handle[M]):
         )
         self._listener: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
+        self._reporting: threading.Thread | None = None
+        self._wake = threading.Event()  # the reporter: something to report
+        self._report_bus: Bus | None = None  # the reporter's own connection
+        self._abandon = False  # close() gave up on the reporter's last writes
 
     def _start_threads(self) -> None:
         self._dispatcher = threading.Thread(
@@ -134,8 +154,12 @@ class Live(Handle[M]):
         self._listener = threading.Thread(
             target=self._listen, name=f"hotparams-live-{self.namespace}", daemon=True
         )
+        self._reporting = threading.Thread(
+            target=self._report, name=f"hotparams-report-{self.namespace}", daemon=True
+        )
         self._dispatcher.start()
         self._listener.start()
+        self._reporting.start()
 
     def wait_until(self, predicate: Callable[[Snapshot[M]], bool], timeout: float) -> bool:
         """Block until ``predicate(current)`` holds (True) or ``timeout`` passes (False)."""
@@ -161,12 +185,20 @@ class Live(Handle[M]):
         self._closed = True
         _handles.discard(self)
         self._stopping.set()
+        self._wake.set()  # the reporter sends its last counts and leaves the fleet
         self._interrupt()  # a read blocked on a frozen or partitioned Redis returns now
         self._queue.put(None)
         me = threading.current_thread()
         for thread in (self._listener, self._dispatcher):
             if thread is not None and thread is not me and thread.is_alive():
                 thread.join(timeout)
+        reporting = self._reporting
+        if reporting is not None and reporting is not me and reporting.is_alive():
+            reporting.join(min(timeout, _FAREWELL))
+            if reporting.is_alive():  # Redis does not answer: give up on leaving
+                self._abandon = True
+                self._interrupt_reporter()
+                reporting.join(timeout)
         self._drop_pubsub()
         self._drop_reader()
         self._tracker.connected = False
@@ -183,7 +215,8 @@ class Live(Handle[M]):
             return
         # the parent's sockets are abandoned, never closed here: _init_runtime
         # forgets them, and redis-py makes the pool anew in this process
-        self._tracker.connected = False
+        self._tracker.restarted()
+        self._reporter.restart()  # this process's own worker id and exposure counts
         self._init_runtime()
         self._start_threads()
 
@@ -201,6 +234,7 @@ class Live(Handle[M]):
                 self._retrying()(lambda: self._drive(connect(tracker, keys)))
                 with self._changed:
                     self._changed.notify_all()
+                self._touch_reporter()
                 self._drive(listen(tracker, keys, time.monotonic))
             except _Stopped:
                 break
@@ -208,6 +242,7 @@ class Live(Handle[M]):
                 if self._stopping.is_set():
                     break
                 tracker.connection(False, exc)
+                self._touch_reporter()
             finally:
                 self._drop_pubsub()
                 self._drop_reader()
@@ -268,7 +303,7 @@ class Live(Handle[M]):
         if isinstance(action, Read):
             return (self._bus if action.patient else self._read_bus()).run(action.op)
         if isinstance(action, Publish):
-            self._publish(action.old, action.new)
+            self._publish(action.old, action.view)
             return None
         if isinstance(action, Ping):
             assert self._pubsub is not None
@@ -316,28 +351,34 @@ class Live(Handle[M]):
         """The listener's reads go through one connection of its own (from the
         Bus's pool), so that close() can interrupt a read that hangs."""
         if self._reader is None:
-            s = self._bus.settings
-            try:
-                client = redis.Redis(
-                    connection_pool=self._bus.client.connection_pool, single_connection_client=True
-                )
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                raise ConnectionFailed(redact_url(self._bus.url), describe(exc)) from None
-            # the listener does its own backoff: one attempt per read
-            settings = s.model_copy(update={"retry_attempts": 1})
-            self._reader = Bus(client, settings=settings, url=self._bus.url)
+            self._reader = self._own_bus()
         return self._reader
+
+    def _own_bus(self) -> Bus:
+        """A Bus on one connection of its own (from the Bus's pool), one attempt per call."""
+        try:
+            client = redis.Redis(
+                connection_pool=self._bus.client.connection_pool, single_connection_client=True
+            )
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise ConnectionFailed(redact_url(self._bus.url), describe(exc)) from None
+        # the listener and the reporter do their own backoff: one attempt per call
+        settings = self._bus.settings.model_copy(update={"retry_attempts": 1})
+        return Bus(client, settings=settings, url=self._bus.url)
+
+    def _close_own_bus(self, bus: Bus) -> None:
+        conn = bus.client.connection
+        try:
+            if conn is not None:
+                conn.disconnect()  # type: ignore[no-untyped-call]  # half a reply: never reuse
+            bus.close()
+        except Exception as exc:
+            log.debug("%s: closing a connection: %s", self.namespace, describe(exc))
 
     def _drop_reader(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
-            conn = reader.client.connection
-            try:
-                if conn is not None:
-                    conn.disconnect()  # type: ignore[no-untyped-call]  # half a reply: never reuse
-                reader.close()
-            except Exception as exc:
-                log.debug("%s: closing the read connection: %s", self.namespace, describe(exc))
+            self._close_own_bus(reader)
 
     def _interrupt(self) -> None:
         """Shut the listener's sockets down from another thread (close())."""
@@ -359,11 +400,73 @@ class Live(Handle[M]):
             except Exception as exc:  # a dead connection may fail to close
                 log.debug("%s: closing the subscription: %s", self.namespace, describe(exc))
 
-    def _publish(self, old: Snapshot[M] | None, new: Snapshot[M]) -> None:
-        self.current = new  # the one reference readers see
+    def _publish(self, old: Snapshot[M] | None, view: View[M]) -> None:
+        self._install(view)  # the reference readers see
         with self._changed:
             self._changed.notify_all()
-        self._queue.put((old, new))
+        self._queue.put((old, view.base))
+        self._touch_reporter()
+
+    # ------------------------------------------------------------ reporter thread
+
+    def _touch_reporter(self) -> None:
+        self._reporter.touch()
+        self._wake.set()
+
+    def _report(self) -> None:
+        """Report to the fleet until close(), then send the last counts and leave."""
+        with contextlib.suppress(_Stopped):
+            self._drive_reporter(reporting(self._reporter))
+        try:
+            with contextlib.suppress(_Stopped):
+                self._drive_reporter(farewell(self._reporter))
+        finally:
+            self._drop_report_bus()
+
+    def _drive_reporter(self, phase: Generator[Idle | Write, Any, None]) -> None:
+        try:
+            action = next(phase)
+            while True:
+                if isinstance(action, Idle):
+                    if self._stopping.is_set():
+                        raise _Stopped
+                    self._wake.wait(action.timeout)
+                    self._wake.clear()
+                    action = phase.send(None)
+                    continue
+                if self._abandon:
+                    raise _Stopped
+                try:
+                    result = self._reporting_bus().run(action.op)
+                except Exception as exc:
+                    if self._abandon:
+                        raise _Stopped from None
+                    action = phase.throw(exc)
+                else:
+                    action = phase.send(result)
+        except StopIteration:
+            return
+        finally:
+            phase.close()
+
+    def _reporting_bus(self) -> Bus:
+        if self._report_bus is None:
+            self._report_bus = self._own_bus()
+        return self._report_bus
+
+    def _interrupt_reporter(self) -> None:
+        bus = self._report_bus
+        conn = bus.client.connection if bus is not None else None
+        if conn is not None:
+            try:
+                conn.disconnect()  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                log.debug("%s: interrupting the reporter: %s", self.namespace, describe(exc))
+
+    def _drop_report_bus(self) -> None:
+        bus, self._report_bus = self._report_bus, None
+        if bus is not None:
+            self._close_own_bus(bus)
 
     # ------------------------------------------------------------ callbacks thread
 

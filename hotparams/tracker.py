@@ -18,6 +18,16 @@ A version that the model rejects is never applied: the last good snapshot
 stays, the reason is kept in :attr:`Tracker.rejected` and logged once.
 The sync and asyncio handles (:mod:`hotparams.live`, :mod:`hotparams.aio`)
 only do the I/O around this.
+
+Applying a version builds a :class:`View`: the base snapshot and, once per
+A/B variant, the base merged with that variant's overrides (validated by
+the model), so that ``for_user`` only picks one; a handle swaps the whole
+view as one reference.  Every applied change and every fault (gap,
+re-read, rejection, lost connection, reconnect) is logged on
+``hotparams.live`` with ``namespace``, ``version`` (and ``previous``,
+``epoch``, ``event``) as ``extra`` fields, and told to an
+:class:`Observer` (the Prometheus metrics of :mod:`hotparams.metrics`).
+Log lines name fields, never values.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from pydantic import BaseModel
 
 from .codec import dumps, loads, model_values
 from .errors import HotParamsError, InvalidParams, NamespaceNotFound, ProtocolError
-from .protocol import Head, Stored, check_variants_merge
+from .protocol import Head, Stored
 from .schema import ParamSchema
 from .snapshot import Snapshot, frozen_mapping
 from .variants import VariantSet
@@ -42,9 +52,12 @@ from .variants import VariantSet
 __all__ = [
     "Event",
     "LiveStatus",
+    "Observer",
     "Rejected",
     "Step",
     "Tracker",
+    "View",
+    "build_view",
     "defaults_snapshot",
     "parse_event",
     "touches",
@@ -112,6 +125,82 @@ class Rejected:
 
 
 @dataclass(frozen=True, slots=True)
+class View(Generic[M]):
+    """What a handle serves, replaced whole as one reference: the base
+    snapshot and the base merged with each A/B variant of the same version.
+
+    ``applied_ms`` is when this process applied the version (wall clock)
+    and ``lag_ms`` how long after its commit (or, for a version committed
+    before the handle started, after the start) that was.
+    """
+
+    base: Snapshot[M]
+    #: variant name -> the base merged with its overrides (``.variant`` = the name)
+    merged: Mapping[str, Snapshot[M]]
+    applied_ms: int = 0
+    lag_ms: float = 0.0
+
+    def for_user(self, user_id: str) -> Snapshot[M]:
+        """The snapshot a user gets: the merged one of their variant, else the base."""
+        base = self.base
+        name = base.variants.assign(base.namespace, user_id)
+        return base if name is None else self.merged[name]
+
+
+def build_view(
+    schema: ParamSchema[M], base: Snapshot[M], applied_ms: int = 0, lag_ms: float = 0.0
+) -> View[M]:
+    """The base and one merged snapshot per variant, each validated by the model.
+
+    InvalidParams names the variant: ``{"variant NAME FIELD": reason}``.
+    """
+    merged: dict[str, Snapshot[M]] = {}
+    for name, variant in base.variants.variants.items():
+        values = {**base.values, **variant.overrides}
+        try:
+            params = schema.validate(base.namespace, values)
+        except InvalidParams as exc:
+            raise InvalidParams(
+                base.namespace,
+                {f"variant {name} {field}": reason for field, reason in exc.errors.items()},
+            ) from None
+        merged[name] = Snapshot(
+            namespace=base.namespace,
+            version=base.version,
+            epoch=base.epoch,
+            params=params,
+            committed_ms=base.committed_ms,
+            schema_rev=base.schema_rev,
+            values=frozen_mapping(values),
+            variant=name,
+            variants=base.variants,
+        )
+    return View(base, frozen_mapping(merged), applied_ms, lag_ms)
+
+
+class Observer:
+    """Told of what a tracker decides (the metrics); every method does nothing here."""
+
+    def applied(self, version: int, lag_s: float) -> None:
+        """A version was applied, ``lag_s`` seconds after its commit."""
+
+    def resynced(self) -> None:
+        """The handle re-reads the namespace (a gap, a re-subscribe, a probe)."""
+
+    def rejected(self) -> None:
+        """A stored version did not fit the model and was not applied."""
+
+    def reconnected(self) -> None:
+        """The listener is subscribed again after losing its connection."""
+
+    def connection(self, connected: bool) -> None:
+        """The listener's connection state changed."""
+
+    def callback_failed(self) -> None:
+        """A change callback raised."""
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """The outcome of one decision.
 
@@ -124,6 +213,8 @@ class Step:
     reason: str = ""
     old: Snapshot[Any] | None = None
     new: Snapshot[Any] | None = None
+    #: with ``apply``: the new snapshot and its merged variants
+    view: View[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +245,8 @@ class LiveStatus:
     applied: int
     resyncs: int
     last_error: str | None
+    #: how often the listener subscribed again after losing its connection
+    reconnects: int = 0
 
 
 def defaults_snapshot(namespace: str, schema: ParamSchema[M]) -> Snapshot[M]:
@@ -193,13 +286,19 @@ class Tracker(Generic[M]):
         reconcile_interval: float,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        observer: Observer | None = None,
     ) -> None:
         self.namespace = namespace
         self.schema = schema
         self.reconcile_interval = reconcile_interval
         self.clock = clock
         self.wall = wall
+        self.observer = observer or Observer()
+        #: when the handle started (wall clock, ms): lags of versions
+        #: committed before then are counted from here
+        self.started_ms = int(wall() * 1000)
         self.current: Snapshot[M] | None = None
+        self.view: View[M] | None = None
         self.origin: Origin = "redis"
         self.connected = False
         self.lost = False
@@ -207,7 +306,10 @@ class Tracker(Generic[M]):
         self.epoch_changes = 0
         self.applied = 0
         self.resyncs = 0
+        self.reconnects = 0
         self.last_error: str | None = None
+        self._ever_connected = False
+        self._down_since: float | None = None  # clock()
         self._confirmed: float | None = None  # clock()
         self._confirmed_wall: float | None = None
         self._read_version = 0  # highest version of this epoch seen by a re-read
@@ -261,8 +363,17 @@ class Tracker(Generic[M]):
         raise error
 
     def _install(self, snap: Snapshot[M], origin: Origin) -> None:
+        now_ms = int(self.wall() * 1000)
+        self.view = build_view(self.schema, snap, now_ms, 0.0)
         self.current = snap
         self.origin = origin
+
+    def restarted(self) -> None:
+        """In a process forked from the one that made the handle: a new start."""
+        self.started_ms = int(self.wall() * 1000)
+        self.connected = False
+        self._ever_connected = False
+        self._down_since = None
 
     # ------------------------------------------------------------ decisions
 
@@ -356,11 +467,18 @@ class Tracker(Generic[M]):
         cur = self.current
         if cur is not None and (head.epoch, head.version) == (cur.epoch, cur.version):
             if self.origin != "redis":
+                self._resync("confirm the cached version")
                 return True  # let the re-read confirm the cached snapshot
             self._confirm()
             return False
         rejected = self.rejected
-        return not (rejected and (head.epoch, head.version) == (rejected.epoch, rejected.version))
+        if rejected and (head.epoch, head.version) == (rejected.epoch, rejected.version):
+            return False
+        self._resync(
+            f"the reconcile probe found version {head.version} (epoch {head.epoch})",
+            fault=cur is not None and head.epoch == cur.epoch and head.version > cur.version,
+        )
+        return True
 
     def on_missing(self) -> Step:
         """The namespace is not in Redis (flushed, restarted empty, deleted)."""
@@ -373,7 +491,7 @@ class Tracker(Generic[M]):
                 "keeping version %d; restore it with Bus.restore",
                 self.namespace,
                 version,
-                extra=self._extra(version),
+                extra=self._extra(version, event="lost"),
             )
         return Step("keep", "missing")
 
@@ -383,16 +501,31 @@ class Tracker(Generic[M]):
         if connected == self.connected:
             return
         self.connected = connected
-        if connected:
-            log.info("%s: listening", self.namespace, extra=self._extra(self._version()))
+        self.observer.connection(connected)
+        version = self._version()
+        if connected and self._ever_connected:
+            self.reconnects += 1
+            self.observer.reconnected()
+            down = self.clock() - self._down_since if self._down_since is not None else 0.0
+            log.info(
+                "%s: reconnected after %.1f s, serving version %d",
+                self.namespace,
+                down,
+                version,
+                extra={**self._extra(version), "event": "reconnect", "down_s": round(down, 3)},
+            )
+        elif connected:
+            log.info("%s: listening", self.namespace, extra=self._extra(version, event="listen"))
         else:
+            self._down_since = self.clock()
             log.warning(
                 "%s: connection lost, serving version %d: %s",
                 self.namespace,
-                self._version(),
+                version,
                 self.last_error,
-                extra=self._extra(self._version()),
+                extra=self._extra(version, event="disconnect"),
             )
+        self._ever_connected = self._ever_connected or connected
 
     # ------------------------------------------------------------ freshness
 
@@ -430,13 +563,25 @@ class Tracker(Generic[M]):
             applied=self.applied,
             resyncs=self.resyncs,
             last_error=self.last_error,
+            reconnects=self.reconnects,
         )
 
     # ------------------------------------------------------------ internals
 
-    def _resync(self, reason: str) -> Step:
+    def _resync(self, reason: str, *, fault: bool = False) -> Step:
+        """Count and log a re-read; a ``fault`` (a gap: lost messages) is a warning."""
         self.resyncs += 1
-        log.debug("%s: re-read: %s", self.namespace, reason, extra=self._extra(self._version()))
+        self.observer.resynced()
+        fault = fault or reason.startswith("gap")
+        version = self._version()
+        log.log(
+            logging.WARNING if fault else logging.INFO,
+            "%s: re-reading the namespace at version %d: %s",
+            self.namespace,
+            version,
+            reason,
+            extra={**self._extra(version, event="gap" if fault else "resync"), "reason": reason},
+        )
         return Step("resync", reason)
 
     def _confirm(self) -> None:
@@ -454,22 +599,24 @@ class Tracker(Generic[M]):
         how: str,
     ) -> Step:
         """Validate and apply a new version, or keep the last good one."""
+        applied_ms = int(self.wall() * 1000)
+        lag_ms = float(applied_ms - max(committed_ms, self.started_ms))
         try:
             params = self.schema.validate(self.namespace, values)
-            check_variants_merge(self.namespace, self.schema, values, variants)
+            new: Snapshot[M] = Snapshot(
+                namespace=self.namespace,
+                version=version,
+                epoch=epoch,
+                params=params,
+                committed_ms=committed_ms,
+                schema_rev=schema_rev,
+                values=frozen_mapping(values),
+                variants=variants,
+            )
+            view = build_view(self.schema, new, applied_ms, lag_ms)
         except InvalidParams as exc:
             return self._reject(epoch, version, exc)
         old = self.current
-        new: Snapshot[M] = Snapshot(
-            namespace=self.namespace,
-            version=version,
-            epoch=epoch,
-            params=params,
-            committed_ms=committed_ms,
-            schema_rev=schema_rev,
-            values=frozen_mapping(values),
-            variants=variants,
-        )
         if old is not None and old.epoch != epoch and old.epoch:
             self.epoch_changes += 1
             log.warning(
@@ -483,17 +630,48 @@ class Tracker(Generic[M]):
                 extra=self._extra(version, epoch),
             )
         self.current = new
+        self.view = view
         self.origin = "redis"
         self.applied += 1
         self._clear_rejection(version)
-        log.debug(
-            "%s: applied version %d (%s)", self.namespace, version, how, extra=self._extra(version)
+        self.observer.applied(version, max(0.0, lag_ms) / 1000)
+        self._log_applied(old, new, view, how)
+        return Step("apply", how, old, new, view)
+
+    def _log_applied(
+        self, old: Snapshot[M] | None, new: Snapshot[M], view: View[M], how: str
+    ) -> None:
+        previous = old.version if old is not None and old.epoch == new.epoch else 0
+        changed = sorted(
+            n
+            for n in set(new.values) | (set(old.values) if old is not None else set())
+            if old is None or old.values.get(n) != new.values.get(n)
         )
-        return Step("apply", how, old, new)
+        variants = old is None or old.variants.to_json() != new.variants.to_json()
+        source = "an event" if how == "event" else "a re-read"
+        log.info(
+            "%s: applied version %d (was %d) from %s, %.1f ms after its commit; changed: %s",
+            self.namespace,
+            new.version,
+            previous,
+            source,
+            view.lag_ms,
+            ", ".join([*changed, *(["(variants)"] if variants and new.variants else [])])
+            or "nothing",
+            extra={
+                **self._extra(new.version, new.epoch, event="applied"),
+                "previous": previous,
+                "source": how,
+                "lag_ms": view.lag_ms,
+                "fields": changed,
+                "variants": sorted(new.variants.variants),
+            },
+        )
 
     def _reject(self, epoch: str, version: int, exc: InvalidParams) -> Step:
         previous = self.rejected
         self.rejected = Rejected(epoch, version, str(exc), exc.errors)
+        self.observer.rejected()
         kept = self._version()
         if previous is None or previous.errors != exc.errors:
             log.error(
@@ -502,7 +680,11 @@ class Tracker(Generic[M]):
                 version,
                 kept,
                 exc,
-                extra=self._extra(version, epoch),
+                extra={
+                    **self._extra(version, epoch, event="rejected"),
+                    "kept": kept,
+                    "fields": sorted(exc.errors),
+                },
             )
         return Step("keep", "rejected")
 
@@ -519,10 +701,13 @@ class Tracker(Generic[M]):
     def _version(self) -> int:
         return self.current.version if self.current else 0
 
-    def _extra(self, version: int, epoch: str | None = None) -> dict[str, Any]:
+    def _extra(self, version: int, epoch: str | None = None, event: str = "") -> dict[str, Any]:
         if epoch is None:
             epoch = self.current.epoch if self.current else ""
-        return {"namespace": self.namespace, "version": version, "epoch": epoch}
+        extra: dict[str, Any] = {"namespace": self.namespace, "version": version, "epoch": epoch}
+        if event:
+            extra["event"] = event
+        return extra
 
 
 def describe(exc: BaseException) -> str:

@@ -1,0 +1,291 @@
+"""The fleet side of a live handle, free of I/O: worker reports and exposure counts.
+
+A handle tells Redis which version it runs (``hp_report``, see
+:mod:`hotparams.fleet`): right after it applies a version (at most one
+report per ``DEBOUNCE`` seconds), when its connection comes or goes, and
+on a heartbeat every ``report_interval`` seconds; a report lives three
+intervals, so a killed worker drops out by itself.  Closing the handle
+sends ``hp_leave``.  A failed report is logged (a warning the first time,
+then at debug level) and retried after a short backoff.  None of this
+touches the read path or waits in the listener: a thread (sync) or a task
+(asyncio) of its own runs the :func:`reporting` phase over a connection of
+its own.
+
+Exposure counts of A/B variants: each ``for_user`` call counts one
+assignment with ``next()`` on an :class:`itertools.count` (no lock, no
+I/O).  The reporting phase sends them with ``hp_expose`` every
+``exposure_interval`` seconds and on close.  Counters are double-buffered:
+a flush swaps in a fresh generation and sends the one it swapped out at the
+flush before, which no ``for_user`` call can still be incrementing (one
+that read the old generation just before the swap increments it a moment
+later: it is counted one flush later, never lost).
+
+Actions, performed by :mod:`hotparams.live` and :mod:`hotparams.aio`:
+
+=========== ==============================================================
+``Idle``    wait until the handle applied a version or its connection
+            changed (:meth:`Reporter.touch`), or ``timeout`` seconds passed
+``Write``   the result of a :mod:`~hotparams.fleet` operation, sent on the
+            reporting connection
+=========== ==============================================================
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from .fleet import WorkerReport, expose_op, leave_op, report_op, worker_id
+from .protocol import Op
+from .tracker import Tracker, describe
+
+__all__ = ["DEBOUNCE", "Idle", "Reporter", "Tally", "Write", "farewell", "reporting"]
+
+log = logging.getLogger("hotparams.fleet")
+
+#: least time between two reports after applied versions (a burst sends few)
+DEBOUNCE = 0.1
+#: a report lives this many heartbeat intervals unless renewed
+TTL_INTERVALS = 3
+#: first wait before retrying a failed report (doubling up to the interval)
+RETRY_FIRST = 0.1
+
+Key = tuple[str, str | None]  # (the experiment's salt, variant name or None for the base)
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    op: Op[Any]
+
+
+Action = Idle | Write
+
+
+class Tally:
+    """Assignment counts per (salt, variant), counted without a lock."""
+
+    def __init__(self) -> None:
+        self.active: dict[Key, itertools.count[int]] = {}
+        self._retired: dict[Key, itertools.count[int]] = {}
+        self._carry: Counter[Key] = Counter()
+
+    def count(self, salt: str, name: str | None) -> None:
+        """One assignment (thread-safe: ``next()`` on a count is atomic)."""
+        counters = self.active
+        counter = counters.get((salt, name))
+        if counter is None:
+            counter = counters.setdefault((salt, name), itertools.count())
+        next(counter)
+
+    def collect(self, final: bool = False) -> dict[str, dict[str | None, int]]:
+        """Counts ready to send, by salt, forgotten here (``restore`` gives
+        back a batch that could not be sent).  ``final`` also takes the
+        generation in use (the handle is closing)."""
+        ready, self._retired = self._retired, self.active
+        self.active = {}
+        generations = [ready]
+        if final:
+            generations.append(self._retired)
+            self._retired = {}
+        totals, self._carry = self._carry, Counter()
+        for generation in generations:
+            for key, counter in generation.items():
+                totals[key] += next(counter)  # its value; nobody counts on it any more
+        out: dict[str, dict[str | None, int]] = {}
+        for (salt, name), n in totals.items():
+            if n:
+                out.setdefault(salt, {})[name] = n
+        return out
+
+    def restore(self, salt: str, counts: dict[str | None, int]) -> None:
+        for name, n in counts.items():
+            self._carry[(salt, name)] += n
+
+
+class Reporter:
+    """When a handle reports, what it says, and its exposure counts.
+
+    Written by two parties: the listener calls :meth:`touch` after it
+    applied a version or its connection changed; the reporting phase (one
+    thread or task) does the rest.  ``dirty`` is cleared before the state
+    is read, so a version applied meanwhile is reported next time.
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker[Any],
+        *,
+        name: str = "",
+        interval: float,
+        exposure_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tracker = tracker
+        self.namespace = tracker.namespace
+        self.name = name
+        self.interval = interval
+        self.ttl = TTL_INTERVALS * interval
+        self.exposure_interval = exposure_interval
+        self.clock = clock
+        self.tally = Tally()
+        self.restart()
+
+    def restart(self) -> None:
+        """A new worker identity and fresh counts (at start, and in a forked child)."""
+        self.id = worker_id(self.name)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.tally = Tally()
+        self.dirty = True
+        self.reports = 0
+        self.failures = 0
+        self._last_report = -math.inf
+        self._next_report = 0.0
+        self._next_flush = self.clock() + self.exposure_interval
+
+    def touch(self) -> None:
+        """Something worth reporting happened (called by the listener)."""
+        self.dirty = True
+
+    # ------------------------------------------------------------ timing
+
+    def wait(self) -> float:
+        """Seconds until the next report or flush is due."""
+        due = min(self._next_report, self._next_flush)
+        if self.dirty:
+            due = min(due, self._last_report + DEBOUNCE)
+        return max(0.0, due - self.clock())
+
+    def report_due(self, now: float) -> bool:
+        return now >= self._next_report or (self.dirty and now >= self._last_report + DEBOUNCE)
+
+    def flush_due(self, now: float) -> bool:
+        if now < self._next_flush:
+            return False
+        self._next_flush = now + self.exposure_interval
+        return True
+
+    # ------------------------------------------------------------ the report
+
+    def report(self) -> WorkerReport:
+        """What this worker says about itself now."""
+        t = self.tracker
+        view = t.view
+        status = t.status()
+        extra: dict[str, Any] = {}
+        error = "" if status.connected else (status.last_error or "")
+        if status.rejected is not None:
+            fields = ", ".join(sorted(status.rejected.errors))
+            error = f"version {status.rejected.version} does not fit the model ({fields})"
+            extra["rejected"] = status.rejected.version
+        if status.lost:
+            error = "the namespace is missing in Redis"
+            extra["lost"] = True
+        if status.origin != "redis":
+            extra["origin"] = status.origin
+        confirmed = status.confirmed_at
+        return WorkerReport(
+            id=self.id,
+            namespace=self.namespace,
+            version=view.base.version if view else 0,
+            epoch=view.base.epoch if view else "",
+            host=self.host,
+            pid=self.pid,
+            name=self.name,
+            connected=status.connected,
+            committed_ms=view.base.committed_ms if view else 0,
+            applied_ms=view.applied_ms if view else 0,
+            lag_ms=round(view.lag_ms, 3) if view else 0.0,
+            confirmed_ms=int(confirmed.timestamp() * 1000) if confirmed else 0,
+            last_error=error,
+            started_ms=t.started_ms,
+            extra=extra,
+        )
+
+    def sent(self, now: float) -> None:
+        if self.failures:
+            log.info(
+                "%s: reporting to Redis again (worker %s)",
+                self.namespace,
+                self.id,
+                extra={"namespace": self.namespace, "worker": self.id, "event": "report"},
+            )
+        self.failures = 0
+        self.reports += 1
+        self._next_report = now + self.interval
+
+    def failed(self, what: str, exc: BaseException, now: float) -> None:
+        self.failures += 1
+        level = logging.WARNING if self.failures == 1 else logging.DEBUG
+        log.log(
+            level,
+            "%s: cannot send the %s of worker %s (retrying): %s",
+            self.namespace,
+            what,
+            self.id,
+            describe(exc),
+            extra={"namespace": self.namespace, "worker": self.id, "event": "report-failed"},
+        )
+        if what == "report":
+            self._next_report = now + min(self.interval, RETRY_FIRST * 2 ** (self.failures - 1))
+
+
+def reporting(r: Reporter) -> Generator[Action, Any, None]:
+    """Report and flush exposure counts, for as long as the handle runs."""
+    while True:
+        yield Idle(r.wait())
+        now = r.clock()
+        if r.report_due(now):
+            yield from _report(r, now)
+        if r.flush_due(now):
+            yield from _flush(r, final=False)
+
+
+def farewell(r: Reporter) -> Generator[Action, Any, None]:
+    """On close: the last exposure counts, then leave the fleet."""
+    yield from _flush(r, final=True)
+    try:
+        yield Write(leave_op(r.namespace, r.id))
+    except Exception as exc:
+        log.debug("%s: cannot leave the fleet: %s", r.namespace, describe(exc))
+
+
+def _report(r: Reporter, now: float) -> Generator[Action, Any, None]:
+    r.dirty = False  # before reading the state: a version applied meanwhile sets it again
+    r._last_report = now
+    try:
+        yield Write(report_op(r.namespace, r.report(), r.ttl))
+    except Exception as exc:
+        r.failed("report", exc, now)
+    else:
+        r.sent(now)
+
+
+def _flush(r: Reporter, *, final: bool) -> Generator[Action, Any, None]:
+    for salt, counts in r.tally.collect(final).items():
+        try:
+            yield Write(expose_op(r.namespace, salt, counts))
+        except Exception as exc:
+            if final:
+                log.warning(
+                    "%s: exposure counts lost on close: %s",
+                    r.namespace,
+                    describe(exc),
+                    extra={"namespace": r.namespace, "event": "exposures-lost"},
+                )
+            else:
+                r.tally.restore(salt, counts)
+                r.failed("exposure counts", exc, r.clock())
