@@ -203,7 +203,7 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
         }
         if fields is not None:
-            doc["event"] = record.chat_event
+            doc["event"] = getattr(record, "chat_event", "log")
             doc.update(fields)
         else:  # a library's record (hotparams.live ...)
             doc["event"] = "log"
