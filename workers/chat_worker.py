@@ -277,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not args.no_register:
             bus.register(args.namespace, ChatParams, author=args.name, source="chat_worker")
-        live = bus.watch(args.namespace, ChatParams, reconcile_interval=args.reconcile)
+        live = bus.watch(
+            args.namespace, ChatParams, reconcile_interval=args.reconcile, worker_name=args.name
+        )
     except hotparams.HotParamsError as exc:
         emit("failed", error=str(exc))
         bus.close()

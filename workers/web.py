@@ -162,7 +162,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.logger.setLevel(logging.INFO)
     admin = AdminAPI() if app.config.get("HOTPARAMS_ADMIN_TOKEN") else None
     hp: HotParams[ChatParams] = HotParams(
-        model=ChatParams, user_id=current_user_id, register=True, admin=admin
+        model=ChatParams,
+        user_id=current_user_id,
+        register=True,
+        admin=admin,
+        watch={"worker_name": env.get("WORKER_NAME", "web")},
     )
     hp.init_app(app)
     if admin is None:

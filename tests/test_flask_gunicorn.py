@@ -1,0 +1,132 @@
+"""The fleet's web app (workers/web.py) under a real gunicorn with --preload
+and three workers, against a real redis-server: every worker serves a change
+made through the admin API, and each request keeps one version throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hotparams.server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "gunicorn-admin-token"
+WORKERS = 3
+
+
+@dataclass
+class Web:
+    base: str
+    proc: subprocess.Popen[bytes]
+
+    def call(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            req.add_header(name, value)
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return json.loads(response.read())
+
+
+@pytest.fixture
+def web(redis_url: str, tmp_path: Path) -> Iterator[Web]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOTPARAMS_URL": redis_url,
+        "HOTPARAMS_ADMIN_TOKEN": TOKEN,
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": str(WORKERS),
+        "PYTHONPATH": str(ROOT),
+    }
+    log = (tmp_path / "gunicorn.log").open("wb")
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "gunicorn"), "--config", "workers/gunicorn.conf.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield Web(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "gunicorn.log").read_text()[-3000:]
+
+
+def sample(web: Web, pool: ThreadPoolExecutor, path: str) -> list[dict[str, Any]]:
+    return list(pool.map(lambda _: web.call(path), range(3 * WORKERS)))
+
+
+@pytest.mark.slow
+def test_every_gunicorn_worker_serves_a_change_and_each_request_keeps_one_version(
+    web: Web,
+) -> None:
+    pool = ThreadPoolExecutor(3 * WORKERS)
+    try:
+        deadline = time.monotonic() + 30
+        seen: dict[int, dict[str, Any]] = {}
+        while len(seen) < WORKERS:  # every worker answers (requests spread over them)
+            assert time.monotonic() < deadline, f"workers did not answer: {sorted(seen)}"
+            try:
+                seen.update({r["pid"]: r for r in sample(web, pool, "/api/params?user=zed")})
+            except OSError:
+                time.sleep(0.2)
+        assert web.proc.pid not in seen and {r["version"] for r in seen.values()} == {1}
+
+        # slow chat requests (800 ms of simulated LLM) in flight while a change lands
+        slow = [
+            pool.submit(web.call, "/api/chat", {"message": "hi", "latency_ms": 800}, method="POST")
+            for _ in range(WORKERS)
+        ]
+        time.sleep(0.3)
+        admin = {"Authorization": f"Bearer {TOKEN}"}
+        change = web.call(
+            "/hotparams/chat",
+            {"values": {"model": "claude-sonnet", "temperature": 0.4}, "expect_version": 1},
+            method="PATCH",
+            headers=admin,
+        )
+        assert change["version"] == 2
+        replies = [f.result(timeout=20) for f in slow]
+        assert all(r["version"] == r["version_after_reply"] for r in replies), replies
+        assert any(r["version"] == 1 and r["model"] == "gpt-4o-mini" for r in replies), replies
+
+        fresh: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + 20
+        while set(fresh) != set(seen):
+            assert time.monotonic() < deadline, f"not every worker converged: {sorted(fresh)}"
+            for r in sample(web, pool, "/api/params?user=zed"):
+                if r["version"] == 2:
+                    assert r["values"]["model"] == "claude-sonnet"
+                    fresh[r["pid"]] = r
+        # and a later request of any worker runs with the new values
+        reply = web.call("/api/chat", {"message": "hi"}, method="POST")
+        assert (reply["version"], reply["model"], reply["temperature"]) == (2, "claude-sonnet", 0.4)
+    finally:
+        pool.shutdown()
