@@ -15,10 +15,10 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "parse_args"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m workers.healthcheck")
     parser.add_argument("url", nargs="?", help="an URL that must answer 200")
     parser.add_argument("--file", type=Path, help="a heartbeat file that must be fresh")
@@ -27,6 +27,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.url is None) == (args.file is None):
         parser.error("give either an URL or --file")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.file is not None:
         try:
             age = time.time() - args.file.stat().st_mtime
