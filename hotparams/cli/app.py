@@ -19,6 +19,7 @@ from ..errors import InvalidParams
 from ..schema import MODEL_ERROR_KEY
 from . import commands
 from .context import DEFAULT_URL, State, exit_code_for
+from .demo import demo
 from .fleet import status
 from .variant import variant_app
 from .watch import watch
@@ -71,6 +72,7 @@ app.command("schema")(commands.schema)
 app.command("restore")(commands.restore)
 app.command("watch")(watch)
 app.command("status")(status)
+app.command("demo")(demo)
 app.add_typer(variant_app)
 
 
