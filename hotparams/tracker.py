@@ -402,6 +402,9 @@ class Tracker(Generic[M]):
         variants = cur.variants
         for event in fresh:
             if event.version != expected or event.previous != expected - 1:
+                refused = self.rejected
+                if refused and refused.epoch == cur.epoch and refused.version >= expected:
+                    return self._resync(f"version {refused.version} was refused")
                 return self._resync(f"gap: at version {expected - 1}, got {event.version}")
             if event.redacted:
                 return self._resync("a secret changed")
@@ -515,7 +518,12 @@ class Tracker(Generic[M]):
                 extra={**self._extra(version), "event": "reconnect", "down_s": round(down, 3)},
             )
         elif connected:
-            log.info("%s: listening", self.namespace, extra=self._extra(version, event="listen"))
+            log.info(
+                "%s: listening, serving version %d",
+                self.namespace,
+                version,
+                extra=self._extra(version, event="listen"),
+            )
         else:
             self._down_since = self.clock()
             log.warning(

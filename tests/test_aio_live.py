@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,56 @@ def test_an_async_handle_reconnects_after_a_restart_and_keeps_its_cache(tmp_path
         run(main)
     finally:
         server.close()
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+def both(request: pytest.FixtureRequest) -> Iterator[tuple[hotparams.Bus, Factory]]:
+    """A sync Bus (to set variants, read reports) and an AsyncBus factory on one server."""
+    settings = hotparams.Settings(reconcile_interval=0.2, exposure_interval=0.2)
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        sync = hotparams.connect(url)
+        yield sync, lambda: aio.connect(url, **settings.model_dump())
+    else:
+        server = fakeredis.FakeServer()
+        sync = hotparams.Bus(fakeredis.FakeRedis(server=server), url="fakeredis://")
+        yield (
+            sync,
+            lambda: aio.AsyncBus(
+                fakeredis.FakeAsyncRedis(server=server), settings=settings, url="fakeredis://"
+            ),
+        )
+    sync.close()
+
+
+def test_an_async_handle_serves_variants_counts_exposures_and_reports_itself(
+    both: tuple[hotparams.Bus, Factory],
+) -> None:
+    sync, make = both
+    sync.register("chat", ChatParams)
+    v = sync.set_variant("chat", "cool", {"temperature": 0.3}, percent=50)
+    variants = sync.variants("chat")
+    users = [f"u{i}" for i in range(500)]
+
+    async def main() -> None:
+        async with make() as bus:
+            live = await bus.watch("chat", ChatParams, worker_name="api-1")
+            assert live.current.version == v
+            for user in users:
+                snap = live.for_user(user)
+                assert snap.variant == variants.assign("chat", user)
+                assert snap.params.temperature == (0.3 if snap.variant else 0.7)
+            assert await until(lambda: [r.name for r in sync.workers("chat")] == ["api-1"])
+            v2 = sync.set("chat", {"max_tokens": 64})
+            assert await until(lambda: [r.version for r in sync.workers("chat")] == [v2])
+            (report,) = sync.workers("chat")
+            assert report.id == live.worker_id and report.connected
+            assert live.for_user(users[0]).params.max_tokens == 64
+            await live.aclose()
+            assert sync.workers("chat") == []  # left the fleet
+        leftover = [t for t in asyncio.all_tasks() if t.get_name().startswith("hotparams")]
+        assert not leftover
+
+    run(main)
+    expected = Counter(variants.assign("chat", u) for u in [*users, users[0]])
+    assert sync.exposures("chat") == dict(expected)  # flushed on aclose()
