@@ -92,7 +92,7 @@ class Demo:
         for v in views:
             on = v.version >= target
             mark = Text(f"v{v.version} ✓" if on else f"v{v.version} …", "green" if on else "yellow")
-            lag = f"{v.lag_ms:.1f} ms" if on and v.lag_ms is not None else ""
+            lag = _ms(v.lag_ms) if on else ""
             served = v.requests_at(target)
             ordered = sorted(served.items(), key=lambda item: item[0] or "")  # the base first
             split = " · ".join(f"{name or 'base'} {n}" for name, n in ordered)
@@ -253,7 +253,12 @@ class Demo:
 
 
 def _ms(value: float | None) -> str:
-    return "" if value is None else f"{value:.1f} ms"
+    """A lag: reports carry whole milliseconds (commit and apply times in ms)."""
+    if value is None:
+        return ""
+    if value < 1:
+        return "<1 ms"
+    return f"{value:.0f} ms" if value == int(value) else f"{value:.1f} ms"
 
 
 def _url_given(ctx: typer.Context, state: State) -> str | None:
