@@ -450,23 +450,41 @@ class Live(Handle[M]):
             phase.close()
 
     def _reporting_bus(self) -> Bus:
+        """The reporter's Bus, on a pool of its own (like the Bus's): close()
+        can then cut even a connection that is still being opened."""
         if self._report_bus is None:
-            self._report_bus = self._own_bus()
+            base = self._bus.client.connection_pool
+            pool = redis.ConnectionPool(
+                connection_class=base.connection_class, **base.connection_kwargs
+            )
+            settings = self._bus.settings.model_copy(update={"retry_attempts": 1})
+            self._report_bus = Bus(
+                redis.Redis(connection_pool=pool), settings=settings, url=self._bus.url
+            )
         return self._report_bus
 
     def _interrupt_reporter(self) -> None:
         bus = self._report_bus
-        conn = bus.client.connection if bus is not None else None
-        if conn is not None:
-            try:
-                conn.disconnect()  # type: ignore[no-untyped-call]
-            except Exception as exc:
-                log.debug("%s: interrupting the reporter: %s", self.namespace, describe(exc))
+        if bus is None:
+            return
+        pool = bus.client.connection_pool
+        # the Bus retries a failed call once, on a new connection: that one
+        # must not wait for the unresponsive server for a socket timeout again
+        pool.connection_kwargs.update(socket_timeout=0.01, socket_connect_timeout=0.01)
+        try:
+            pool.disconnect(inuse_connections=True)
+            pool.reset()
+        except Exception as exc:
+            log.debug("%s: interrupting the reporter: %s", self.namespace, describe(exc))
 
     def _drop_report_bus(self) -> None:
         bus, self._report_bus = self._report_bus, None
         if bus is not None:
-            self._close_own_bus(bus)
+            try:
+                bus.close()
+                bus.client.connection_pool.disconnect()
+            except Exception as exc:
+                log.debug("%s: closing the report connection: %s", self.namespace, describe(exc))
 
     # ------------------------------------------------------------ callbacks thread
 

@@ -149,11 +149,13 @@ class Reporter:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.tally = Tally()
-        self.dirty = True
+        # the first report follows the listener's first connection (it
+        # touches the reporter), or the first heartbeat if that never comes
+        self.dirty = False
         self.reports = 0
         self.failures = 0
         self._last_report = -math.inf
-        self._next_report = 0.0
+        self._next_report = self.clock() + self.interval
         self._next_flush = self.clock() + self.exposure_interval
 
     def touch(self) -> None:
@@ -255,8 +257,10 @@ def reporting(r: Reporter) -> Generator[Action, Any, None]:
 
 
 def farewell(r: Reporter) -> Generator[Action, Any, None]:
-    """On close: the last exposure counts, then leave the fleet."""
+    """On close: the last exposure counts, then leave the fleet (if it ever joined)."""
     yield from _flush(r, final=True)
+    if not r.reports:
+        return
     try:
         yield Write(leave_op(r.namespace, r.id))
     except Exception as exc:

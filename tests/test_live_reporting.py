@@ -182,7 +182,9 @@ def test_the_reporter_reports_at_once_then_debounces_and_beats() -> None:
     clock = Clock(10.0)
     r = make_reporter(clock)
     phase: Generator[Any, Any, None] = reporting(r)
-    assert next(phase) == Idle(0.0)  # the first report is due at once
+    assert next(phase) == Idle(2.0)  # nothing to report before the listener connects
+    r.touch()  # connected: the first report is due at once
+    assert r.wait() == 0.0
     call = fcall(phase.send(None))
     assert call.function == "hp_report" and call.args[0] == worker_id("web-1") == r.id
     doc = orjson.loads(call.args[1])
@@ -208,6 +210,7 @@ def test_a_failed_report_is_logged_once_and_retried_with_backoff(
     caplog.set_level(logging.DEBUG, logger="hotparams.fleet")
     clock = Clock(10.0)
     r = make_reporter(clock)
+    r.touch()
     phase = reporting(r)
     next(phase)
     for attempt in range(1, 4):
@@ -225,6 +228,10 @@ def test_a_failed_report_is_logged_once_and_retried_with_backoff(
 def test_exposures_are_flushed_per_salt_and_leave_is_sent_on_close() -> None:
     clock = Clock(10.0)
     r = make_reporter(clock)
+    phase = farewell(r)
+    with pytest.raises(StopIteration):  # never reported, nothing counted: nothing to send
+        next(phase)
+    r.sent(clock.now)  # it reported once
     r.tally.count("salt1", "hi")
     r.tally.count("salt1", None)
     phase = farewell(r)
