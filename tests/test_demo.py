@@ -109,6 +109,7 @@ def test_the_demo_uses_the_redis_at_hotparams_url(tmp_path: Path, redis_url: str
     out = run_demo(tmp_path, "--workers", "2", HOTPARAMS_URL=redis_url)
     assert f"the Redis at {redis_url}" in out
     assert "2/2 on v6" in out
+    assert "namespace 'demo-chat' stays in that Redis" in out
     bus = hotparams.connect(redis_url)
     try:
         assert bus.head("demo-chat").version == 6

@@ -308,6 +308,8 @@ def demo(
         finally:
             backend.close()
     took = time.monotonic() - began
+    if backend.kind == "url":
+        out.print(f"namespace '{namespace}' stays in that Redis: hotparams history {namespace}")
     stopped = "Redis stopped, " if backend.kind != "url" else ""
     out.print(f"{stopped}temporary files removed; the demo took {took:.1f} s")
 
