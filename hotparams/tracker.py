@@ -477,10 +477,8 @@ class Tracker(Generic[M]):
         rejected = self.rejected
         if rejected and (head.epoch, head.version) == (rejected.epoch, rejected.version):
             return False
-        self._resync(
-            f"the reconcile probe found version {head.version} (epoch {head.epoch})",
-            fault=cur is not None and head.epoch == cur.epoch and head.version > cur.version,
-        )
+        # often only an event still on its way: a re-read, not a fault
+        self._resync(f"the reconcile probe found version {head.version} (epoch {head.epoch})")
         return True
 
     def on_missing(self) -> Step:
@@ -576,11 +574,11 @@ class Tracker(Generic[M]):
 
     # ------------------------------------------------------------ internals
 
-    def _resync(self, reason: str, *, fault: bool = False) -> Step:
-        """Count and log a re-read; a ``fault`` (a gap: lost messages) is a warning."""
+    def _resync(self, reason: str) -> Step:
+        """Count and log a re-read; a gap (lost messages) is a warning."""
         self.resyncs += 1
         self.observer.resynced()
-        fault = fault or reason.startswith("gap")
+        fault = reason.startswith("gap")
         version = self._version()
         log.log(
             logging.WARNING if fault else logging.INFO,
@@ -607,8 +605,10 @@ class Tracker(Generic[M]):
         how: str,
     ) -> Step:
         """Validate and apply a new version, or keep the last good one."""
-        applied_ms = int(self.wall() * 1000)
-        lag_ms = float(applied_ms - max(committed_ms, self.started_ms))
+        now_ms = self.wall() * 1000
+        applied_ms = int(now_ms)
+        # Redis gives the commit time in whole ms: the lag may read up to 1 ms high
+        lag_ms = now_ms - max(committed_ms, self.started_ms)
         try:
             params = self.schema.validate(self.namespace, values)
             new: Snapshot[M] = Snapshot(

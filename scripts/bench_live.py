@@ -17,11 +17,23 @@
    on every model instance, so that column shows what the handle itself
    adds.
 
-2. Propagation: for 1, 16 and 64 worker processes (forked, one Live
+2. ``live.for_user(user_id).params.temperature`` (A/B variants: a 50%
+   variant and a 100-user allow-list; users cycled from a list of 1,000
+   ids) next to ``live.current.params.temperature``, interleaved batch by
+   batch like the reads above; and ``for_user`` on a namespace without
+   variants.  Each for_user call also counts one exposure (flushed to
+   Redis by the handle's reporter thread, off the measured path).
+
+3. Propagation: for 1, 16 and 64 worker processes (forked, one Live
    each), the time from the moment the parent calls ``bus.set`` to the
    moment each worker's change callback runs (right after the swap of
    ``current``), on the same host (``time.time()``).  Updates are sent one
    at a time: the next one after every worker applied the previous one.
+   Then, for the same updates, the lag the workers report themselves
+   (``applied_ms - committed_ms`` in their fleet reports, commit time by
+   Redis's clock) as ``bus.convergence`` summarises it once every worker
+   reported the version: the median of its per-version p50 and p99, and the
+   p50/p99 over every worker's report pooled.
 """
 
 from __future__ import annotations
@@ -42,9 +54,11 @@ from pydantic import BaseModel, Field
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import hotparams
+from hotparams.fleet import convergence
 from hotparams.server import LocalRedis
 
 NS = "bench"
+VNS = "bench-ab"
 CTX = multiprocessing.get_context("fork")
 UNROLL = 10
 
@@ -124,6 +138,26 @@ def time_model(holder: Any, n: int) -> float:
     return (time.perf_counter_ns() - t0) / (n * UNROLL)
 
 
+def time_for_user(live: hotparams.Live[BenchParams], users: list[str], n: int) -> float:
+    """``n`` calls (a multiple of ``len(users)``), per call in ns."""
+    rounds = max(1, n // len(users))
+    t0 = time.perf_counter_ns()
+    for _ in range(rounds):
+        for user in users:
+            live.for_user(user).params.temperature
+    return (time.perf_counter_ns() - t0) / (rounds * len(users))
+
+
+def time_current_loop(live: hotparams.Live[BenchParams], users: list[str], n: int) -> float:
+    """The same loop shape as ``time_for_user``, reading ``current`` instead."""
+    rounds = max(1, n // len(users))
+    t0 = time.perf_counter_ns()
+    for _ in range(rounds):
+        for _user in users:
+            live.current.params.temperature
+    return (time.perf_counter_ns() - t0) / (rounds * len(users))
+
+
 def time_empty(n: int) -> float:
     t0 = time.perf_counter_ns()
     for _ in range(n):
@@ -201,6 +235,52 @@ def bench_reads(url: str, quick: bool) -> dict[str, Any]:
     return {"idle": idle, "under_1000_updates_per_s": busy}
 
 
+def bench_for_user(url: str, quick: bool) -> dict[str, Any]:
+    """for_user vs current, with variants (VNS) and without (NS)."""
+    batches, n = (30, 20_000) if quick else (100, 50_000)
+    users = [f"user-{i}" for i in range(1000)]
+    setup = hotparams.connect(url)
+    setup.register(VNS, BenchParams)
+    setup.set_variant(VNS, "cool", {"temperature": 0.3}, percent=50)
+    setup.set_variant(VNS, "vip", {"model": "gpt-4o"}, users=users[::10])
+    # exposures flush every 5 s (the default), on the reporter thread
+    live = setup.watch(VNS, BenchParams)
+    plain = setup.watch(NS, BenchParams)
+    try:
+        time_for_user(live, users, 10_000)  # warm up
+        fu: list[float] = []
+        cur: list[float] = []
+        none: list[float] = []
+        for _ in range(batches):
+            fu.append(time_for_user(live, users, n))
+            cur.append(time_current_loop(live, users, n))
+            none.append(time_for_user(plain, users, n))
+        split = {str(k): v for k, v in _split(live, users).items()}
+    finally:
+        live.close()
+        plain.close()
+    exposures = setup.exposures(VNS)
+    setup.close()
+    return {
+        "for_user_ns": {"p50": statistics.median(fu), "p99": pct(fu, 0.99)},
+        "current_ns": {"p50": statistics.median(cur), "p99": pct(cur, 0.99)},
+        "for_user_no_variants_ns": {"p50": statistics.median(none), "p99": pct(none, 0.99)},
+        "extra_ns": statistics.median(fu) - statistics.median(cur),
+        "split": split,
+        "exposures_counted": sum(exposures.values()),
+        # the timed batches, the warm-up and the split: every call counts one exposure
+        "calls": (batches * max(1, n // len(users)) + 10 + 1) * len(users),
+    }
+
+
+def _split(live: hotparams.Live[BenchParams], users: list[str]) -> dict[str | None, int]:
+    out: dict[str | None, int] = {}
+    for user in users:
+        name = live.for_user(user).variant
+        out[name] = out.get(name, 0) + 1
+    return out
+
+
 # ---------------------------------------------------------------- propagation
 
 
@@ -222,6 +302,7 @@ def bench_propagation(url: str, workers: int, updates: int) -> dict[str, Any]:
     procs = [CTX.Process(target=latency_worker, args=(url, reports, stop)) for _ in range(workers)]
     for p in procs:
         p.start()
+    pids = {p.pid for p in procs}
     ready = 0
     while ready < workers:
         if reports.get(timeout=60)[1] == -1:
@@ -230,6 +311,10 @@ def bench_propagation(url: str, workers: int, updates: int) -> dict[str, Any]:
     fleet: list[float] = []
     set_cost: list[float] = []
     timeouts = 0
+    conv_p50: list[float] = []
+    conv_p99: list[float] = []
+    reported: list[float] = []
+    unreported = 0
     for i in range(updates):
         t0 = time.time()
         v = bus.set(NS, {"temperature": round(0.01 + (i % 150) / 100, 2)})
@@ -247,6 +332,19 @@ def bench_propagation(url: str, workers: int, updates: int) -> dict[str, Any]:
         per_worker += list(got.values())
         if got:
             fleet.append(max(got.values()))
+        conv = _converged(bus, v, pids)
+        if conv is None:
+            unreported += 1
+            late = bus.convergence(NS, v)
+            print(
+                f"  version {v}: {late.on_target}/{late.workers} reported within 5 s; "
+                f"behind: {[(r.id, r.version) for r in late.behind[:3]]}",
+                file=sys.stderr,
+            )
+        else:
+            conv_p50.append(conv.lag_p50_ms or 0.0)
+            conv_p99.append(conv.lag_p99_ms or 0.0)
+            reported += [r.lag_ms for r in bus.workers(NS) if r.version == v and r.pid in pids]
         time.sleep(0.01)
     stop.set()
     for p in procs:
@@ -266,7 +364,30 @@ def bench_propagation(url: str, workers: int, updates: int) -> dict[str, Any]:
         },
         "last_worker_ms": {"p50": statistics.median(fleet) * ms, "p99": pct(fleet, 0.99) * ms},
         "bus_set_ms_p50": statistics.median(set_cost) * ms,
+        "reported_lag_ms": {
+            "convergence_p50_median": statistics.median(conv_p50) if conv_p50 else None,
+            "convergence_p99_median": statistics.median(conv_p99) if conv_p99 else None,
+            "pooled_p50": statistics.median(reported) if reported else None,
+            "pooled_p99": pct(reported, 0.99) if reported else None,
+            "versions_not_reported_by_all": unreported,
+        },
     }
+
+
+def _converged(bus: hotparams.Bus, version: int, pids: set[int | None]) -> Any:
+    """What ``bus.convergence`` computes, once every worker of ``pids`` reported
+    ``version`` (None after 5 s).  Reports of other processes are left out: the
+    load writer of the read benchmark was forked with a live handle, which
+    reports (a worker like any other) until its report expires."""
+    deadline = time.monotonic() + 5
+    epoch = bus.head(NS).epoch
+    while time.monotonic() < deadline:
+        ours = [r for r in bus.workers(NS) if r.pid in pids]
+        conv = convergence(NS, version, epoch, ours)
+        if conv.complete and conv.workers == len(pids):
+            return conv
+        time.sleep(0.005)
+    return None
 
 
 # ---------------------------------------------------------------- main
@@ -277,6 +398,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--workers", default="1,16,64", help="worker counts for propagation")
+    parser.add_argument(
+        "--propagation-only", action="store_true", help="skip the read and for_user costs"
+    )
     args = parser.parse_args()
     updates = 30 if args.quick else 100
     with LocalRedis() as server:
@@ -289,7 +413,8 @@ def main() -> None:
                 "cpus": os.cpu_count(),
                 "platform": platform.platform(),
             },
-            "reads": bench_reads(server.url, args.quick),
+            "reads": {} if args.propagation_only else bench_reads(server.url, args.quick),
+            "for_user": {} if args.propagation_only else bench_for_user(server.url, args.quick),
             "propagation": [
                 bench_propagation(server.url, int(k), updates) for k in args.workers.split(",")
             ],
@@ -299,9 +424,7 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=2))
 
 
-def report(results: dict[str, Any]) -> None:
-    m = results["machine"]
-    print(f"Python {m['python']}, {m['cpus']} CPUs, {m['platform']}")
+def report_reads(results: dict[str, Any]) -> None:
     print("\nRead cost per read (ns, median / p99 over batches of reads)")
     print(
         f"{'':26}{'holder.snap.attr':>19}{'live.current.params.t':>23}{'ratio':>7}{'net':>6}"
@@ -320,6 +443,26 @@ def report(results: dict[str, Any]) -> None:
         f"{busy['write_rate_per_s']:.0f}/s; versions applied during the busy run "
         f"{busy['versions_applied_during']})"
     )
+    fu = results["for_user"]
+    print("\nfor_user(user).params.temperature vs current.params.temperature (ns per call)")
+    print(
+        f"  for_user (2 variants) p50 {fu['for_user_ns']['p50']:.0f} / p99 "
+        f"{fu['for_user_ns']['p99']:.0f}; current in the same loop p50 "
+        f"{fu['current_ns']['p50']:.0f} / p99 {fu['current_ns']['p99']:.0f}; "
+        f"for_user adds {fu['extra_ns']:.0f} ns"
+    )
+    print(
+        f"  for_user without variants p50 {fu['for_user_no_variants_ns']['p50']:.0f}; "
+        f"split over 1,000 users {fu['split']}; exposures counted in Redis "
+        f"{fu['exposures_counted']} of {fu['calls']} calls"
+    )
+
+
+def report(results: dict[str, Any]) -> None:
+    m = results["machine"]
+    print(f"Python {m['python']}, {m['cpus']} CPUs, {m['platform']}")
+    if results["reads"]:
+        report_reads(results)
     print("\nPublish-to-applied latency (ms), from bus.set() called to a worker's callback")
     head = ("workers", "samples", "missing", "p50", "p99", "last p50", "last p99")
     print("".join(f"{h:>10}" for h in head))
@@ -330,6 +473,23 @@ def report(results: dict[str, Any]) -> None:
             f"{pw['p99']:>10.2f}{lw['p50']:>10.2f}{lw['p99']:>10.2f}"
         )
     print(f"  (bus.set itself: p50 {results['propagation'][0]['bus_set_ms_p50']:.2f} ms)")
+    print("\nLag the workers report (applied_ms - committed_ms), as bus.convergence shows it (ms)")
+    head = ("workers", "conv p50", "conv p99", "pooled p50", "pooled p99", "unreported")
+    print("".join(f"{h:>12}" for h in head))
+    for r in results["propagation"]:
+        lag = r["reported_lag_ms"]
+        cells = [
+            lag["convergence_p50_median"],
+            lag["convergence_p99_median"],
+            lag["pooled_p50"],
+            lag["pooled_p99"],
+        ]
+        print(
+            f"{r['workers']:>12}"
+            + "".join(f"{c:>12.2f}" if c is not None else f"{'-':>12}" for c in cells)
+            + f"{lag['versions_not_reported_by_all']:>12}"
+        )
+    print("  (conv: the median over versions of bus.convergence's p50 and p99)")
 
 
 if __name__ == "__main__":

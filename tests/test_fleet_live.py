@@ -181,3 +181,39 @@ def test_set_wait_fails_with_exit_7_while_a_worker_is_partitioned(
         near.close()
         far.close()
         proxy.close()
+
+
+def forked_child(live: hotparams.Live[PairParams]) -> None:
+    """In a child forked with the handle: stay until SIGTERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.wait(0.05):
+        pass
+    live.close()
+
+
+def test_a_handle_made_before_fork_reports_under_each_childs_own_id(
+    store: hotparams.Bus, redis_url: str
+) -> None:
+    bus = hotparams.connect(redis_url, report_interval=0.5, **FAST)
+    live = bus.watch(NS, PairParams, worker_name="web")
+    procs = [CTX.Process(target=forked_child, args=(live,)) for _ in range(2)]
+    try:
+        for p in procs:
+            p.start()
+        v = store.set(NS, {"a": 3, "b": 3})
+        pids = {os.getpid(), *(p.pid for p in procs)}
+        assert wait_until(
+            lambda: {r.pid for r in store.workers(NS) if r.version == v} == pids, timeout=20
+        )
+        reports = [r for r in store.workers(NS) if r.version == v]
+        assert len({r.id for r in reports}) == 3  # three processes, three ids
+        assert all(r.id == f"{r.host}:{r.pid}:web" and r.connected for r in reports)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.join(10)
+        live.close()
+        bus.close()
+    assert all(p.exitcode == 0 for p in procs)
+    assert wait_until(lambda: store.workers(NS) == [])  # each left on close
