@@ -1,0 +1,268 @@
+"""Read path: what one parameter read costs a request thread.
+
+Every case reads the same float, in the same process, batch by batch; a
+round times one batch of every case (in an order rotated round by round), so
+a burst of noise lands on all cases of that round alike.  A batch is a loop
+of ``n`` iterations of ``UNROLL`` copies of the read, compiled once per case
+(each case gets its own code object, so CPython's inline caches of one case
+do not disturb another).  Reported per case: the median and p99 over rounds
+of the mean time per read, and the median over rounds of the ratio to the
+floor measured in the same round.
+
+Cases:
+
+- ``floor``: ``holder.snap.attr``, a plain object holding a plain object;
+- ``live``: ``live.current.params.temperature`` (a hotparams ``Live``);
+- ``snapshot_via_holder``: ``holder.snap.params.temperature`` where
+  ``holder.snap`` is the Live's current snapshot: what the handle itself adds;
+- ``plain_3hop``: ``holder.snap.params.attr``, three plain objects (the floor
+  with the extra hop ``Snapshot.params`` has);
+- ``plain_3hop_getattr``: the same, the last object's class defining
+  ``__getattr__`` as pydantic's ``BaseModel`` does;
+- ``locked_dict``: ``with lock: values["temperature"]``;
+- ``constance_redis``: ``config.TEMPERATURE`` on django-constance's
+  ``RedisBackend`` (a GET round trip per read);
+- ``constance_cached``: the same on its ``CachingRedisBackend`` (TTL 1 s).
+
+Then again while a separate process writes 1,000 updates per second to both
+the hotparams namespace (``FCALL hp_set``) and the constance key.
+"""
+
+from __future__ import annotations
+
+import statistics
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import hotparams
+
+from . import peers
+from .common import CTX, NS, BenchParams, loadavg, pct
+
+UNROLL = 10
+CACHE_TTL = 1.0
+
+
+class Plain:
+    """A plain object holding one attribute."""
+
+    def __init__(self, attr: float) -> None:
+        self.attr = attr
+
+
+class PlainGetattr(Plain):
+    """A plain object whose class defines ``__getattr__`` (as pydantic's BaseModel does)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
+
+
+class Holder:
+    def __init__(self, snap: Any) -> None:
+        self.snap = snap
+
+
+class SnapLike:
+    def __init__(self, params: Any) -> None:
+        self.params = params
+
+
+Timer = Callable[[int, Any, Any], int]
+
+
+def make_timer(stmt: str) -> Timer:
+    """``timed(n, h, k)``: nanoseconds for n iterations of UNROLL copies of ``stmt``."""
+    body = "\n".join(textwrap.indent(stmt, " " * 8) for _ in range(UNROLL))
+    source = (
+        "def timed(n, h, k):\n"
+        "    t0 = perf_counter_ns()\n"
+        "    for _ in range(n):\n"
+        f"{body}\n"
+        "    return perf_counter_ns() - t0\n"
+    )
+    scope: dict[str, Any] = {"perf_counter_ns": time.perf_counter_ns}
+    exec(compile(source, f"<read {stmt!r}>", "exec"), scope)
+    timed: Timer = scope["timed"]
+    return timed
+
+
+@dataclass
+class Case:
+    name: str
+    label: str
+    stmt: str
+    h: Any
+    k: Any = None
+    iterations: int = 5_000  # per batch; each does UNROLL reads
+
+    def __post_init__(self) -> None:
+        self.timer = make_timer(self.stmt)
+
+    def batch_ns_per_read(self, scale: float) -> float:
+        n = max(1, int(self.iterations * scale))
+        return self.timer(n, self.h, self.k) / (n * UNROLL)
+
+
+def build_cases(live: hotparams.Live[BenchParams], url: str | None) -> list[Case]:
+    """The cases; the constance ones only if ``url`` is given (the ``bench`` extra)."""
+    cases = [
+        Case(
+            "floor",
+            "`holder.snap.attr` (plain objects: the floor)",
+            "h.snap.attr",
+            Holder(Plain(0.7)),
+        ),
+        Case("live", "`live.current.params.temperature`", "h.current.params.temperature", live),
+        Case(
+            "snapshot_via_holder",
+            "`holder.snap.params.temperature` (the Live's snapshot in a plain holder)",
+            "h.snap.params.temperature",
+            Holder(live.current),
+        ),
+        Case(
+            "plain_3hop",
+            "`holder.snap.params.attr` (three plain objects)",
+            "h.snap.params.attr",
+            Holder(SnapLike(Plain(0.7))),
+        ),
+        Case(
+            "plain_3hop_getattr",
+            "the same, last class defines `__getattr__`",
+            "h.snap.params.attr",
+            Holder(SnapLike(PlainGetattr(0.7))),
+        ),
+        Case(
+            "locked_dict",
+            '`with lock: values["temperature"]`',
+            'with h:\n    k["temperature"]',
+            threading.Lock(),
+            {"temperature": 0.7},
+        ),
+        Case("loop", "(empty loop: overhead per read)", "pass", None),
+    ]
+    if url is not None:
+        rd = peers.config(url, cached=False)
+        rd.TEMPERATURE = 0.7  # stored, so a read is one GET (a missing key also writes the default)
+        cached = peers.config(url, cached=True, ttl=CACHE_TTL)
+        cases += [
+            Case(
+                "constance_redis",
+                "django-constance `config.TEMPERATURE`, RedisBackend (GET per read)",
+                "h.TEMPERATURE",
+                rd,
+                iterations=10,
+            ),
+            Case(
+                "constance_cached",
+                f"django-constance `config.TEMPERATURE`, CachingRedisBackend (TTL {CACHE_TTL:g} s)",
+                "h.TEMPERATURE",
+                cached,
+                iterations=200,
+            ),
+        ]
+    return cases
+
+
+def measure(
+    cases: list[Case], live: hotparams.Live[BenchParams], rounds: int, scale: float
+) -> dict[str, Any]:
+    """Interleaved rounds of every case: per case median/p99 ns, paired ratio to the floor."""
+    times: dict[str, list[float]] = {c.name: [] for c in cases}
+    ratios: dict[str, list[float]] = {c.name: [] for c in cases}
+    holder = next(c for c in cases if c.name == "snapshot_via_holder")
+    for c in cases:  # warm up: specialise, fill caches, connect
+        c.batch_ns_per_read(0.1)
+    load_before = loadavg()
+    for r in range(rounds):
+        holder.h.snap = live.current
+        shift = r % len(cases)
+        this_round: dict[str, float] = {}
+        for c in cases[shift:] + cases[:shift]:
+            this_round[c.name] = c.batch_ns_per_read(scale)
+        for name, ns in this_round.items():
+            times[name].append(ns)
+            ratios[name].append(ns / this_round["floor"])
+    loop = statistics.median(times["loop"])
+    floor = statistics.median(times["floor"])
+    out: dict[str, Any] = {"loop_ns": loop, "loadavg": [load_before, loadavg()], "cases": {}}
+    for c in cases:
+        if c.name == "loop":
+            continue
+        med = statistics.median(times[c.name])
+        out["cases"][c.name] = {
+            "ns_p50": med,
+            "ns_p99": pct(times[c.name], 0.99),
+            "ratio": statistics.median(ratios[c.name]),
+            "ratio_p99": pct(times[c.name], 0.99) / pct(times["floor"], 0.99),
+            "ratio_net_of_loop": (med - loop) / max(floor - loop, 1e-9),
+        }
+    return out
+
+
+def writer(url: str, rate: float, go: Any, stop: Any, result: Any, constance: bool) -> None:
+    """Write ``rate`` updates per second (FCALL hp_set, the redis-cli path, and constance's key)."""
+    client = hotparams.connect(url).client
+    go.wait()
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    sent = 0
+    while not stop.is_set():
+        due = start + sent * interval
+        now = time.perf_counter()
+        if now < due:
+            time.sleep(due - now)
+        value = 0.5 + (sent % 100) / 100
+        pipe = client.pipeline(transaction=False)
+        pipe.execute_command("FCALL", "hp_set", "1", NS, "temperature", str(value))
+        if constance:
+            pipe.set(peers.PREFIX + peers.KEY, peers.encoded(value))
+        pipe.execute()
+        sent += 1
+    result.put(sent / (time.perf_counter() - start))
+
+
+def run(url: str, *, quick: bool, rate: float = 1000.0, scale: float = 1.0) -> dict[str, Any]:
+    """Idle, then under ``rate`` updates/s; ``scale`` shrinks the batches (the smoke test)."""
+    rounds = 60 if quick else 300
+    use_constance = peers.available()
+    setup = hotparams.connect(url)
+    setup.register(NS, BenchParams)
+    setup.close()
+    # the writer is forked before this process has a Live (a fork would start its listener anew)
+    go, stop, rates = CTX.Event(), CTX.Event(), CTX.Queue()
+    proc = CTX.Process(target=writer, args=(url, rate, go, stop, rates, use_constance), daemon=True)
+    proc.start()
+    bus = hotparams.connect(url)
+    live = bus.watch(NS, BenchParams)
+    try:
+        cases = build_cases(live, url if use_constance else None)
+        idle = measure(cases, live, rounds, scale)
+        go.set()
+        time.sleep(0.5)  # let the stream settle
+        before = live.status()
+        busy = measure(cases, live, rounds, scale)
+        after = live.status()
+        stop.set()
+        busy["write_rate_per_s"] = rates.get(timeout=30)
+        busy["versions_applied"] = after.applied - before.applied
+        busy["resyncs"] = after.resyncs - before.resyncs
+    finally:
+        stop.set()
+        go.set()
+        proc.join(10)
+        live.close()
+        bus.close()
+    return {
+        "unroll": UNROLL,
+        "rounds": rounds,
+        "labels": {c.name: c.label for c in cases if c.name != "loop"},
+        "reads_per_batch": {c.name: max(1, int(c.iterations * scale)) * UNROLL for c in cases},
+        "constance_cache_ttl_s": CACHE_TTL if use_constance else None,
+        "idle": idle,
+        "busy": busy,
+        "busy_rate_target": rate,
+    }

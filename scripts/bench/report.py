@@ -1,0 +1,620 @@
+"""BENCHMARKS.md and the summary table, rendered from a result file (never by hand)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+READ_TARGET = 2.0
+PROPAGATION_TARGET = 1.5
+PROPAGATION_WORKERS = 16
+WRITE_TARGET = 0.7
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _nan(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def ns(x: float) -> str:
+    if _nan(x):
+        return "-"
+    if x >= 1e6:
+        return f"{x / 1e6:.2f} ms"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f} µs"
+    return f"{x:.1f} ns"
+
+
+def ms(x: float) -> str:
+    if _nan(x):
+        return "-"
+    return f"{x:.2f} ms" if x < 100 else f"{x:.0f} ms"
+
+
+def times(x: float) -> str:
+    if _nan(x):
+        return "-"
+    if x >= 100:
+        return f"{x:,.0f}x"
+    return f"{x:.2f}x"
+
+
+def size(x: float) -> str:
+    if _nan(x):
+        return "-"
+    if abs(x) >= 1024 * 1024:
+        return f"{x / 1024 / 1024:.1f} MiB"
+    if abs(x) >= 1024:
+        return f"{x / 1024:.1f} KiB"
+    return f"{x:.0f} B"
+
+
+def rate(x: float) -> str:
+    return "-" if _nan(x) else f"{x:,.0f}"
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def yes(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**missed**")
+
+
+# ---------------------------------------------------------------- targets
+
+
+def _fleet(results: dict[str, Any], k: int) -> dict[str, Any] | None:
+    for f in results.get("propagation", {}).get("fleets", []):
+        if f["workers"] == k:
+            return dict(f)
+    return None
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    read = results.get("read")
+    if read:
+        idle, busy = read["idle"]["cases"], read["busy"]["cases"]
+        out.append(
+            {
+                "name": "read",
+                "target": f"`live.current.params.x` ≤ {READ_TARGET:g}x a plain attribute read",
+                "measured": (
+                    f"{times(idle['live']['ratio'])} idle ({ns(idle['live']['ns_p50'])} vs "
+                    f"{ns(idle['floor']['ns_p50'])}); {times(busy['live']['ratio'])} under "
+                    f"{rate(read['busy']['write_rate_per_s'])} updates/s"
+                ),
+                "met": idle["live"]["ratio"] <= READ_TARGET
+                and busy["live"]["ratio"] <= READ_TARGET,
+            }
+        )
+    fleet = _fleet(results, PROPAGATION_WORKERS)
+    if fleet:
+        out.append(
+            {
+                "name": "propagation",
+                "target": (
+                    f"{PROPAGATION_WORKERS} workers: p99 publish-to-applied ≤ "
+                    f"{PROPAGATION_TARGET:g}x the bare pub/sub fan-out of the same run"
+                ),
+                "measured": (
+                    f"{times(fleet['ratio_per_worker_p99'])} "
+                    f"({ms(fleet['live_per_worker_ms']['p99'])} vs "
+                    f"{ms(fleet['bare_per_worker_ms']['p99'])}); p50 "
+                    f"{times(fleet['ratio_per_worker_p50'])}"
+                ),
+                "met": fleet["ratio_per_worker_p99"] <= PROPAGATION_TARGET,
+            }
+        )
+    write = results.get("write")
+    if write:
+        c = write["cases"]
+        out.append(
+            {
+                "name": "write",
+                "target": f"`Bus.set` ≥ {WRITE_TARGET:g}x a bare FCALL",
+                "measured": (
+                    f"{times(c['bus_set']['ratio_to_bare'])} "
+                    f"({rate(c['bus_set']['changes_per_s'])} vs "
+                    f"{rate(c['bare_fcall']['changes_per_s'])} changes/s); `set_many` "
+                    f"{times(c['bus_set_many']['ratio_to_bare'])} of a bare pipeline"
+                ),
+                "met": c["bus_set"]["ratio_to_bare"] >= WRITE_TARGET,
+            }
+        )
+    return out
+
+
+def read_why(read: dict[str, Any]) -> str:
+    c = read["idle"]["cases"]
+    live, floor = c["live"], c["floor"]
+    via, p3, p3g = c["snapshot_via_holder"], c["plain_3hop"], c["plain_3hop_getattr"]
+    handle_adds = live["ns_p50"] / via["ns_p50"]
+    getattr_costs = p3g["ns_p50"] / p3["ns_p50"]
+    confirmed = abs(handle_adds - 1) < 0.15 and getattr_costs > 1.5
+    verdict = "confirms" if confirmed else "does not confirm"
+    return (
+        f"`live.current.params.temperature` costs {ns(live['ns_p50'])} per read, "
+        f"{times(live['ratio'])} the floor `holder.snap.attr` ({ns(floor['ns_p50'])}). "
+        f"The same snapshot read through a plain holder (`holder.snap.params.temperature`) costs "
+        f"{ns(via['ns_p50'])}: the Live handle adds {times(handle_adds)} to that. Three plain "
+        f"objects (`holder.snap.params.attr`, the floor plus the extra hop to `params`) cost "
+        f"{ns(p3['ns_p50'])} ({times(p3['ratio'])} the floor); the same three objects, the last "
+        f"one's class defining `__getattr__`, cost {ns(p3g['ns_p50'])} "
+        f"({times(p3g['ratio'])} the floor, {times(getattr_costs)} the plain chain). This "
+        f"{verdict} the earlier finding: pydantic's `BaseModel` defines `__getattr__`, so its "
+        "type's attribute hook is not the generic one and CPython does not specialise "
+        "attribute reads on model instances (each `params.x` takes the slow, generic "
+        "lookup); the handle and the snapshot cost next to nothing. The miss is in reading a "
+        "field of a pydantic model, whatever holds it."
+    )
+
+
+def propagation_why(results: dict[str, Any]) -> str:
+    k = _fleet(results, PROPAGATION_WORKERS)
+    if not k:
+        return ""
+    n = k["workers"]
+    cores = results["meta"]["machine"]["cores"] or 1
+    cpu = k["worker_cpu_ms_per_update"]
+    live_cpu, bare_cpu = cpu["live"]["p50"], cpu["bare"]["p50"]
+    reports = k["redis_calls_per_update"].get("fcall", 1.0) - 1  # bus.set's own FCALL left out
+    blocks = k.get("ratio_per_worker_p99_blocks") or []
+    spread = (
+        f" Per block of {k['updates'] // max(1, len(blocks))} updates the p99 ratio ranged "
+        f"{times(min(blocks))} to {times(max(blocks))}."
+        if blocks
+        else ""
+    )
+    return (
+        f"Each Live worker used {live_cpu:.2f} ms of CPU per update (median of the {n} "
+        f"workers' process CPU time over the update phase / updates) against {bare_cpu:.2f} ms "
+        "for a bare subscriber (both include the benchmark's own report of its timestamp "
+        "through a multiprocessing queue). Applying an event is decoding it, validating the "
+        "values with the model, building the snapshot, swapping it, the callback thread and the "
+        f"fleet report (Redis saw {reports:.1f} FCALLs per update besides the one of `bus.set`: "
+        f"the workers' debounced `hp_report`s). With {n} workers on {cores} cores, one update "
+        f"costs the Live workers {n * live_cpu:.1f} ms of CPU against {n * bare_cpu:.1f} ms for "
+        f"the bare ones, to share {cores} cores with Redis and the publisher: the last Live "
+        f"worker applies at p50 {ms(k['live_last_worker_ms']['p50'])} against "
+        f"{ms(k['bare_last_worker_ms']['p50'])} for the last bare subscriber. On the write side "
+        f"`bus.set` takes p50 {ms(k['bus_set_ms']['p50'])} against "
+        f"{ms(k['publish_ms']['p50'])} for a bare `PUBLISH` (validation by the model, then the "
+        "Lua function checks, versions and audits before it publishes)."
+        + spread
+        + " The p99 of both kinds carries the noise of the shared machine."
+    )
+
+
+def write_why(write: dict[str, Any]) -> str:
+    c = write["cases"]
+    s, b = c["bus_set"], c["bare_fcall"]
+    return (
+        f"`Bus.set` takes {s['client_us_per_change_p50']:.0f} µs per change (p50) against "
+        f"{b['client_us_per_change_p50']:.0f} µs for the bare FCALL; Redis spends "
+        f"{s['server_us_per_change']:.0f} µs vs {b['server_us_per_change']:.0f} µs of that "
+        "(INFO commandstats): the difference is client-side (validation by the model, "
+        "encoding, error decoding)."
+    )
+
+
+# ---------------------------------------------------------------- sections
+
+
+def summary(results: dict[str, Any]) -> str:
+    """The short table (README): one line per comparison, ratios and absolutes."""
+    rows: list[list[str]] = []
+    read = results.get("read")
+    if read:
+        c = read["idle"]["cases"]
+        rows.append(
+            [
+                "read a parameter (idle)",
+                f"`live.current.params.x`: {ns(c['live']['ns_p50'])}",
+                f"plain attribute {ns(c['floor']['ns_p50'])}",
+                times(c["live"]["ratio"]),
+            ]
+        )
+        for name, label in (
+            ("locked_dict", "locked dict"),
+            ("constance_cached", "django-constance cached (TTL 1 s)"),
+            ("constance_redis", "django-constance Redis (GET per read)"),
+        ):
+            if name in c:
+                rows.append(
+                    [
+                        "",
+                        "",
+                        f"{label} {ns(c[name]['ns_p50'])}",
+                        f"{times(c[name]['ratio'])} floor, "
+                        f"{times(c[name]['ns_p50'] / c['live']['ns_p50'])} Live",
+                    ]
+                )
+    for f in results.get("propagation", {}).get("fleets", []):
+        rows.append(
+            [
+                f"propagation, {f['workers']} worker process{'es' if f['workers'] > 1 else ''}",
+                f"p50 {ms(f['live_per_worker_ms']['p50'])}, "
+                f"p99 {ms(f['live_per_worker_ms']['p99'])}",
+                f"bare pub/sub p50 {ms(f['bare_per_worker_ms']['p50'])}, "
+                f"p99 {ms(f['bare_per_worker_ms']['p99'])}",
+                f"{times(f['ratio_per_worker_p50'])} / {times(f['ratio_per_worker_p99'])}",
+            ]
+        )
+    for p in results.get("propagation", {}).get("polling", []):
+        load = p["idle_load"] or {}
+        rows.append(
+            [
+                f"staleness of a {p['interval_s']:g} s poller",
+                "",
+                f"p50 {ms(p['staleness_ms']['p50'])}, p99 {ms(p['staleness_ms']['p99'])}, "
+                f"{rate(load.get('commands_per_s', float('nan')))} cmd/s for {p['pollers']}",
+                "",
+            ]
+        )
+    sc = results.get("scale")
+    if sc:
+        f = sc["fleet"]
+        m = sc["memory"]
+        rows.append(
+            [
+                f"{f['handles']} AsyncLive handles ({f['processes']} processes)",
+                f"p50 {ms(f['per_handle_ms']['p50'])}, p99 {ms(f['per_handle_ms']['p99'])}",
+                f"Redis {size(f['redis_memory_per_handle_bytes'])}/handle, "
+                f"{f['redis_cpu_ms_per_update']:.1f} ms CPU/update",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "Redis memory",
+                f"{size(m['per_namespace_bytes'])}/namespace, "
+                f"{size(m['per_version_bytes'])}/version",
+                "",
+                "",
+            ]
+        )
+    write = results.get("write")
+    if write:
+        c = write["cases"]
+        rows.append(
+            [
+                "write, sequential",
+                f"`Bus.set` {rate(c['bus_set']['changes_per_s'])}/s",
+                f"bare FCALL {rate(c['bare_fcall']['changes_per_s'])}/s",
+                times(c["bus_set"]["ratio_to_bare"]),
+            ]
+        )
+        rows.append(
+            [
+                "write, pipelined x100",
+                f"`Bus.set_many` {rate(c['bus_set_many']['changes_per_s'])}/s",
+                f"bare pipeline {rate(c['bare_pipeline']['changes_per_s'])}/s",
+                times(c["bus_set_many"]["ratio_to_bare"]),
+            ]
+        )
+    return table(["what", "hotparams", "next to", "ratio"], rows)
+
+
+def _machine(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    m = meta["machine"]
+    rows = [
+        ["CPU", f"{m['cpu_model']}, {m['cores']} cores"],
+        ["memory", f"{m['memory_gib']} GiB"],
+        ["OS", m["platform"]],
+        [
+            "versions",
+            f"Python {m['python']}, Redis {meta.get('redis', '?')}, redis-py {m['redis_py']}, "
+            f"pydantic {m['pydantic']}, Django {m['django']}, django-constance "
+            f"{m['django_constance']}",
+        ],
+        ["commit", f"`{m['git_commit']}`"],
+        ["command", f"`.venv/bin/{meta['command']}` ({meta['mode']}, {meta['total_seconds']} s)"],
+        ["date", meta["date"]],
+        [
+            "load average (1/5/15 min)",
+            f"{_load(meta['loadavg_start'])} at the start, {_load(meta['loadavg_end'])} at the end",
+        ],
+    ]
+    return table(["", ""], rows)
+
+
+def _load(values: list[float]) -> str:
+    return " / ".join(f"{x:.2f}" for x in values) if values else "?"
+
+
+def _read(read: dict[str, Any]) -> str:
+    idle, busy = read["idle"], read["busy"]
+    rows = []
+    for name, label in read["labels"].items():
+        i, b = idle["cases"][name], busy["cases"][name]
+        rows.append(
+            [
+                label,
+                ns(i["ns_p50"]),
+                ns(i["ns_p99"]),
+                times(i["ratio"]),
+                ns(b["ns_p50"]),
+                ns(b["ns_p99"]),
+                times(b["ratio"]),
+            ]
+        )
+    head = ["read", "idle p50", "idle p99", "x floor", "busy p50", "busy p99", "x floor"]
+    return (
+        table(head, rows)
+        + f"\n\nTime per read: median and p99 over {read['rounds']} rounds of the mean of a batch "
+        f"({read['reads_per_batch']['floor']:,} reads for the in-process cases, "
+        f"{read['reads_per_batch'].get('constance_cached', 0):,} for constance's cached backend, "
+        f"{read['reads_per_batch'].get('constance_redis', 0):,} for its Redis backend); "
+        "`x floor` is the median over rounds of the ratio to the floor measured in the same "
+        f"round. The loop itself costs {ns(idle['loop_ns'])} per read (included). Busy: a separate "
+        f"process wrote {rate(busy['write_rate_per_s'])} updates/s to both hotparams and "
+        f"constance; the Live handle applied {busy['versions_applied']:,} versions during the "
+        f"busy rounds ({busy['resyncs']} re-reads)."
+    )
+
+
+def _propagation(prop: dict[str, Any]) -> str:
+    rows = []
+    for f in prop["fleets"]:
+        lw, bw = f["live_per_worker_ms"], f["bare_per_worker_ms"]
+        ll, bl = f["live_last_worker_ms"], f["bare_last_worker_ms"]
+        missing = f["missing"]["live"] + f["missing"]["bare"]
+        rows.append(
+            [
+                str(f["workers"]),
+                f"{ms(lw['p50'])} / {ms(lw['p99'])}",
+                f"{ms(bw['p50'])} / {ms(bw['p99'])}",
+                f"{times(f['ratio_per_worker_p50'])} / {times(f['ratio_per_worker_p99'])}",
+                f"{ms(ll['p50'])} / {ms(ll['p99'])}",
+                f"{ms(bl['p50'])} / {ms(bl['p99'])}",
+                f"{ms(f['live_callback_per_worker_ms']['p50'])}",
+                f"{ms(f['bus_set_ms']['p50'])} / {ms(f['publish_ms']['p50'])}",
+                f"{f['worker_cpu_ms_per_update']['live']['p50']:.2f} / "
+                f"{f['worker_cpu_ms_per_update']['bare']['p50']:.2f}",
+                f"{f['updates']} ({missing} missing)",
+            ]
+        )
+    head = [
+        "workers",
+        "hotparams p50 / p99",
+        "bare pub/sub p50 / p99",
+        "ratio p50 / p99",
+        "hotparams last worker p50 / p99",
+        "bare last worker p50 / p99",
+        "hotparams callback p50",
+        "`bus.set` / `PUBLISH` p50",
+        "worker CPU ms/update, hotparams / bare",
+        "updates",
+    ]
+    loads = []
+    for f in prop["fleets"]:
+        load = f.get("idle_load")
+        if load:
+            loads.append(
+                [
+                    f"{f['workers']} Live workers + {f['workers']} bare subscribers, idle",
+                    f"{load['commands_per_s']:.1f}",
+                    _by_command(load),
+                    f"{load['redis_cpu_percent']:.2f} %",
+                ]
+            )
+    polls = []
+    for p in prop["polling"]:
+        load = p.get("idle_load") or {}
+        st, last = p["staleness_ms"], p["last_poller_ms"]
+        polls.append(
+            [
+                f"{p['interval_s']:g} s",
+                p["implementation"],
+                f"{ms(st['p50'])} / {ms(st['p99'])} / {ms(st['max'])}",
+                f"{ms(last['p50'])}",
+                f"{p['writes']} x {p['pollers']} ({p['missing']} missing)",
+            ]
+        )
+        if load:
+            loads.append(
+                [
+                    f"{p['pollers']} pollers at {p['interval_s']:g} s",
+                    f"{load['commands_per_s']:.1f}",
+                    _by_command(load),
+                    f"{load['redis_cpu_percent']:.2f} %",
+                ]
+            )
+    calls = [
+        [
+            str(f["workers"]),
+            ", ".join(
+                f"{cmd} {n:.1f}" for cmd, n in f["redis_calls_per_update"].items() if n >= 0.05
+            ),
+            ", ".join(times(x) for x in f.get("ratio_per_worker_p99_blocks", [])),
+        ]
+        for f in prop["fleets"]
+    ]
+    return (
+        "Publish-to-applied latency per worker (from the call of `bus.set` / `PUBLISH` to the "
+        "swap of `current` / the bare subscriber's receipt), and for the last worker of each "
+        "update:\n\n"
+        + table(head, rows)
+        + "\n\nRedis commands per update (both kinds together: `bus.set`'s FCALL, the workers' "
+        "fleet reports, one bare `PUBLISH`), and the p99 ratio of consecutive blocks of updates "
+        "(its spread):\n\n"
+        + table(["workers", "Redis calls per update", "p99 ratio per block"], calls)
+        + "\n\nPolling peers: staleness from a write to each poller seeing it\n\n"
+        + table(
+            ["interval", "poller", "staleness p50 / p99 / max", "last poller p50", "samples"], polls
+        )
+        + "\n\nRedis load of idle fleets (INFO commandstats over a window with no writes, "
+        f"longer than the Live handles' {prop['reconcile_interval_s']:g} s reconcile interval "
+        "where Live handles run):\n\n"
+        + table(["fleet", "commands/s", "by command (/s)", "Redis CPU"], loads)
+    )
+
+
+def _by_command(load: dict[str, Any]) -> str:
+    by = load.get("by_command_per_s") or {}
+    parts = [f"{k} {v:.1f}" for k, v in sorted(by.items(), key=lambda kv: -kv[1]) if v > 0]
+    return ", ".join(parts) or "-"
+
+
+def _scale(sc: dict[str, Any]) -> str:
+    f, m = sc["fleet"], sc["memory"]
+    rows = [
+        ["handles / processes", f"{f['handles']} / {f['processes']}"],
+        ["time to subscribe them all", f"{f['subscribe_seconds']:.1f} s"],
+        [
+            "publish-to-applied per handle p50 / p99",
+            f"{ms(f['per_handle_ms']['p50'])} / {ms(f['per_handle_ms']['p99'])}",
+        ],
+        [
+            "last handle of an update p50 / p99",
+            f"{ms(f['last_handle_ms']['p50'])} / {ms(f['last_handle_ms']['p99'])}",
+        ],
+        ["updates (missing applies)", f"{f['updates']} ({f['missing']})"],
+        [
+            "Redis memory of the subscribed fleet",
+            f"{size(f['redis_memory_fleet_bytes'])} "
+            f"({size(f['redis_memory_per_handle_bytes'])} per handle; connected clients "
+            f"{f['connected_clients'][0]:.0f} -> {f['connected_clients'][1]:.0f})",
+        ],
+        [
+            "Redis idle load of the fleet",
+            f"{f['idle_load']['commands_per_s']:.1f} commands/s, "
+            f"{f['idle_load']['redis_cpu_percent']:.2f} % CPU",
+        ],
+        [
+            "Redis CPU per update (fan-out to every handle)",
+            f"{f['redis_cpu_ms_per_update']:.2f} ms",
+        ],
+        [
+            "Redis calls per update",
+            ", ".join(
+                f"{c} {n:.1f}" for c, n in f.get("redis_calls_per_update", {}).items() if n >= 0.05
+            ),
+        ],
+    ]
+    mem = [
+        [
+            f"per namespace ({m['namespaces']} registered, {m['fields']} fields, version 1 only)",
+            size(m["per_namespace_bytes"]),
+            f"{size(m['per_namespace_memory_usage_bytes'])} (MEMORY USAGE of its keys)",
+        ],
+        [
+            f"per retained version ({m['versions']} changes of one field, all retained)",
+            size(m["per_version_bytes"]),
+            f"version hash {size(m['version_hash_memory_usage_bytes'])} + audit entry "
+            f"{size(m['audit_entry_bytes'])}",
+        ],
+    ]
+    return (
+        table(["", ""], rows)
+        + "\n\nRedis memory (`used_memory` deltas):\n\n"
+        + table(["what", "used_memory delta", "breakdown"], mem)
+        + "\n\nA namespace at the default settings keeps up to 100 versions and about 10,000 "
+        "audit entries: roughly "
+        + size(
+            m["per_namespace_bytes"]
+            + 99 * m["version_hash_memory_usage_bytes"]
+            + 10_000 * m["audit_entry_bytes"]
+        )
+        + " once that many changes were made (from the numbers above)."
+    )
+
+
+def _write(write: dict[str, Any]) -> str:
+    rows = []
+    for c in write["cases"].values():
+        rows.append(
+            [
+                c["label"],
+                rate(c["changes_per_s"]),
+                times(c["ratio_to_bare"]),
+                f"{c['call_ms_p50']:.3f} / {c['call_ms_p99']:.3f}",
+                f"{c['client_us_per_change_p50']:.0f}",
+                f"{c['server_us_per_change']:.1f}",
+            ]
+        )
+    head = [
+        "case",
+        "changes/s",
+        "x bare",
+        "call p50 / p99 (ms)",
+        "µs/change (client)",
+        "µs/FCALL (Redis)",
+    ]
+    return (
+        table(head, rows)
+        + f"\n\n{write['rounds']} rounds of {write['changes_per_round']:,} changes per case; "
+        "changes/s is the median over rounds, `x bare` the median of the per-round ratio to the "
+        "bare twin; Redis's time per FCALL is `usec_per_call` of INFO commandstats."
+    )
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    parts = [
+        "# Benchmarks",
+        "",
+        "Generated by `scripts/bench` from `scripts/bench/results/"
+        + ("full.json" if meta["mode"] == "full" else "last.json")
+        + "`: do not edit by hand, run it again. Every comparison ran side by side in this "
+        "one invocation, each section on its own private `redis-server`; ratios compare "
+        "numbers measured in the same round.",
+        "",
+        "## Machine and run",
+        "",
+        _machine(results),
+        "",
+        "The machine is shared (other engineers' test runs were going on): read absolute "
+        "numbers with the load average in mind and prefer the ratios, which compare cases "
+        "measured in the same round.",
+        "",
+        "## Targets",
+        "",
+    ]
+    rows = [[t["target"], t["measured"], yes(t["met"])] for t in targets(results)]
+    parts += [table(["target", "measured", ""], rows), ""]
+    for t in targets(results):
+        if t["met"]:
+            continue
+        why = ""
+        if t["name"] == "read":
+            why = read_why(results["read"])
+        elif t["name"] == "propagation":
+            why = propagation_why(results)
+        elif t["name"] == "write":
+            why = write_why(results["write"])
+        parts += [f"Why the {t['name']} target is missed (measured): {why}", ""]
+    if "read" in results and not any(
+        t["name"] == "read" and not t["met"] for t in targets(results)
+    ):
+        parts += [read_why(results["read"]), ""]
+    parts += ["## Summary", "", summary(results), ""]
+    if "read" in results:
+        parts += ["## Read path", "", _read(results["read"]), ""]
+    if "propagation" in results:
+        parts += ["## Propagation", "", _propagation(results["propagation"]), ""]
+    if "scale" in results:
+        parts += ["## Scale", "", _scale(results["scale"]), ""]
+    if "write" in results:
+        parts += ["## Write path", "", _write(results["write"]), ""]
+    parts += [
+        "## How it is measured",
+        "",
+        "See the docstrings of `scripts/bench/reads.py`, `propagation.py`, `scale.py` and "
+        "`writes.py`. In short: reads are timed in batches (unrolled loops compiled per case), "
+        "interleaved round by round; latencies are wall-clock (`time.time()`) on one host from "
+        "the publisher's call to the worker's swap of `current` (the handle's `_install` is "
+        "wrapped for the timestamp) or the bare subscriber's receipt; Redis's load, CPU and "
+        "memory come from its own INFO counters. django-constance is the real package, "
+        "configured in-process.",
+        "",
+    ]
+    return "\n".join(parts)

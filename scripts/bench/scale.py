@@ -1,0 +1,224 @@
+"""Scale: many subscribed handles on one namespace, and what Redis pays for them.
+
+``handles`` asyncio handles (``AsyncLive``, one ``AsyncBus`` per process),
+spread over ``processes`` forked processes, all watch one namespace.  Redis
+memory and connected clients are read before and after they subscribe;
+Redis CPU (``used_cpu_sys`` + ``used_cpu_user``) and commands/s over a window
+with no writes; then ``bus.set`` updates one at a time, each timed from the
+call to the swap of ``current`` in every handle (``_install`` wrapped, as in
+the propagation section), and Redis CPU per update.
+
+Memory per namespace and per retained version: ``used_memory`` before and
+after registering N namespaces (one version each), and before and after M
+changes of one namespace whose retention keeps them all, next to
+``MEMORY USAGE`` of one version hash and of the audit stream per entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import statistics
+import time
+from typing import Any
+
+import redis
+
+import hotparams
+from hotparams import aio
+from hotparams.keys import keys_for
+
+from .common import (
+    CTX,
+    NS,
+    BenchParams,
+    LoadWindow,
+    command_calls,
+    drain,
+    info_number,
+    loadavg,
+    on_applied,
+    redis_cpu_seconds,
+    stop_all,
+    summary,
+    temperature,
+    used_memory,
+)
+
+MS = 1000.0
+
+
+def scale_worker(url: str, handles: int, reports: Any, stop: Any) -> None:
+    asyncio.run(_scale_worker(url, handles, reports, stop))
+
+
+async def _scale_worker(url: str, handles: int, reports: Any, stop: Any) -> None:
+    pid = os.getpid()
+    bus = aio.connect(url)
+    # redis-py's asyncio pool holds at most 100 connections by default and
+    # fails (MaxConnectionsError) rather than waits; every AsyncLive keeps one
+    # for its subscription and may have a read and a fleet report in flight
+    bus.client.connection_pool.max_connections = 4 * handles + 10
+    applied: dict[int, list[float]] = {}
+
+    def record(version: int, at: float) -> None:
+        times = applied.setdefault(version, [])
+        times.append(at)
+        if len(times) == handles:
+            reports.put(("applied", pid, version, applied.pop(version)))
+
+    lives = []
+    for _ in range(handles):
+        live = await bus.watch(NS, BenchParams)
+        on_applied(live, record)
+        lives.append(live)
+    reports.put(("ready", pid, 0, []))
+    await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+    for live in lives:
+        await live.aclose()
+    await bus.aclose()
+
+
+def fleet(
+    url: str, handles: int, processes: int, updates: int, load_seconds: float
+) -> dict[str, Any]:
+    client = redis.Redis.from_url(url)
+    bus = hotparams.connect(url)
+    bus.register(NS, BenchParams)
+    reports: Any = CTX.Queue()
+    stop = CTX.Event()
+    shares = [
+        handles // processes + (1 if i < handles % processes else 0) for i in range(processes)
+    ]
+    procs = [
+        CTX.Process(target=scale_worker, args=(url, n, reports, stop), daemon=True)
+        for n in shares
+        if n
+    ]
+    mem0 = used_memory(client)
+    clients0 = info_number(client, "clients", "connected_clients")
+    started = time.perf_counter()
+    try:
+        for p in procs:
+            p.start()
+        ready = 0
+        while ready < len(procs):
+            if reports.get(timeout=300)[0] == "ready":
+                ready += 1
+        subscribe_seconds = time.perf_counter() - started
+        mem1 = used_memory(client)
+        clients1 = info_number(client, "clients", "connected_clients")
+        idle = LoadWindow(client)
+        time.sleep(load_seconds)
+        idle_load = idle.close()
+        latencies: list[float] = []
+        last: list[float] = []
+        missing = 0
+        load_before = loadavg()
+        client.config_resetstat()
+        cpu0, t_updates = redis_cpu_seconds(client), time.perf_counter()
+        for i in range(updates):
+            t0 = time.time()
+            v = bus.set(NS, {"temperature": temperature(i)}, author="bench")
+            got: list[float] = []
+            done = 0
+            deadline = time.monotonic() + 30
+            while done < len(procs) and time.monotonic() < deadline:
+                try:
+                    kind, _, version, times = reports.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if kind == "applied" and version == v:
+                    got += times
+                    done += 1
+            missing += handles - len(got)
+            latencies += [t - t0 for t in got]
+            if got:
+                last.append(max(got) - t0)
+            time.sleep(0.02)
+        update_seconds = time.perf_counter() - t_updates
+        cpu_per_update = (redis_cpu_seconds(client) - cpu0) / max(1, updates)
+        calls = command_calls(client)
+        load_after = loadavg()
+    finally:
+        stop.set()
+        stop_all(procs, timeout=60)
+        drain(reports)
+        bus.close()
+        client.close()
+    return {
+        "handles": handles,
+        "processes": len(procs),
+        "updates": updates,
+        "missing": missing,
+        "subscribe_seconds": subscribe_seconds,
+        "per_handle_ms": summary(latencies, MS),
+        "last_handle_ms": summary(last, MS),
+        "redis_memory_fleet_bytes": mem1 - mem0,
+        "redis_memory_per_handle_bytes": (mem1 - mem0) / handles,
+        "connected_clients": [clients0, clients1],
+        "idle_load": idle_load,
+        "redis_cpu_ms_per_update": cpu_per_update * MS,
+        "redis_calls_per_update": {cmd: n / max(1, updates) for cmd, n in sorted(calls.items())},
+        "update_phase_seconds": update_seconds,
+        "loadavg": [load_before, load_after],
+    }
+
+
+def memory(url: str, namespaces: int, versions: int) -> dict[str, Any]:
+    client = redis.Redis.from_url(url)
+    bus = hotparams.connect(url)
+    try:
+        bus.register("warmup", BenchParams)  # library loaded, first allocations done
+        m0 = used_memory(client)
+        for i in range(namespaces):
+            bus.register(f"mem-{i}", BenchParams)
+        m1 = used_memory(client)
+        ns = "mem-versions"
+        bus.register(ns, BenchParams, retention=versions + 10, audit_maxlen=versions + 10)
+        m2 = used_memory(client)
+        batch = 100
+        for start in range(0, versions, batch):
+            bus.set_many(
+                [
+                    (ns, {"temperature": temperature(start + j)})
+                    for j in range(min(batch, versions - start))
+                ],
+                author="bench",
+            )
+        m3 = used_memory(client)
+        keys = keys_for(ns)
+        head = bus.head(ns).version
+        sample = [keys.version(v) for v in range(max(1, head - 50), head + 1)]
+        version_hash = statistics.median(
+            float(client.memory_usage(k, samples=0) or 0) for k in sample
+        )
+        audit_entries = int(client.xlen(keys.audit))
+        audit_bytes = float(client.memory_usage(keys.audit, samples=0) or 0)
+        one_ns = sum(
+            float(client.memory_usage(k, samples=0) or 0)
+            for k in client.scan_iter(match=keys_for("mem-0").pattern)
+        )
+    finally:
+        bus.close()
+        client.close()
+    return {
+        "namespaces": namespaces,
+        "per_namespace_bytes": (m1 - m0) / namespaces,
+        "per_namespace_memory_usage_bytes": one_ns,
+        "versions": versions,
+        "per_version_bytes": (m3 - m2) / versions,
+        "version_hash_memory_usage_bytes": version_hash,
+        "audit_entry_bytes": audit_bytes / max(1, audit_entries),
+        "fields": len(BenchParams.model_fields),
+    }
+
+
+def run(url: str, *, quick: bool, handles: int = 1000, processes: int = 4) -> dict[str, Any]:
+    updates = 15 if quick else 60
+    # the idle window outlasts the reconcile interval (5 s): every handle probes once in it
+    out = {"fleet": fleet(url, handles, processes, updates, 5.5)}
+    time.sleep(0.5)  # disconnected clients' buffers are freed
+    out["memory"] = memory(url, 200 if quick else 1000, 500 if quick else 2000)
+    return out

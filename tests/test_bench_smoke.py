@@ -1,0 +1,84 @@
+"""The benchmark code (scripts/bench) still runs: each section on tiny sizes.
+
+No timing is asserted: the numbers of such short runs mean nothing.  The
+benchmark itself is run by hand (``python -m scripts.bench``, see
+BENCHMARKS.md); this only keeps its code from rotting.  django-constance
+(the ``bench`` extra) is optional: without it the peer cases are skipped,
+as the benchmark itself leaves them out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hotparams
+from scripts.bench import peers, propagation, reads, report, run, scale, writes
+from scripts.bench.common import NS, BenchParams
+
+needs_constance = pytest.mark.skipif(
+    not peers.available(), reason="django-constance (the bench extra) is not installed"
+)
+
+
+def test_report_renders_tiny_runs(redis_url: str, tmp_path: Path) -> None:
+    results: dict[str, Any] = {"meta": run.metadata("python -m scripts.bench (smoke)", "quick")}
+    results["meta"]["redis"] = "test"
+    results["write"] = writes.run(redis_url, quick=True, n=200, rounds=1)
+    assert set(results["write"]["cases"]) == {
+        "bare_fcall",
+        "bus_set",
+        "bare_pipeline",
+        "bus_set_many",
+    }
+    bus = hotparams.connect(redis_url)
+    live = bus.watch(NS, BenchParams)
+    try:
+        cases = reads.build_cases(live, None)
+        measured = reads.measure(cases, live, rounds=2, scale=0.001)
+    finally:
+        live.close()
+        bus.close()
+    assert {"floor", "live", "snapshot_via_holder", "locked_dict"} <= set(measured["cases"])
+    results["read"] = {
+        "rounds": 2,
+        "labels": {c.name: c.label for c in cases if c.name != "loop"},
+        "reads_per_batch": {c.name: 10 for c in cases},
+        "idle": measured,
+        "busy": {**measured, "write_rate_per_s": 0.0, "versions_applied": 0, "resyncs": 0},
+    }
+    text = report.markdown(results)
+    assert "## Targets" in text and "## Read path" in text and "## Write path" in text
+    assert "`Bus.set`" in report.summary(results)
+
+
+def test_propagation_and_scale_run_tiny_fleets(redis_url: str) -> None:
+    one = propagation.fleet(redis_url, 1, updates=2, load_seconds=0)
+    assert one["missing"] == {"live": 0, "bare": 0}
+    assert one["live_per_worker_ms"]["n"] == 2 and one["bare_per_worker_ms"]["n"] == 2
+    polled = propagation.polling(redis_url, 1, interval=0.05, writes=2, load_seconds=0.1)
+    assert polled["missing"] == 0 and polled["staleness_ms"]["n"] == 2
+    fleet = scale.fleet(redis_url, handles=3, processes=2, updates=2, load_seconds=0)
+    assert fleet["missing"] == 0 and fleet["per_handle_ms"]["n"] == 6
+    memory = scale.memory(redis_url, namespaces=2, versions=3)
+    assert memory["per_namespace_bytes"] > 0 and memory["version_hash_memory_usage_bytes"] > 0
+
+
+@needs_constance
+def test_constance_peers_read_the_stored_value(redis_url: str) -> None:
+    config = peers.config(redis_url, cached=False)
+    config.TEMPERATURE = 0.25
+    cached = peers.config(redis_url, cached=True, ttl=60)
+    assert cached.TEMPERATURE == 0.25
+    bus = hotparams.connect(redis_url)
+    bus.register(NS, BenchParams)
+    live = bus.watch(NS, BenchParams)
+    try:
+        cases = reads.build_cases(live, redis_url)
+        measured = reads.measure(cases, live, rounds=1, scale=0.01)
+    finally:
+        live.close()
+        bus.close()
+    assert {"constance_redis", "constance_cached"} <= set(measured["cases"])
