@@ -111,6 +111,21 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _dirty() -> list[str]:
+    """Files of the package changed in the work tree but not committed (they were measured)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--", "hotparams"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()]
+
+
 def loadavg() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -131,6 +146,7 @@ def machine() -> dict[str, Any]:
         "django_constance": _version("django-constance"),
         "hotparams": _version("hotparams"),
         "git_commit": _git_commit(),
+        "uncommitted": _dirty(),
     }
 
 
@@ -192,6 +208,28 @@ class LoadWindow:
             "commands_per_s": max(0, cmds) / elapsed,
             "redis_cpu_percent": 100.0 * cpu / elapsed,
         }
+
+
+#: commands clients send in these benchmarks; everything else INFO counts ran inside a function
+CLIENT_COMMANDS = frozenset(
+    {"fcall", "fcall_ro", "ping", "get", "set", "mget", "publish", "subscribe", "hello"}
+    | {"client|setname", "client|setinfo", "unsubscribe", "select"}
+)
+
+
+def idle_load(client: redis.Redis, seconds: float) -> dict[str, Any]:
+    """Redis's load over a window with no writes: commands/s (all: INFO counts those a
+    function runs too), requests/s (commands sent by clients), by command, Redis CPU."""
+    client.config_resetstat()
+    window = LoadWindow(client)
+    time.sleep(seconds)
+    out: dict[str, Any] = window.close()
+    calls = command_calls(client)
+    out["by_command_per_s"] = {k: v / out["seconds"] for k, v in calls.items()}
+    out["requests_per_s"] = (
+        sum(v for k, v in calls.items() if k in CLIENT_COMMANDS) / out["seconds"]
+    )
+    return out
 
 
 def drain(queue: Any) -> None:

@@ -45,9 +45,9 @@ from .common import (
     CTX,
     NS,
     BenchParams,
-    LoadWindow,
     command_calls,
     drain,
+    idle_load,
     loadavg,
     on_applied,
     pct,
@@ -172,17 +172,6 @@ def collect(
         if k == kind and version == key:
             got[pid] = (at, cb)
     return list(got.values())
-
-
-def idle_load(client: redis.Redis, seconds: float) -> dict[str, Any]:
-    """Commands/s (total and by command) and Redis CPU while nobody writes."""
-    client.config_resetstat()
-    window = LoadWindow(client)
-    time.sleep(seconds)
-    out: dict[str, Any] = window.close()
-    calls = command_calls(client)
-    out["by_command_per_s"] = {k: v / out["seconds"] for k, v in calls.items()}
-    return out
 
 
 def worker_cpu(reports: Any, count: int, timeout: float = 30.0) -> dict[str, list[float]]:

@@ -247,14 +247,28 @@ def summary(results: dict[str, Any]) -> str:
                 f"{times(f['ratio_per_worker_p50'])} / {times(f['ratio_per_worker_p99'])}",
             ]
         )
+    for f in results.get("propagation", {}).get("fleets", []):
+        load = f.get("idle_load")
+        if load:
+            rows.append(
+                [
+                    f"staleness and idle Redis load, {f['workers']} workers",
+                    f"p99 {ms(f['live_last_worker_ms']['p99'])} (last worker); "
+                    f"{load['requests_per_s']:.1f} requests/s (Live + bare)",
+                    "",
+                    "",
+                ]
+            )
     for p in results.get("propagation", {}).get("polling", []):
         load = p["idle_load"] or {}
+        st = p["staleness_ms"]
         rows.append(
             [
-                f"staleness of a {p['interval_s']:g} s poller",
                 "",
-                f"p50 {ms(p['staleness_ms']['p50'])}, p99 {ms(p['staleness_ms']['p99'])}, "
-                f"{rate(load.get('commands_per_s', float('nan')))} cmd/s for {p['pollers']}",
+                "",
+                f"{p['pollers']} pollers at {p['interval_s']:g} s: staleness p50 {ms(st['p50'])}, "
+                f"p99 {ms(st['p99'])}; "
+                f"{rate(load.get('requests_per_s', float('nan')))} requests/s",
                 "",
             ]
         )
@@ -315,7 +329,15 @@ def _machine(results: dict[str, Any]) -> str:
             f"pydantic {m['pydantic']}, Django {m['django']}, django-constance "
             f"{m['django_constance']}",
         ],
-        ["commit", f"`{m['git_commit']}`"],
+        [
+            "commit",
+            f"`{m['git_commit']}`"
+            + (
+                f" (with uncommitted changes to {', '.join(m['uncommitted'])})"
+                if m.get("uncommitted")
+                else ""
+            ),
+        ],
         ["command", f"`.venv/bin/{meta['command']}` ({meta['mode']}, {meta['total_seconds']} s)"],
         ["date", meta["date"]],
         [
@@ -401,6 +423,7 @@ def _propagation(prop: dict[str, Any]) -> str:
             loads.append(
                 [
                     f"{f['workers']} Live workers + {f['workers']} bare subscribers, idle",
+                    f"{load.get('requests_per_s', float('nan')):.1f}",
                     f"{load['commands_per_s']:.1f}",
                     _by_command(load),
                     f"{load['redis_cpu_percent']:.2f} %",
@@ -423,6 +446,7 @@ def _propagation(prop: dict[str, Any]) -> str:
             loads.append(
                 [
                     f"{p['pollers']} pollers at {p['interval_s']:g} s",
+                    f"{load.get('requests_per_s', float('nan')):.1f}",
                     f"{load['commands_per_s']:.1f}",
                     _by_command(load),
                     f"{load['redis_cpu_percent']:.2f} %",
@@ -454,7 +478,12 @@ def _propagation(prop: dict[str, Any]) -> str:
         + "\n\nRedis load of idle fleets (INFO commandstats over a window with no writes, "
         f"longer than the Live handles' {prop['reconcile_interval_s']:g} s reconcile interval "
         "where Live handles run):\n\n"
-        + table(["fleet", "commands/s", "by command (/s)", "Redis CPU"], loads)
+        + table(
+            ["fleet", "requests/s", "commands/s", "by command (/s)", "Redis CPU"],
+            loads,
+        )
+        + "\n\nrequests/s counts the commands clients sent (FCALL, FCALL_RO, PING, GET, ...); "
+        "commands/s also counts those the Lua functions ran (INFO counts both)."
     )
 
 
@@ -486,7 +515,8 @@ def _scale(sc: dict[str, Any]) -> str:
         ],
         [
             "Redis idle load of the fleet",
-            f"{f['idle_load']['commands_per_s']:.1f} commands/s, "
+            f"{f['idle_load'].get('requests_per_s', float('nan')):.1f} requests/s "
+            f"({f['idle_load']['commands_per_s']:.1f} commands/s with those run by functions), "
             f"{f['idle_load']['redis_cpu_percent']:.2f} % CPU",
         ],
         [

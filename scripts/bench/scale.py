@@ -33,9 +33,9 @@ from .common import (
     CTX,
     NS,
     BenchParams,
-    LoadWindow,
     command_calls,
     drain,
+    idle_load,
     info_number,
     loadavg,
     on_applied,
@@ -109,9 +109,7 @@ def fleet(
         subscribe_seconds = time.perf_counter() - started
         mem1 = used_memory(client)
         clients1 = info_number(client, "clients", "connected_clients")
-        idle = LoadWindow(client)
-        time.sleep(load_seconds)
-        idle_load = idle.close()
+        idle = idle_load(client, load_seconds)
         latencies: list[float] = []
         last: list[float] = []
         missing = 0
@@ -158,7 +156,7 @@ def fleet(
         "redis_memory_fleet_bytes": mem1 - mem0,
         "redis_memory_per_handle_bytes": (mem1 - mem0) / handles,
         "connected_clients": [clients0, clients1],
-        "idle_load": idle_load,
+        "idle_load": idle,
         "redis_cpu_ms_per_update": cpu_per_update * MS,
         "redis_calls_per_update": {cmd: n / max(1, updates) for cmd, n in sorted(calls.items())},
         "update_phase_seconds": update_seconds,
