@@ -467,9 +467,12 @@ class AsyncLive(Handle[M]):
         self._listener = asyncio.create_task(self._listen(), name="hotparams-live")
         self._reporting = asyncio.create_task(self._report(), name="hotparams-report")
         if self._tracker.origin == "redis":
-            await self.wait_until(
-                lambda _: self._tracker.connected, self._bus.settings.connect_timeout
-            )
+            wait = self._bus.settings.connect_timeout
+            deadline = time.monotonic() + wait
+            if await self.wait_until(lambda _: self._tracker.connected, wait):
+                # listed by bus.workers() once watch() returns
+                while not self._reporter.attempted and time.monotonic() < deadline:
+                    await asyncio.sleep(0.001)
 
     async def wait_until(self, predicate: Callable[[Snapshot[M]], bool], timeout: float) -> bool:
         """Wait until ``predicate(current)`` holds (True) or ``timeout`` passes (False)."""
@@ -507,6 +510,7 @@ class AsyncLive(Handle[M]):
                     await self._reporting
         await self._drop_pubsub()
         self._tracker.connected = False
+        self._observer.connection(False)
 
     async def __aenter__(self) -> AsyncLive[M]:
         return self

@@ -124,8 +124,12 @@ class Live(Handle[M]):
         if self._tracker.origin == "redis":
             self._queue.put((None, self.current))  # save it to the cache
             self._start_threads()
-            # normally subscribed within milliseconds; never wait long for it
-            self.wait_until(lambda _: self._tracker.connected, bus.settings.connect_timeout)
+            # normally subscribed and reported within milliseconds; never wait long
+            deadline = time.monotonic() + bus.settings.connect_timeout
+            if self.wait_until(lambda _: self._tracker.connected, bus.settings.connect_timeout):
+                # listed by bus.workers() once watch() returns
+                while not self._reporter.attempted and time.monotonic() < deadline:
+                    time.sleep(0.001)
         else:
             self._start_threads()
         _handles.add(self)
@@ -202,6 +206,7 @@ class Live(Handle[M]):
         self._drop_pubsub()
         self._drop_reader()
         self._tracker.connected = False
+        self._observer.connection(False)
 
     def __enter__(self) -> Live[M]:
         return self

@@ -154,6 +154,8 @@ class Reporter:
         self.dirty = False
         self.reports = 0
         self.failures = 0
+        #: a report was sent or failed (``watch`` waits for the first one, briefly)
+        self.attempted = False
         self._last_report = -math.inf
         self._next_report = self.clock() + self.interval
         self._next_flush = self.clock() + self.exposure_interval
@@ -276,6 +278,8 @@ def _report(r: Reporter, now: float) -> Generator[Action, Any, None]:
         r.failed("report", exc, now)
     else:
         r.sent(now)
+    finally:
+        r.attempted = True
 
 
 def _flush(r: Reporter, *, final: bool) -> Generator[Action, Any, None]:
