@@ -42,13 +42,25 @@ __all__ = [
 #: the bucket space: one bucket is 0.01% of users
 BUCKETS = 10_000
 MAX_USERS = 10_000
+#: assignments remembered per version (a bounded cache; cleared when full)
+_RECENT = 100_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 
 def bucket_of(namespace: str, salt: str, user_id: str) -> int:
     """The user's bucket in ``range(BUCKETS)``: stable across processes and hosts."""
-    digest = hashlib.blake2b(f"{namespace}\x00{salt}\x00{user_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
+    return _bucket(_prefix(namespace, salt), user_id)
+
+
+def _prefix(namespace: str, salt: str) -> Any:
+    """A BLAKE2b state that has hashed the namespace and the salt (copied per user)."""
+    return hashlib.blake2b(f"{namespace}\x00{salt}\x00".encode(), digest_size=8)
+
+
+def _bucket(prefix: Any, user_id: str) -> int:
+    h = prefix.copy()
+    h.update(user_id.encode())
+    return int.from_bytes(h.digest(), "big") % BUCKETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +93,12 @@ class VariantSet:
     _by_user: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     _starts: tuple[int, ...] = field(default=(), repr=False, compare=False)
     _owners: tuple[tuple[int, str], ...] = field(default=(), repr=False, compare=False)
+    #: per namespace: the hash state of the prefix, and recent assignments
+    #: (plain dicts: a lost race costs one recomputation, never a wrong answer)
+    _prefixes: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _recent: dict[tuple[str, str], str | None] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def build(cls, salt: str, variants: Iterable[Variant]) -> VariantSet:
@@ -141,13 +159,25 @@ class VariantSet:
         named = self._by_user.get(user_id)
         if named is not None:
             return named
-        bucket = bucket_of(namespace, self.salt, user_id)
+        key = (namespace, user_id)
+        try:
+            return self._recent[key]
+        except KeyError:
+            pass
+        prefix = self._prefixes.get(namespace)
+        if prefix is None:
+            prefix = self._prefixes[namespace] = _prefix(namespace, self.salt)
+        bucket = _bucket(prefix, user_id)
+        found: str | None = None
         index = bisect.bisect_right(self._starts, bucket) - 1
         if index >= 0:
             end, name = self._owners[index]
             if bucket < end:
-                return name
-        return None
+                found = name
+        if len(self._recent) >= _RECENT:
+            self._recent.clear()
+        self._recent[key] = found
+        return found
 
     # ------------------------------------------------------------ changing
 

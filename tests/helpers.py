@@ -15,10 +15,20 @@ def _s(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def dump_namespace(client: redis.Redis, namespace: str) -> dict[str, Any]:
-    """Every key of a namespace with its full content, for before/after checks."""
+def dump_namespace(
+    client: redis.Redis, namespace: str, *, include_fleet: bool = False
+) -> dict[str, Any]:
+    """Every key of a namespace with its full content, for before/after checks.
+
+    The fleet's keys (worker reports, exposure counts) change on their own
+    while Live handles run, so they are left out unless asked for.
+    """
+    keys = keys_for(namespace)
+    fleet = {keys.workers, keys.workers_info, keys.exposures}
     out: dict[str, Any] = {}
-    for key in sorted(_s(k) for k in client.scan_iter(match=keys_for(namespace).pattern)):
+    for key in sorted(_s(k) for k in client.scan_iter(match=keys.pattern)):
+        if key in fleet and not include_fleet:
+            continue
         kind = _s(client.type(key))
         if kind == "hash":
             out[key] = {_s(k): _s(v) for k, v in client.hgetall(key).items()}
