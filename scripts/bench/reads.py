@@ -30,6 +30,7 @@ the hotparams namespace (``FCALL hp_set``) and the constance key.
 
 from __future__ import annotations
 
+import dis
 import statistics
 import textwrap
 import threading
@@ -101,6 +102,15 @@ class Case:
 
     def __post_init__(self) -> None:
         self.timer = make_timer(self.stmt)
+
+    def attribute_opcodes(self) -> list[str]:
+        """The LOAD_ATTR instructions of one read, as CPython runs them now (specialised or not)."""
+        ops = [
+            i.opname
+            for i in dis.get_instructions(self.timer, adaptive=True)
+            if i.opname.startswith("LOAD_ATTR")
+        ]
+        return ops[: len(ops) // UNROLL]
 
     def batch_ns_per_read(self, scale: float) -> float:
         n = max(1, int(self.iterations * scale))
@@ -262,6 +272,8 @@ def run(url: str, *, quick: bool, rate: float = 1000.0, scale: float = 1.0) -> d
         "labels": {c.name: c.label for c in cases if c.name != "loop"},
         "reads_per_batch": {c.name: max(1, int(c.iterations * scale)) * UNROLL for c in cases},
         "constance_cache_ttl_s": CACHE_TTL if use_constance else None,
+        # after the runs: which attribute reads CPython specialised (3.11+: adaptive bytecode)
+        "attribute_opcodes": {c.name: c.attribute_opcodes() for c in cases if "." in c.stmt},
         "idle": idle,
         "busy": busy,
         "busy_rate_target": rate,
