@@ -23,10 +23,11 @@ from .errors import (
     VersionNotFound,
 )
 from .live import Live, live_changed
-from .protocol import BatchError, Head, Registered
+from .protocol import Head, Registered
 from .schema import AnyParams, ParamSchema
 from .snapshot import Change, FieldChange, Snapshot
 from .tracker import LiveStatus, Rejected
+from .writes import BatchError
 
 __all__ = [
     "MASK",

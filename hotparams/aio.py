@@ -69,20 +69,19 @@ from .protocol import (
     Op,
     Registered,
     Who,
-    commit_op,
     decode_error,
     default_author,
     get_op,
     head_op,
     history_op,
     register_op,
-    rollback_op,
     text,
 )
 from .reporting import Idle, Write, farewell, reporting
 from .schema import AnyParams, ParamSchema
 from .snapshot import Change, Snapshot
 from .tracker import View, describe
+from .writes import commit_op, rollback_op
 
 if TYPE_CHECKING:
     from .metrics import Metrics

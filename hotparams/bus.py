@@ -42,30 +42,25 @@ from .keys import keys_for
 from .library import library_source, library_version
 from .protocol import (
     Batch,
-    BatchError,
     Call,
-    Committed,
     Head,
     LibraryMissing,
     Op,
     Registered,
     Stored,
     Who,
-    commit_op,
     decode_error,
     default_author,
     get_op,
     head_op,
     history_op,
     register_op,
-    rollback_op,
-    set_many_op,
     text,
-    variant_op,
 )
 from .schema import ParamSchema
 from .snapshot import Change, FieldChange, Snapshot, diff_values
 from .variants import VariantSet
+from .writes import BatchError, Committed, commit_op, rollback_op, set_many_op, variant_op
 
 if TYPE_CHECKING:
     from .live import Live

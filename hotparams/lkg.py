@@ -39,10 +39,11 @@ from .errors import (
     SchemaError,
 )
 from .keys import Keys
-from .protocol import Op, Who, check_variants_merge, commit_op, register_op
+from .protocol import Op, Who, check_variants_merge, register_op
 from .schema import ParamSchema
 from .snapshot import Snapshot, frozen_mapping
 from .variants import VariantSet
+from .writes import commit_op
 
 __all__ = ["load", "main", "read", "restore_op", "save"]
 

@@ -244,7 +244,7 @@ def test_set_many_reports_which_items_redis_rejected(bus: hotparams.Bus) -> None
     with pytest.raises(hotparams.BatchError) as info:
         plain.set_many([("chat", {"temperature": 0.2}), ("chat", {"temperature": 9})])
     first, second = info.value.results
-    assert isinstance(first, hotparams.protocol.Committed) and first.version == 2
+    assert isinstance(first, hotparams.writes.Committed) and first.version == 2
     assert isinstance(second, hotparams.InvalidParams)
     assert bus.get("chat").version == 2
 

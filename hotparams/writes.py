@@ -1,0 +1,406 @@
+"""The write operations, free of I/O: commit, batch, variant, rollback.
+
+Like every operation of :mod:`hotparams.protocol`, each is a generator that
+yields its calls and receives their replies; a Python writer validates a
+change with the full model against the version it applies to, and commits
+it only if that version is still current (``@base``), re-reading and
+re-validating after a concurrent change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .codec import encode_value, loads
+from .errors import HotParamsError, InvalidParams, VersionConflict
+from .keys import Keys
+from .protocol import (
+    Batch,
+    FCall,
+    LibraryMissing,
+    Op,
+    Stale,
+    Stored,
+    Who,
+    check_variants_merge,
+    parse_stored,
+)
+from .schema import ParamSchema
+from .variants import VariantSet
+
+__all__ = [
+    "BatchError",
+    "Committed",
+    "commit_op",
+    "rollback_op",
+    "set_many_op",
+    "variant_op",
+]
+
+#: how often a Python writer re-validates after a concurrent change
+MAX_STALE_RETRIES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    version: int
+    state: Stored | None  # the new state when the writer knows it whole
+
+
+def commit_op(
+    keys: Keys,
+    schema: ParamSchema[Any] | None,
+    changes: Mapping[str, Any],
+    *,
+    unset: Sequence[str] = (),
+    expect: int | None,
+    who: Who,
+    known: Stored | None = None,
+    replace: bool = False,
+    op: str | None = None,
+    variants: str | None = None,
+    set_variants: bool = False,
+) -> Op[Committed]:
+    """Validate and commit a change.
+
+    ``set_variants`` also replaces the A/B variants document with
+    ``variants`` (None: no variants), as a restore does.
+
+    With a model, the change is validated by the full model merged with the
+    version it applies to, and committed only if that version is still the
+    current one (``@base``); a concurrent change makes it re-read and
+    re-validate.  Without a model, the Lua rules alone apply.
+    """
+    ns = keys.namespace
+    unset = _check_change(ns, schema, changes, unset, expect, allow_empty=set_variants)
+    options = _options(unset, expect, replace, op, who)
+    if set_variants:
+        options = ("@variants", variants or "", *options)
+    if schema is None:
+        encoded = _encode_plain(ns, changes)
+        version = int((yield FCall("hp_commit", ns, (*_pairs(encoded), *options))))
+        return Committed(version, None)
+    state = known
+    for _ in range(MAX_STALE_RETRIES):
+        if state is None or (expect is not None and state.version != expect):
+            state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
+        if expect is not None and state.version != expect:
+            raise VersionConflict(ns, expect, state.version)
+        doc = variants if set_variants else state.variants
+        encoded, new_raw = _validated(ns, schema, state, changes, unset, replace, doc)
+        args = (*_pairs(encoded), *options, "@base", str(state.version))
+        try:
+            version = int((yield FCall("hp_commit", ns, args)))
+        except Stale:
+            state = None
+            continue
+        if version == state.version:  # nothing changed
+            return Committed(version, state)
+        if version != state.version + 1:
+            return Committed(version, None)
+        new_state = Stored(ns, version, state.epoch, 0, state.schema_rev, new_raw, doc)
+        return Committed(version, new_state)
+    raise HotParamsError(
+        f"{ns!r} changed {MAX_STALE_RETRIES} times while this change was being validated; giving up"
+    )
+
+
+def set_many_op(
+    items: Sequence[tuple[Keys, ParamSchema[Any] | None, Mapping[str, Any]]],
+    *,
+    who: Who,
+    known: Mapping[str, Stored],
+    _depth: int = 0,
+) -> Op[list[Committed]]:
+    """Validate every change first, then send them all in one pipeline.
+
+    Each change is atomic on its own; changes of one namespace chain their
+    ``@base`` versions.  A change that meets a concurrent write is redone
+    alone.  Errors Redis still finds raise :class:`BatchError` with the
+    outcome of every item, so a caller knows exactly what was committed.
+    """
+    states = dict(known)
+    calls: list[FCall] = []
+    planned: list[Stored | None] = []
+    for keys, schema, changes in items:
+        ns = keys.namespace
+        _check_change(ns, schema, changes, (), None)
+        if schema is None:
+            calls.append(FCall("hp_commit", ns, (*_pairs(_encode_plain(ns, changes)), *who.args())))
+            planned.append(None)
+            continue
+        state = states.get(ns)
+        if state is None:
+            state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
+        encoded, new_raw = _validated(ns, schema, state, changes, (), False, state.variants)
+        args = (*_pairs(encoded), *who.args(), "@base", str(state.version))
+        calls.append(FCall("hp_commit", ns, args))
+        if new_raw != dict(state.raw):
+            state = Stored(
+                ns, state.version + 1, state.epoch, 0, state.schema_rev, new_raw, state.variants
+            )
+        states[ns] = state
+        planned.append(state)
+    if not calls:
+        return []
+    replies = yield Batch(tuple(calls))
+    results: list[Committed | Exception] = []
+    redo: list[int] = []
+    for index, (planned_state, reply) in enumerate(zip(planned, replies, strict=True)):
+        if isinstance(reply, (Stale, LibraryMissing)):
+            redo.append(index)  # a concurrent write (or lost functions): redo below
+            results.append(reply)
+        elif isinstance(reply, Exception):
+            results.append(reply)
+        else:
+            version = int(reply)
+            ok = planned_state is not None and planned_state.version == version
+            results.append(Committed(version, planned_state if ok else None))
+    if redo:
+        redone = yield from _redo_op([items[i] for i in redo], who, _depth)
+        for index, outcome in zip(redo, redone, strict=True):
+            results[index] = outcome
+    if any(isinstance(r, Exception) for r in results):
+        raise BatchError(results)
+    return [r for r in results if isinstance(r, Committed)]
+
+
+def _redo_op(
+    items: Sequence[tuple[Keys, ParamSchema[Any] | None, Mapping[str, Any]]],
+    who: Who,
+    depth: int,
+) -> Op[list[Committed | Exception]]:
+    """Items of a batch that met a concurrent write: re-read and pipeline
+    them again, and past two attempts commit them one by one."""
+    if depth < 2:
+        try:
+            return list((yield from set_many_op(items, who=who, known={}, _depth=depth + 1)))
+        except BatchError as exc:
+            return exc.results
+    out: list[Committed | Exception] = []
+    for keys, schema, changes in items:
+        try:
+            out.append((yield from commit_op(keys, schema, changes, expect=None, who=who)))
+        except HotParamsError as exc:
+            out.append(exc)
+    return out
+
+
+class BatchError(HotParamsError):
+    """Some changes of a batch failed; ``results`` holds each item's outcome
+    (a :class:`Committed` or the exception) in the order given."""
+
+    def __init__(self, results: Sequence[Committed | Exception]) -> None:
+        self.results = list(results)
+        failed = [(i, r) for i, r in enumerate(self.results) if isinstance(r, Exception)]
+        first = failed[0]
+        super().__init__(
+            f"{len(failed)} of {len(self.results)} changes failed; the others were committed; "
+            f"first failure (item {first[0]}): {first[1]}"
+        )
+
+
+def _check_change(
+    ns: str,
+    schema: ParamSchema[Any] | None,
+    changes: Mapping[str, Any],
+    unset: Sequence[str],
+    expect: int | None,
+    *,
+    allow_empty: bool = False,
+) -> list[str]:
+    if expect is not None and (
+        isinstance(expect, bool) or not isinstance(expect, int) or expect < 0
+    ):
+        raise InvalidParams(ns, {"expect_version": "must be a version number"})
+    names = list(dict.fromkeys(unset))
+    overlap = set(names) & set(changes)
+    if overlap:
+        raise InvalidParams(ns, {n: "both set and unset" for n in sorted(overlap)})
+    if not changes and not names and not allow_empty:
+        raise InvalidParams(ns, {"*": "nothing to change"})
+    if schema is not None:
+        schema.check_names(ns, changes)
+        schema.check_unset(ns, names)
+    return names
+
+
+def _options(
+    unset: Sequence[str], expect: int | None, replace: bool, op: str | None, who: Who
+) -> tuple[str, ...]:
+    args: list[str] = []
+    for name in unset:
+        args += ["@unset", name]
+    if expect is not None:
+        args += ["@expect", str(expect)]
+    if replace:
+        args += ["@replace", "1"]
+    if op is not None:
+        args += ["@op", op]
+    return (*args, *who.args())
+
+
+def _pairs(encoded: Mapping[str, str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for name, raw in encoded.items():
+        out += [name, raw]
+    return tuple(out)
+
+
+def _validated(
+    ns: str,
+    schema: ParamSchema[Any],
+    state: Stored,
+    changes: Mapping[str, Any],
+    unset: Sequence[str],
+    replace: bool,
+    variants: str | None,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The stored text of the changed fields, and the whole new state
+    (validated with each of the ``variants`` merged in)."""
+    merged = {} if replace else state.values()
+    merged.update(changes)
+    for name in unset:
+        merged.pop(name, None)
+    params = schema.validate(ns, merged)
+    check_variants_merge(ns, schema, merged, VariantSet.from_json(variants))
+    touched = list(schema.fields) if replace else list(changes)
+    encoded = schema.encode(ns, params, [n for n in touched if n not in unset])
+    new_raw = {} if replace else dict(state.raw)
+    new_raw.update(encoded)
+    for name in unset:
+        new_raw[name] = schema.defaults_json[name]
+    return encoded, new_raw
+
+
+def variant_op(
+    keys: Keys,
+    schema: ParamSchema[Any] | None,
+    name: str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    percent: float | None = None,
+    users: Sequence[str] | None = None,
+    remove: bool = False,
+    expect: int | None,
+    who: Who,
+    known: Stored | None = None,
+) -> Op[Committed]:
+    """Create, change or remove one A/B variant: a new version (op "variant")."""
+    ns = keys.namespace
+    if overrides is not None and schema is not None:
+        schema.check_names(ns, overrides)
+    state = known
+    for _ in range(MAX_STALE_RETRIES):
+        if state is None or (expect is not None and state.version != expect):
+            state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
+        if expect is not None and state.version != expect:
+            raise VersionConflict(ns, expect, state.version)
+        updated = _updated_variants(ns, schema, state, name, overrides, percent, users, remove)
+        if schema is not None:
+            check_variants_merge(ns, schema, state.values(), updated)
+        document = updated.to_json()
+        args: list[str] = [
+            "@variants",
+            document or "",
+            "@op",
+            "variant",
+            "@base",
+            str(state.version),
+        ]
+        if expect is not None:
+            args += ["@expect", str(expect)]
+        try:
+            version = int((yield FCall("hp_commit", ns, (*args, *who.args()))))
+        except Stale:
+            state = None
+            continue
+        if version == state.version + 1:
+            new_state = Stored(ns, version, state.epoch, 0, state.schema_rev, state.raw, document)
+            return Committed(version, new_state)
+        return Committed(version, state if version == state.version else None)
+    raise HotParamsError(f"{ns!r} changed {MAX_STALE_RETRIES} times during a variant change")
+
+
+def _updated_variants(
+    ns: str,
+    schema: ParamSchema[Any] | None,
+    state: Stored,
+    name: str,
+    overrides: Mapping[str, Any] | None,
+    percent: float | None,
+    users: Sequence[str] | None,
+    remove: bool,
+) -> VariantSet:
+    current = VariantSet.from_json(state.variants)
+    try:
+        if remove:
+            return current.without(name)
+        encoded = None
+        if overrides is not None:
+            encoded = _override_values(ns, schema, state, name, overrides)
+        return current.with_variant(name, encoded, percent, users)
+    except InvalidParams:
+        raise
+    except KeyError:
+        raise InvalidParams(ns, {"variant": f"no variant named {name!r}"}) from None
+    except ValueError as exc:
+        field, _, reason = str(exc).partition(": ")
+        raise InvalidParams(ns, {field or "variant": reason or str(exc)}) from None
+
+
+def _override_values(
+    ns: str,
+    schema: ParamSchema[Any] | None,
+    state: Stored,
+    name: str,
+    overrides: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Overrides as stored JSON values: through the model when it is known."""
+    if schema is None:
+        return {k: loads(v) for k, v in _encode_plain(ns, overrides).items()}
+    merged = {**state.values(), **overrides}
+    try:
+        params = schema.validate(ns, merged)
+    except InvalidParams as exc:
+        raise InvalidParams(
+            ns, {f"variant {name} {field}": reason for field, reason in exc.errors.items()}
+        ) from None
+    return {k: loads(v) for k, v in schema.encode(ns, params, overrides).items()}
+
+
+def _encode_plain(namespace: str, changes: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for name, value in changes.items():
+        try:
+            out[name] = encode_value(value)
+        except (TypeError, ValueError) as exc:
+            problems[name] = f"cannot be stored as JSON ({exc})"
+    if problems:
+        raise InvalidParams(namespace, problems)
+    return out
+
+
+def rollback_op(
+    keys: Keys,
+    schema: ParamSchema[Any] | None,
+    target: int,
+    *,
+    expect: int | None,
+    who: Who,
+) -> Op[int]:
+    ns = keys.namespace
+    if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+        raise InvalidParams(ns, {"version": "must be a positive version number"})
+    if schema is not None:
+        # the full model (cross-field rules) must accept the old values too
+        old = parse_stored(ns, (yield FCall("hp_get", ns, (str(target),), readonly=True)))
+        schema.validate(ns, old.values())
+    args = [str(target)]
+    if expect is not None:
+        args += ["@expect", str(expect)]
+    args += who.args()
+    return int((yield FCall("hp_rollback", ns, tuple(args))))
