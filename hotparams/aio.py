@@ -26,7 +26,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import redis.asyncio as aredis
 from pydantic import BaseModel
@@ -43,10 +43,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from . import follow, lkg
+from . import follow
 from .bus import _TRANSIENT
 from .config import ConfigError, Settings, redact_url, settings_from
-from .errors import ConnectionFailed, SchemaError
+from .core import BusCore
+from .errors import ConnectionFailed
+from .fleet import Convergence, WorkerReport
 from .follow import (
     MAX_BATCH,
     Action,
@@ -59,7 +61,6 @@ from .follow import (
     start,
 )
 from .handle import Handle
-from .keys import keys_for
 from .library import library_source, library_version
 from .protocol import (
     Batch,
@@ -68,20 +69,14 @@ from .protocol import (
     LibraryMissing,
     Op,
     Registered,
-    Who,
     decode_error,
-    default_author,
-    get_op,
-    head_op,
-    history_op,
-    register_op,
     text,
 )
 from .reporting import Idle, Write, farewell, reporting
-from .schema import AnyParams, ParamSchema
-from .snapshot import Change, Snapshot
+from .schema import ParamSchema
+from .snapshot import Change, FieldChange, Snapshot
 from .tracker import View, describe
-from .writes import commit_op, rollback_op
+from .variants import VariantSet
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -98,6 +93,13 @@ _FAREWELL = 0.5
 
 def make_client(url: str, settings: Settings) -> aredis.Redis:
     """A redis.asyncio client whose retries are left to hotparams (tenacity)."""
+    extra: dict[str, Any] = {}
+    try:  # as hotparams.bus.make_client: no maintenance handshake
+        from redis.maint_notifications import MaintNotificationsConfig
+
+        extra["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+    except ImportError:  # pragma: no cover - older redis-py
+        pass
     return aredis.Redis.from_url(
         url,
         socket_connect_timeout=settings.connect_timeout,
@@ -105,6 +107,7 @@ def make_client(url: str, settings: Settings) -> aredis.Redis:
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
         client_name="hotparams",
+        **extra,
     )
 
 
@@ -123,16 +126,15 @@ def _send(client: aredis.Redis, *args: Any) -> Any:
     return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
-class AsyncBus:
-    """A connection to one Redis, for asyncio code."""
+class AsyncBus(BusCore):
+    """A connection to one Redis, for asyncio code: the twin of
+    :class:`hotparams.Bus`, running the same operations with ``await``."""
 
     def __init__(
         self, client: aredis.Redis, *, settings: Settings | None = None, url: str = "redis://"
     ) -> None:
+        super().__init__(settings, url)
         self.client = client
-        self.settings = settings or Settings()
-        self.url = url
-        self._schemas: dict[str, ParamSchema[Any]] = {}
         self._library_checked = False
         self._library_lock = asyncio.Lock()
 
@@ -187,20 +189,30 @@ class AsyncBus:
         ]
 
     async def _with_retry(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        async def attempt() -> Any:
-            return await fn()
-
-        s = self.settings
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(s.retry_attempts) | stop_after_delay(s.retry_deadline),
-            wait=wait_random_exponential(multiplier=0.05, max=s.retry_max_wait),
-            retry=retry_if_exception_type(_TRANSIENT),
-            reraise=True,
-        )
+        """As :meth:`hotparams.Bus._with_retry`: ``retry_attempts`` tries in
+        all, the first outside tenacity, then jittered exponential waits."""
         try:
-            return await retrying(attempt)
+            return await fn()
         except _TRANSIENT as exc:
-            raise ConnectionFailed(redact_url(self.url), describe(exc)) from None
+            error: BaseException = exc
+        s = self.settings
+        if s.retry_attempts > 1:
+
+            async def attempt() -> Any:
+                return await fn()
+
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(s.retry_attempts - 1) | stop_after_delay(s.retry_deadline),
+                wait=wait_random_exponential(multiplier=0.05, max=s.retry_max_wait),
+                retry=retry_if_exception_type(_TRANSIENT),
+                reraise=True,
+            )
+            await asyncio.sleep(random.uniform(0, 0.05))  # no retry in lockstep
+            try:
+                return await retrying(attempt)
+            except _TRANSIENT as exc:
+                error = exc
+        raise ConnectionFailed(redact_url(self.url), describe(error)) from None
 
     async def _ensure_library(self) -> None:
         if self._library_checked:
@@ -223,16 +235,8 @@ class AsyncBus:
         source = library_source()
         await self._with_retry(lambda: _send(self.client, "FUNCTION", "LOAD", "REPLACE", source))
 
-    def bind(self, namespace: str, model: type[M]) -> ParamSchema[M]:
-        """Tell this bus the model of a namespace (writes then run the full model)."""
-        keys_for(namespace)
-        schema = self._schemas.get(namespace)
-        if schema is None or schema.model is not model:
-            schema = ParamSchema.of(model)
-            self._schemas[namespace] = schema
-        return schema
-
     # ------------------------------------------------------------ writes
+    # each method: as the hotparams.Bus method of the same name
 
     async def register(
         self,
@@ -243,17 +247,24 @@ class AsyncBus:
         author: str | None = None,
         reason: str = "",
         source: str = "",
+        retention: int | None = None,
+        audit_maxlen: int | None = None,
+        max_value_bytes: int | None = None,
     ) -> Registered:
-        """As :meth:`hotparams.Bus.register` (with the bus's settings)."""
-        op = register_op(
-            keys_for(namespace),
-            self.bind(namespace, model),
-            epoch=os.urandom(8).hex(),
-            who=Who(author or default_author(), reason, source),
-            initial=initial,
-            settings=self._namespace_settings(),
+        """As :meth:`hotparams.Bus.register`."""
+        return await self.run(
+            self.op_register(
+                namespace,
+                model,
+                initial=initial,
+                author=author,
+                reason=reason,
+                source=source,
+                retention=retention,
+                audit_maxlen=audit_maxlen,
+                max_value_bytes=max_value_bytes,
+            )
         )
-        return await self.run(op)
 
     async def set(
         self,
@@ -266,7 +277,17 @@ class AsyncBus:
         source: str = "",
     ) -> int:
         """As :meth:`hotparams.Bus.set`."""
-        return await self._commit(namespace, changes, (), expect_version, author, reason, source)
+        return await self.run(
+            self.op_commit(
+                namespace,
+                changes,
+                (),
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
+        )
 
     async def unset(
         self,
@@ -279,28 +300,79 @@ class AsyncBus:
         source: str = "",
     ) -> int:
         """As :meth:`hotparams.Bus.unset`."""
-        names = [fields] if isinstance(fields, str) else list(fields)
-        return await self._commit(namespace, {}, names, expect_version, author, reason, source)
+        return await self.run(
+            self.op_commit(
+                namespace,
+                {},
+                fields,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
+        )
 
-    async def _commit(
+    async def set_many(
+        self,
+        items: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> list[int]:
+        """As :meth:`hotparams.Bus.set_many`."""
+        return await self.run(self.op_set_many(items, author=author, reason=reason, source=source))
+
+    async def set_variant(
         self,
         namespace: str,
-        changes: Mapping[str, Any],
-        unset: Iterable[str],
-        expect: int | None,
-        author: str | None,
-        reason: str,
-        source: str,
+        name: str,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        percent: float | None = None,
+        users: Iterable[str] | None = None,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
     ) -> int:
-        op = commit_op(
-            keys_for(namespace),
-            self._schemas.get(namespace),
-            dict(changes),
-            unset=list(unset),
-            expect=expect,
-            who=Who(author or default_author(), reason, source),
+        """As :meth:`hotparams.Bus.set_variant`."""
+        return await self.run(
+            self.op_variant(
+                namespace,
+                name,
+                overrides=overrides,
+                percent=percent,
+                users=users,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
         )
-        return (await self.run(op)).version
+
+    async def remove_variant(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """As :meth:`hotparams.Bus.remove_variant`."""
+        return await self.run(
+            self.op_variant(
+                namespace,
+                name,
+                remove=True,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
+        )
 
     async def rollback(
         self,
@@ -313,14 +385,16 @@ class AsyncBus:
         source: str = "",
     ) -> int:
         """As :meth:`hotparams.Bus.rollback`."""
-        op = rollback_op(
-            keys_for(namespace),
-            self._schemas.get(namespace),
-            version,
-            expect=expect_version,
-            who=Who(author or default_author(), reason, source),
+        return await self.run(
+            self.op_rollback(
+                namespace,
+                version,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
         )
-        return await self.run(op)
 
     async def restore(
         self,
@@ -333,47 +407,63 @@ class AsyncBus:
         source: str = "",
     ) -> int:
         """As :meth:`hotparams.Bus.restore`."""
-        if model is not None:
-            schema = self.bind(namespace, model)
-        elif namespace in self._schemas:
-            schema = self._schemas[namespace]
-        elif isinstance(values, Snapshot) and not isinstance(values.params, AnyParams):
-            schema = self.bind(namespace, type(values.params))
-        else:
-            raise SchemaError(f"restoring {namespace!r} needs its model (model=...)")
-        raw = dict(values.values if isinstance(values, Snapshot) else values)
-        op = lkg.restore_op(
-            keys_for(namespace),
-            schema,
-            raw,
-            who=Who(author or default_author(), reason, source),
-            settings=self._namespace_settings(),
+        return await self.run(
+            self.op_restore(
+                namespace, values, model=model, author=author, reason=reason, source=source
+            )
         )
-        return await self.run(op)
-
-    def _namespace_settings(self) -> dict[str, int]:
-        s = self.settings
-        return {
-            "retention": s.retention,
-            "audit_maxlen": s.audit_maxlen,
-            "max_value_bytes": s.max_value_bytes,
-        }
 
     # ------------------------------------------------------------ reads
 
+    @overload
     async def get(
         self, namespace: str, model: type[M], *, version: int | None = None
-    ) -> Snapshot[M]:
-        """The current (or a retained) version, validated by ``model``."""
-        schema = self.bind(namespace, model)
-        stored = await self.run(get_op(keys_for(namespace), version))
-        return stored.snapshot(schema)
+    ) -> Snapshot[M]: ...
+
+    @overload
+    async def get(
+        self, namespace: str, model: None = None, *, version: int | None = None
+    ) -> Snapshot[Any]: ...
+
+    async def get(
+        self, namespace: str, model: type[M] | None = None, *, version: int | None = None
+    ) -> Snapshot[Any]:
+        """As :meth:`hotparams.Bus.get`."""
+        return await self.run(self.op_get(namespace, model, version))
 
     async def head(self, namespace: str) -> Head:
-        return await self.run(head_op(keys_for(namespace)))
+        return await self.run(self.op_head(namespace))
 
     async def history(self, namespace: str, limit: int = 50) -> list[Change]:
-        return await self.run(history_op(keys_for(namespace), limit))
+        return await self.run(self.op_history(namespace, limit))
+
+    async def diff(self, namespace: str, a: int, b: int) -> dict[str, FieldChange]:
+        return await self.run(self.op_diff(namespace, a, b))
+
+    async def rules(self, namespace: str) -> dict[str, Any]:
+        return await self.run(self.op_rules(namespace))
+
+    async def secret_fields(self, namespace: str) -> frozenset[str]:
+        return await self.run(self.op_secret_fields(namespace))
+
+    async def variants(self, namespace: str) -> VariantSet:
+        return await self.run(self.op_variants(namespace))
+
+    # ------------------------------------------------------------ fleet
+
+    async def workers(self, namespace: str) -> list[WorkerReport]:
+        return await self.run(self.op_workers(namespace))
+
+    async def convergence(self, namespace: str, version: int | None = None) -> Convergence:
+        return await self.run(self.op_convergence(namespace, version))
+
+    async def record_exposures(
+        self, namespace: str, salt: str, counts: dict[str | None, int]
+    ) -> None:
+        await self.run(self.op_record_exposures(namespace, salt, counts))
+
+    async def exposures(self, namespace: str) -> dict[str | None, int]:
+        return await self.run(self.op_exposures(namespace))
 
     async def watch(
         self,
@@ -387,9 +477,7 @@ class AsyncBus:
         metrics: Metrics | None = None,
     ) -> AsyncLive[M]:
         """As :meth:`hotparams.Bus.watch`: an :class:`AsyncLive` with its first snapshot."""
-        keys_for(namespace)
-        bound = self._schemas.get(namespace)
-        schema = bound if bound is not None and bound.model is model else ParamSchema.of(model)
+        schema = self._schema_for_watch(namespace, model)
         live = AsyncLive(
             self,
             namespace,

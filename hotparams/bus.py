@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import secrets
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -27,18 +26,14 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from .codec import MASK, loads
+from .codec import MASK
 from .config import Settings, redact_url, settings_from
+from .core import BusCore
 from .errors import ConnectionFailed
 from .fleet import (
     Convergence,
     WorkerReport,
-    convergence,
-    expose_op,
-    exposures_op,
-    workers_op,
 )
-from .keys import keys_for
 from .library import library_source, library_version
 from .protocol import (
     Batch,
@@ -47,20 +42,11 @@ from .protocol import (
     LibraryMissing,
     Op,
     Registered,
-    Stored,
-    Who,
     decode_error,
-    default_author,
-    get_op,
-    head_op,
-    history_op,
-    register_op,
     text,
 )
-from .schema import ParamSchema
-from .snapshot import Change, FieldChange, Snapshot, diff_values
+from .snapshot import Change, FieldChange, Snapshot
 from .variants import VariantSet
-from .writes import BatchError, Committed, commit_op, rollback_op, set_many_op, variant_op
 
 if TYPE_CHECKING:
     from .live import Live
@@ -110,17 +96,18 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-class Bus:
-    """A connection to one Redis and the parameter namespaces in it."""
+class Bus(BusCore):
+    """A connection to one Redis and the parameter namespaces in it.
+
+    Every operation is built by :class:`~hotparams.core.BusCore` (shared
+    with the asyncio :class:`~hotparams.aio.AsyncBus`); this class runs it.
+    """
 
     def __init__(
         self, client: redis.Redis, *, settings: Settings | None = None, url: str = "redis://"
     ) -> None:
+        super().__init__(settings, url)
         self.client = client
-        self.settings = settings or Settings()
-        self.url = url
-        self._schemas: dict[str, ParamSchema[Any]] = {}
-        self._states: dict[str, Stored] = {}
         self._library_checked = False
         self._lock = threading.Lock()
 
@@ -217,24 +204,6 @@ class Bus:
         source = library_source()
         self._with_retry(lambda: send(self.client, "FUNCTION", "LOAD", "REPLACE", source))
 
-    # ------------------------------------------------------------ models
-
-    def bind(self, namespace: str, model: type[M]) -> ParamSchema[M]:
-        """Tell this Bus the model of a namespace without writing to Redis.
-
-        Writes then run the full model (cross-field rules) before Redis sees them.
-        """
-        keys_for(namespace)
-        schema = self._schemas.get(namespace)
-        if schema is None or schema.model is not model:
-            schema = ParamSchema.of(model)
-            self._schemas[namespace] = schema
-            self._states.pop(namespace, None)
-        return schema
-
-    def schema_of(self, namespace: str) -> ParamSchema[Any] | None:
-        return self._schemas.get(namespace)
-
     # ------------------------------------------------------------ writes
 
     def register(
@@ -254,29 +223,22 @@ class Bus:
 
         A new namespace gets its defaults (or ``initial``) as version 1; a
         changed model is stored as a new schema revision, and if that adds
-        or drops fields, as a new version too.
+        or drops fields, as a new version too.  ``retention`` (versions
+        kept), ``audit_maxlen`` and ``max_value_bytes`` override the settings.
         """
-        keys = keys_for(namespace)
-        schema = self.bind(namespace, model)
-        s = self.settings
-        overrides = {
-            "retention": retention,
-            "audit_maxlen": audit_maxlen,
-            "max_value_bytes": max_value_bytes,
-        }
-        settings_from({k: v for k, v in overrides.items() if v is not None})
-        chosen = {k: (v if v is not None else getattr(s, k)) for k, v in overrides.items()}
-        op = register_op(
-            keys,
-            schema,
-            epoch=secrets.token_hex(8),
-            who=Who(author or default_author(), reason, source),
-            initial=initial,
-            settings=chosen,
+        return self.run(
+            self.op_register(
+                namespace,
+                model,
+                initial=initial,
+                author=author,
+                reason=reason,
+                source=source,
+                retention=retention,
+                audit_maxlen=audit_maxlen,
+                max_value_bytes=max_value_bytes,
+            )
         )
-        result = self.run(op)
-        self._states.pop(namespace, None)
-        return result
 
     def set(
         self,
@@ -294,8 +256,16 @@ class Bus:
         still at that version, else :class:`~hotparams.VersionConflict`.
         A change that changes nothing returns the current version.
         """
-        return self._commit(
-            namespace, changes, (), expect_version, Who(author or default_author(), reason, source)
+        return self.run(
+            self.op_commit(
+                namespace,
+                changes,
+                (),
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
         )
 
     def unset(
@@ -309,9 +279,16 @@ class Bus:
         source: str = "",
     ) -> int:
         """Reset fields to their model defaults; returns the new version."""
-        names = [fields] if isinstance(fields, str) else list(fields)
-        return self._commit(
-            namespace, {}, names, expect_version, Who(author or default_author(), reason, source)
+        return self.run(
+            self.op_commit(
+                namespace,
+                {},
+                fields,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
         )
 
     def set_many(
@@ -329,52 +306,7 @@ class Bus:
         order, but the batch is not a transaction: if Redis rejects one, a
         :class:`~hotparams.BatchError` tells which were committed.
         """
-        listed = [(keys_for(ns), self._schemas.get(ns), dict(ch)) for ns, ch in items]
-        states = self._states
-        known = {k.namespace: states[k.namespace] for k, _, _ in listed if k.namespace in states}
-        who = Who(author or default_author(), reason, source)
-        try:
-            results = self.run(set_many_op(listed, who=who, known=known))
-        except BatchError:
-            for keys, _, _ in listed:
-                self._states.pop(keys.namespace, None)
-            raise
-        for (keys, _, _), result in zip(listed, results, strict=True):
-            if result.state is not None:
-                self._states[keys.namespace] = result.state
-            else:
-                self._states.pop(keys.namespace, None)
-        return [r.version for r in results]
-
-    def _commit(
-        self,
-        namespace: str,
-        changes: Mapping[str, Any],
-        unset: Iterable[str],
-        expect: int | None,
-        who: Who,
-        **extra: Any,
-    ) -> int:
-        keys = keys_for(namespace)
-        schema = self._schemas.get(namespace)
-        known = self._states.get(namespace)
-        result: Committed = self.run(
-            commit_op(
-                keys,
-                schema,
-                dict(changes),
-                unset=list(unset),
-                expect=expect,
-                who=who,
-                known=known,
-                **extra,
-            )
-        )
-        if result.state is not None:
-            self._states[namespace] = result.state
-        else:
-            self._states.pop(namespace, None)
-        return result.version
+        return self.run(self.op_set_many(items, author=author, reason=reason, source=source))
 
     def set_variant(
         self,
@@ -396,15 +328,18 @@ class Bus:
         replaces its allow-list; None leaves a part as it is.  The base
         merged with each variant must satisfy the model.
         """
-        listed = None if users is None else [users] if isinstance(users, str) else list(users)
-        return self._variant(
-            namespace,
-            name,
-            expect_version,
-            Who(author or default_author(), reason, source),
-            overrides=overrides,
-            percent=percent,
-            users=listed,
+        return self.run(
+            self.op_variant(
+                namespace,
+                name,
+                overrides=overrides,
+                percent=percent,
+                users=users,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
         )
 
     def remove_variant(
@@ -418,62 +353,17 @@ class Bus:
         source: str = "",
     ) -> int:
         """Remove an A/B variant (its users get the base); returns the new version."""
-        return self._variant(
-            namespace,
-            name,
-            expect_version,
-            Who(author or default_author(), reason, source),
-            remove=True,
-        )
-
-    def _variant(
-        self, namespace: str, name: str, expect: int | None, who: Who, **kwargs: Any
-    ) -> int:
-        keys = keys_for(namespace)
-        result: Committed = self.run(
-            variant_op(
-                keys,
-                self._schemas.get(namespace),
+        return self.run(
+            self.op_variant(
+                namespace,
                 name,
-                expect=expect,
-                who=who,
-                known=self._states.get(namespace),
-                **kwargs,
+                remove=True,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
             )
         )
-        if result.state is not None:
-            self._states[namespace] = result.state
-        else:
-            self._states.pop(namespace, None)
-        return result.version
-
-    def variants(self, namespace: str) -> VariantSet:
-        """The current A/B variants of a namespace."""
-        return VariantSet.from_json(self.run(get_op(keys_for(namespace))).variants)
-
-    def workers(self, namespace: str) -> list[WorkerReport]:
-        """The live workers' reports on a namespace (expired ones are gone)."""
-        return self.run(workers_op(keys_for(namespace).namespace))[1]
-
-    def convergence(self, namespace: str, version: int | None = None) -> Convergence:
-        """How many live workers run ``version`` (default: the current one),
-        which are behind, and the p50/p99 lag with which it reached them."""
-        head = self.head(namespace)
-        _, reports = self.run(workers_op(namespace))
-        return convergence(namespace, version or head.version, head.epoch, reports)
-
-    def record_exposures(self, namespace: str, salt: str, counts: dict[str | None, int]) -> None:
-        """Add counted variant assignments (a Live handle batches these)."""
-        self.run(expose_op(keys_for(namespace).namespace, salt, counts))
-
-    def exposures(self, namespace: str) -> dict[str | None, int]:
-        """How many assignments each variant of the current experiment got
-        (None: the base), as counted and flushed by the workers."""
-        keys = keys_for(namespace)
-        salt = self.variants(namespace).salt
-        if not salt:
-            return {}
-        return self.run(exposures_op(namespace, keys.exposures, salt))
 
     def rollback(
         self,
@@ -486,18 +376,16 @@ class Bus:
         source: str = "",
     ) -> int:
         """Make the values of ``version`` current again, as a new version."""
-        keys = keys_for(namespace)
-        result = self.run(
-            rollback_op(
-                keys,
-                self._schemas.get(namespace),
+        return self.run(
+            self.op_rollback(
+                namespace,
                 version,
-                expect=expect_version,
-                who=Who(author or default_author(), reason, source),
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
             )
         )
-        self._states.pop(namespace, None)
-        return result
 
     def restore(
         self,
@@ -512,39 +400,17 @@ class Bus:
         """Write a last good snapshot (or values) back as the current state.
 
         After a loss (FLUSHALL, a restart without persistence) pass a
-        worker's ``live.current``.  An existing namespace gets the values as
-        a new version (audited as ``restore``); a missing one is registered
-        with them as version 1 of a new history (epoch).  The model is
-        ``model``, else the one bound to this Bus, else the snapshot's.
+        worker's ``live.current``: its values and A/B variants come back.  An
+        existing namespace gets them as a new version (audited as
+        ``restore``); a missing one is registered as a new history (epoch).
+        The model is ``model``, else the one bound to this Bus, else the
+        snapshot's.
         """
-        from .lkg import restore_op
-        from .schema import AnyParams
-
-        keys = keys_for(namespace)
-        if model is not None:
-            schema = self.bind(namespace, model)
-        elif namespace in self._schemas:
-            schema = self._schemas[namespace]
-        elif isinstance(values, Snapshot) and not isinstance(values.params, AnyParams):
-            schema = self.bind(namespace, type(values.params))
-        else:
-            from .errors import SchemaError
-
-            raise SchemaError(f"restoring {namespace!r} needs its model (model=...)")
-        raw = dict(values.values if isinstance(values, Snapshot) else values)
-        variants = values.variants.to_json() if isinstance(values, Snapshot) else None
-        s = self.settings
-        settings = {
-            "retention": s.retention,
-            "audit_maxlen": s.audit_maxlen,
-            "max_value_bytes": s.max_value_bytes,
-        }
-        who = Who(author or default_author(), reason, source)
-        version = self.run(
-            restore_op(keys, schema, raw, who=who, settings=settings, variants=variants)
+        return self.run(
+            self.op_restore(
+                namespace, values, model=model, author=author, reason=reason, source=source
+            )
         )
-        self._states.pop(namespace, None)
-        return version
 
     # ------------------------------------------------------------ reads
 
@@ -560,42 +426,55 @@ class Bus:
         self, namespace: str, model: type[M] | None = None, *, version: int | None = None
     ) -> Snapshot[Any]:
         """The current (or a retained) version as a :class:`Snapshot`."""
-        keys = keys_for(namespace)
-        schema = self.bind(namespace, model) if model else self._schemas.get(namespace)
-        stored = self.run(get_op(keys, version))
-        if schema is None:
-            return stored.snapshot(None, self.secret_fields(namespace))
-        return stored.snapshot(schema)
+        return self.run(self.op_get(namespace, model, version))
 
     def head(self, namespace: str) -> Head:
         """The current version, epoch and commit time, without the values."""
-        return self.run(head_op(keys_for(namespace)))
+        return self.run(self.op_head(namespace))
 
     def history(self, namespace: str, limit: int = 50) -> list[Change]:
         """Audit entries, newest first; secret values are masked."""
-        return self.run(history_op(keys_for(namespace), limit))
-
-    def rules(self, namespace: str) -> dict[str, Any]:
-        """The validation rules stored for the namespace's current schema."""
-        keys = keys_for(namespace)
-        head = self.head(namespace)
-        raw = self._with_retry(lambda: self.client.hget(keys.schema, str(head.schema_rev)))
-        return loads(raw) if raw else {"fields": {}}
-
-    def secret_fields(self, namespace: str) -> frozenset[str]:
-        rules = self.rules(namespace)
-        return frozenset(n for n, r in rules.get("fields", {}).items() if r.get("secret"))
+        return self.run(self.op_history(namespace, limit))
 
     def diff(self, namespace: str, a: int, b: int) -> dict[str, FieldChange]:
         """Fields that differ between versions ``a`` and ``b``; secrets masked."""
-        keys = keys_for(namespace)
-        old = self.run(get_op(keys, a)).values()
-        new = self.run(get_op(keys, b)).values()
-        return diff_values(old, new, self.secret_fields(namespace))
+        return self.run(self.op_diff(namespace, a, b))
+
+    def rules(self, namespace: str) -> dict[str, Any]:
+        """The validation rules stored for the namespace's current schema."""
+        return self.run(self.op_rules(namespace))
+
+    def secret_fields(self, namespace: str) -> frozenset[str]:
+        """The namespace's secret fields, by its stored schema."""
+        return self.run(self.op_secret_fields(namespace))
 
     def masked_values(self, namespace: str, values: Mapping[str, Any]) -> dict[str, Any]:
         secret = self.secret_fields(namespace)
         return {k: (MASK if k in secret else v) for k, v in values.items()}
+
+    def variants(self, namespace: str) -> VariantSet:
+        """The current A/B variants of a namespace."""
+        return self.run(self.op_variants(namespace))
+
+    # ------------------------------------------------------------ fleet
+
+    def workers(self, namespace: str) -> list[WorkerReport]:
+        """The live workers' reports on a namespace (expired ones are gone)."""
+        return self.run(self.op_workers(namespace))
+
+    def convergence(self, namespace: str, version: int | None = None) -> Convergence:
+        """How many live workers run ``version`` (default: the current one),
+        which are behind, and the p50/p99 lag with which it reached them."""
+        return self.run(self.op_convergence(namespace, version))
+
+    def record_exposures(self, namespace: str, salt: str, counts: dict[str | None, int]) -> None:
+        """Add counted variant assignments (a Live handle batches these)."""
+        self.run(self.op_record_exposures(namespace, salt, counts))
+
+    def exposures(self, namespace: str) -> dict[str | None, int]:
+        """How many assignments each variant of the current experiment got
+        (None: the base), as counted and flushed by the workers."""
+        return self.run(self.op_exposures(namespace))
 
     # ------------------------------------------------------------ live
 
@@ -623,9 +502,7 @@ class Bus:
         """
         from .live import Live
 
-        keys_for(namespace)
-        bound = self._schemas.get(namespace)
-        schema = bound if bound is not None and bound.model is model else ParamSchema.of(model)
+        schema = self._schema_for_watch(namespace, model)
         return Live(
             self,
             namespace,

@@ -1,0 +1,321 @@
+"""What the sync :class:`~hotparams.Bus` and the asyncio
+:class:`~hotparams.aio.AsyncBus` share, free of I/O.
+
+:class:`BusCore` holds the models bound to namespaces and the last state a
+writer knows of each (so a change is validated against it without a read),
+and builds every public operation as a generator of calls (see
+:mod:`hotparams.protocol`).  The two buses only drive these generators,
+one with blocking calls, one with ``await``: a method of either is one line.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from .codec import loads
+from .config import Settings, settings_from
+from .errors import SchemaError
+from .fleet import Convergence, WorkerReport, convergence, expose_op, exposures_op, workers_op
+from .keys import keys_for
+from .protocol import (
+    Command,
+    Head,
+    Op,
+    Registered,
+    Who,
+    default_author,
+    get_op,
+    head_op,
+    history_op,
+    register_op,
+)
+from .schema import AnyParams, ParamSchema
+from .snapshot import Change, FieldChange, Snapshot, diff_values
+from .variants import VariantSet
+from .writes import BatchError, Committed, commit_op, rollback_op, set_many_op, variant_op
+
+__all__ = ["BusCore"]
+
+M = TypeVar("M", bound=BaseModel)
+
+_NAMESPACE_SETTINGS = ("retention", "audit_maxlen", "max_value_bytes")
+
+
+def _who(author: str | None, reason: str, source: str) -> Who:
+    return Who(author or default_author(), reason, source)
+
+
+class BusCore:
+    """Models, known states and the operations of a bus (no I/O)."""
+
+    def __init__(self, settings: Settings | None, url: str) -> None:
+        self.settings = settings or Settings()
+        self.url = url
+        self._schemas: dict[str, ParamSchema[Any]] = {}
+        self._states: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ models
+
+    def bind(self, namespace: str, model: type[M]) -> ParamSchema[M]:
+        """Tell this bus the model of a namespace without writing to Redis.
+
+        Writes then run the full model (cross-field rules) before Redis sees them.
+        """
+        keys_for(namespace)
+        schema = self._schemas.get(namespace)
+        if schema is None or schema.model is not model:
+            schema = ParamSchema.of(model)
+            self._schemas[namespace] = schema
+            self._states.pop(namespace, None)
+        return schema
+
+    def schema_of(self, namespace: str) -> ParamSchema[Any] | None:
+        return self._schemas.get(namespace)
+
+    def _schema_for_watch(self, namespace: str, model: type[M]) -> ParamSchema[M]:
+        keys_for(namespace)
+        bound = self._schemas.get(namespace)
+        if bound is not None and bound.model is model:
+            return bound
+        return ParamSchema.of(model)
+
+    def _namespace_settings(self, **overrides: int | None) -> dict[str, int]:
+        settings_from({k: v for k, v in overrides.items() if v is not None})
+        return {
+            name: overrides.get(name) or getattr(self.settings, name)
+            for name in _NAMESPACE_SETTINGS
+        }
+
+    def _remember(self, namespace: str, result: Committed) -> int:
+        if result.state is not None:
+            self._states[namespace] = result.state
+        else:
+            self._states.pop(namespace, None)
+        return result.version
+
+    # ------------------------------------------------------------ writes
+
+    def op_register(
+        self,
+        namespace: str,
+        model: type[BaseModel],
+        *,
+        initial: Mapping[str, Any] | None,
+        author: str | None,
+        reason: str,
+        source: str,
+        retention: int | None,
+        audit_maxlen: int | None,
+        max_value_bytes: int | None,
+    ) -> Op[Registered]:
+        keys = keys_for(namespace)
+        schema = self.bind(namespace, model)
+        settings = self._namespace_settings(
+            retention=retention, audit_maxlen=audit_maxlen, max_value_bytes=max_value_bytes
+        )
+        result = yield from register_op(
+            keys,
+            schema,
+            epoch=secrets.token_hex(8),
+            who=_who(author, reason, source),
+            initial=initial,
+            settings=settings,
+        )
+        self._states.pop(namespace, None)
+        return result
+
+    def op_commit(
+        self,
+        namespace: str,
+        changes: Mapping[str, Any],
+        unset: Iterable[str],
+        *,
+        expect_version: int | None,
+        author: str | None,
+        reason: str,
+        source: str,
+    ) -> Op[int]:
+        keys = keys_for(namespace)
+        names = [unset] if isinstance(unset, str) else list(unset)
+        result = yield from commit_op(
+            keys,
+            self._schemas.get(namespace),
+            dict(changes),
+            unset=names,
+            expect=expect_version,
+            who=_who(author, reason, source),
+            known=self._states.get(namespace),
+        )
+        return self._remember(namespace, result)
+
+    def op_set_many(
+        self,
+        items: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        author: str | None,
+        reason: str,
+        source: str,
+    ) -> Op[list[int]]:
+        listed = [(keys_for(ns), self._schemas.get(ns), dict(ch)) for ns, ch in items]
+        states = self._states
+        known = {k.namespace: states[k.namespace] for k, _, _ in listed if k.namespace in states}
+        try:
+            results = yield from set_many_op(listed, who=_who(author, reason, source), known=known)
+        except BatchError:
+            for keys, _, _ in listed:
+                states.pop(keys.namespace, None)
+            raise
+        return [
+            self._remember(keys.namespace, result)
+            for (keys, _, _), result in zip(listed, results, strict=True)
+        ]
+
+    def op_variant(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        percent: float | None = None,
+        users: Iterable[str] | None = None,
+        remove: bool = False,
+        expect_version: int | None,
+        author: str | None,
+        reason: str,
+        source: str,
+    ) -> Op[int]:
+        listed = None if users is None else [users] if isinstance(users, str) else list(users)
+        result = yield from variant_op(
+            keys_for(namespace),
+            self._schemas.get(namespace),
+            name,
+            overrides=overrides,
+            percent=percent,
+            users=listed,
+            remove=remove,
+            expect=expect_version,
+            who=_who(author, reason, source),
+            known=self._states.get(namespace),
+        )
+        return self._remember(namespace, result)
+
+    def op_rollback(
+        self,
+        namespace: str,
+        version: int,
+        *,
+        expect_version: int | None,
+        author: str | None,
+        reason: str,
+        source: str,
+    ) -> Op[int]:
+        result = yield from rollback_op(
+            keys_for(namespace),
+            self._schemas.get(namespace),
+            version,
+            expect=expect_version,
+            who=_who(author, reason, source),
+        )
+        self._states.pop(namespace, None)
+        return result
+
+    def op_restore(
+        self,
+        namespace: str,
+        values: Snapshot[Any] | Mapping[str, Any],
+        *,
+        model: type[BaseModel] | None,
+        author: str | None,
+        reason: str,
+        source: str,
+    ) -> Op[int]:
+        from .lkg import restore_op
+
+        keys = keys_for(namespace)
+        if model is not None:
+            schema = self.bind(namespace, model)
+        elif namespace in self._schemas:
+            schema = self._schemas[namespace]
+        elif isinstance(values, Snapshot) and not isinstance(values.params, AnyParams):
+            schema = self.bind(namespace, type(values.params))
+        else:
+            raise SchemaError(f"restoring {namespace!r} needs its model (model=...)")
+        raw = dict(values.values if isinstance(values, Snapshot) else values)
+        variants = values.variants.to_json() if isinstance(values, Snapshot) else None
+        version = yield from restore_op(
+            keys,
+            schema,
+            raw,
+            who=_who(author, reason, source),
+            settings=self._namespace_settings(),
+            variants=variants,
+        )
+        self._states.pop(namespace, None)
+        return version
+
+    # ------------------------------------------------------------ reads
+
+    def op_get(
+        self, namespace: str, model: type[BaseModel] | None, version: int | None
+    ) -> Op[Snapshot[Any]]:
+        keys = keys_for(namespace)
+        schema = self.bind(namespace, model) if model else self._schemas.get(namespace)
+        stored = yield from get_op(keys, version)
+        if schema is not None:
+            return stored.snapshot(schema)
+        secret = yield from self.op_secret_fields(namespace)
+        return stored.snapshot(None, secret)
+
+    def op_head(self, namespace: str) -> Op[Head]:
+        return (yield from head_op(keys_for(namespace)))
+
+    def op_history(self, namespace: str, limit: int) -> Op[list[Change]]:
+        return (yield from history_op(keys_for(namespace), limit))
+
+    def op_rules(self, namespace: str) -> Op[dict[str, Any]]:
+        keys = keys_for(namespace)
+        head = yield from head_op(keys)
+        raw = yield Command(namespace, ("HGET", keys.schema, str(head.schema_rev)))
+        return loads(raw) if raw else {"fields": {}}
+
+    def op_secret_fields(self, namespace: str) -> Op[frozenset[str]]:
+        rules = yield from self.op_rules(namespace)
+        return frozenset(n for n, r in rules.get("fields", {}).items() if r.get("secret"))
+
+    def op_diff(self, namespace: str, a: int, b: int) -> Op[dict[str, FieldChange]]:
+        keys = keys_for(namespace)
+        old = yield from get_op(keys, a)
+        new = yield from get_op(keys, b)
+        secret = yield from self.op_secret_fields(namespace)
+        return diff_values(old.values(), new.values(), secret)
+
+    def op_variants(self, namespace: str) -> Op[VariantSet]:
+        stored = yield from get_op(keys_for(namespace))
+        return VariantSet.from_json(stored.variants)
+
+    # ------------------------------------------------------------ fleet
+
+    def op_workers(self, namespace: str) -> Op[list[WorkerReport]]:
+        _, reports = yield from workers_op(keys_for(namespace).namespace)
+        return reports
+
+    def op_convergence(self, namespace: str, version: int | None) -> Op[Convergence]:
+        head = yield from head_op(keys_for(namespace))
+        _, reports = yield from workers_op(namespace)
+        return convergence(namespace, version or head.version, head.epoch, reports)
+
+    def op_record_exposures(
+        self, namespace: str, salt: str, counts: dict[str | None, int]
+    ) -> Op[int]:
+        return (yield from expose_op(keys_for(namespace).namespace, salt, counts))
+
+    def op_exposures(self, namespace: str) -> Op[dict[str | None, int]]:
+        keys = keys_for(namespace)
+        variants = yield from self.op_variants(namespace)
+        if not variants.salt:
+            return {}
+        return (yield from exposures_op(namespace, keys.exposures, variants.salt))
