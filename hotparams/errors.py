@@ -57,13 +57,28 @@ class InvalidNamespace(HotParamsError, ValueError):
         )
 
 
+#: the key in ``InvalidParams.errors`` of a rule of no single field (a
+#: cross-field validator); "variant NAME *" for such a rule of a variant
+CROSS_FIELD = "*"
+
+
+def _problem(field: str, reason: str) -> str:
+    """``field: reason``; a cross-field rule said without its star."""
+    if field == CROSS_FIELD:
+        return reason
+    if field.endswith(f" {CROSS_FIELD}"):
+        return f"{field[: -len(CROSS_FIELD) - 1]}: {reason}"
+    return f"{field}: {reason}"
+
+
 class InvalidParams(HotParamsError, ValueError):
-    """Values that break the schema. ``errors`` maps each field to its reason."""
+    """Values that break the schema. ``errors`` maps each field to its reason
+    (``"*"`` for a cross-field rule)."""
 
     def __init__(self, namespace: str, errors: Mapping[str, str]) -> None:
         self.namespace = namespace
         self.errors: dict[str, str] = dict(errors)
-        detail = "; ".join(f"{field}: {reason}" for field, reason in self.errors.items())
+        detail = "; ".join(_problem(field, reason) for field, reason in self.errors.items())
         super().__init__(f"invalid parameters for {namespace!r}: {detail}")
 
 

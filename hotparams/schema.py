@@ -15,14 +15,14 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .codec import MASK, dumps, encode_value, revealed
-from .errors import InvalidParams, SchemaError
+from .errors import CROSS_FIELD, InvalidParams, SchemaError
 
 __all__ = ["AnyParams", "ParamSchema", "compile_rules", "errors_of"]
 
 M = TypeVar("M", bound=BaseModel)
 
 #: the key of an error that belongs to no single field (a cross-field rule)
-MODEL_ERROR_KEY = "*"
+MODEL_ERROR_KEY = CROSS_FIELD
 
 _NUMERIC = {
     "minimum": "min",

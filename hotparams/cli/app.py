@@ -15,8 +15,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import InvalidParams
-from ..schema import MODEL_ERROR_KEY
 from . import commands
 from .context import DEFAULT_URL, State, exit_code_for
 from .demo import demo
@@ -92,19 +90,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split("\n")).strip()
 
 
-def _problem(field: str, reason: str) -> str:
-    """``field: reason``; a cross-field rule (``*``, or ``variant NAME *``) without the star."""
-    if field == MODEL_ERROR_KEY:
-        return reason
-    if field.endswith(f" {MODEL_ERROR_KEY}"):
-        return f"{field[: -len(MODEL_ERROR_KEY) - 1]}: {reason}"
-    return f"{field}: {reason}"
-
-
 def _message(exc: Exception) -> str:
-    if isinstance(exc, InvalidParams):  # a cross-field rule ("*") needs no field name
-        problems = (_problem(f, r) for f, r in exc.errors.items())
-        return f"invalid parameters for {exc.namespace!r}: {'; '.join(problems)}"
     format_message = getattr(exc, "format_message", None)
     return str(format_message()) if callable(format_message) else str(exc)
 

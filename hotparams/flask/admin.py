@@ -43,7 +43,6 @@ from ..errors import (
     VersionConflict,
     VersionNotFound,
 )
-from ..schema import MODEL_ERROR_KEY
 from ..snapshot import Change, FieldChange
 
 if TYPE_CHECKING:
@@ -104,20 +103,8 @@ class Denied(Exception):
 # ---------------------------------------------------------------- errors
 
 
-def _problem(field: str, reason: str) -> str:
-    """``field: reason``; a cross-field rule (``*``) without the star, as the CLI says it."""
-    if field == MODEL_ERROR_KEY:
-        return reason
-    if field.endswith(f" {MODEL_ERROR_KEY}"):
-        return f"{field[: -len(MODEL_ERROR_KEY) - 1]}: {reason}"
-    return f"{field}: {reason}"
-
-
 def error_message(exc: BaseException) -> str:
     """The one-line message the CLI prints for ``exc`` (without its prefix)."""
-    if isinstance(exc, InvalidParams):
-        problems = "; ".join(_problem(f, r) for f, r in exc.errors.items())
-        return f"invalid parameters for {exc.namespace!r}: {problems}"
     return " ".join(str(exc).split())
 
 
