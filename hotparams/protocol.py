@@ -257,6 +257,7 @@ def default_source() -> str:
     return f"python:{_hostname()}:{os.getpid()}"
 
 
+@cache
 def default_author() -> str:
     try:
         import getpass

@@ -649,6 +649,8 @@ class Tracker(Generic[M]):
     def _log_applied(
         self, old: Snapshot[M] | None, new: Snapshot[M], view: View[M], how: str
     ) -> None:
+        if not log.isEnabledFor(logging.INFO):  # the apply path pays nothing for it
+            return
         previous = old.version if old is not None and old.epoch == new.epoch else 0
         changed = sorted(
             n
