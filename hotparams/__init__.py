@@ -9,6 +9,7 @@
 """
 
 from .bus import Bus, connect
+from .checks import Check
 from .codec import MASK
 from .config import ConfigError, Settings
 from .errors import (
@@ -35,6 +36,7 @@ __all__ = [
     "BatchError",
     "Bus",
     "Change",
+    "Check",
     "ConfigError",
     "ConnectionFailed",
     "FieldChange",

@@ -20,6 +20,7 @@ PARTS = (
     "hotparams.lua",
     "state.lua",
     "variants.lua",
+    "checks.lua",
     "write.lua",
     "writes.lua",
     "reads.lua",

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .checks import Check, checks_of
 from .codec import MASK, dumps, encode_value, revealed
 from .errors import CROSS_FIELD, InvalidParams, SchemaError
 
@@ -159,7 +160,35 @@ def compile_rules(model: type[BaseModel]) -> dict[str, Any]:
         fields[name] = rule
     if not fields:
         raise SchemaError(f"{model.__name__} has no fields")
-    return {"fields": fields, "model": f"{model.__module__}:{model.__qualname__}"}
+    rules: dict[str, Any] = {
+        "fields": fields,
+        "model": f"{model.__module__}:{model.__qualname__}",
+    }
+    checks = _compiled_checks(model, fields)
+    if checks:
+        rules["checks"] = checks
+    return rules
+
+
+def _compiled_checks(model: type[BaseModel], fields: dict[str, Any]) -> list[list[str]]:
+    try:
+        checks = checks_of(model)
+    except TypeError as exc:
+        raise SchemaError(str(exc)) from None
+    out: list[list[str]] = []
+    for check in checks:
+        for name in (check.left, check.right):
+            if name not in fields:
+                raise SchemaError(f"{model.__name__}: check {check.message!r}: no field {name!r}")
+        kinds = [set(fields[n]["types"]) - {"null"} for n in (check.left, check.right)]
+        if not all(k <= {"number", "integer"} for k in kinds) and not all(
+            k == {"string"} for k in kinds
+        ):
+            raise SchemaError(
+                f"{model.__name__}: check {check.message!r} compares two numbers or two strings"
+            )
+        out.append(check.as_rule())
+    return out
 
 
 def errors_of(exc: ValidationError) -> dict[str, str]:
@@ -218,6 +247,7 @@ class ParamSchema(Generic[M]):
     rules_json: str
     secrets: frozenset[str]
     defaults_json: Mapping[str, str]
+    checks: tuple[Check, ...] = ()
 
     @classmethod
     def of(cls, model: type[M]) -> ParamSchema[M]:
@@ -232,6 +262,7 @@ class ParamSchema(Generic[M]):
             rules=rules,
             rules_json=dumps(rules),
             secrets=secrets,
+            checks=checks_of(model),
             defaults_json={n: r["default"] for n, r in fields.items() if "default" in r},
         )
 
@@ -261,9 +292,14 @@ class ParamSchema(Generic[M]):
         """
         known = {k: v for k, v in values.items() if k in self.rules["fields"]}
         try:
-            return self.frozen_model.model_validate(known)
+            params = self.frozen_model.model_validate(known)
         except ValidationError as exc:
             errors = errors_of(exc)
+        else:
+            failed = [c.message for c in self.checks if not c.holds(self.jsonable(params))]
+            if not failed:
+                return params
+            errors = {MODEL_ERROR_KEY: "; ".join(failed)}
         # raised outside the except block: the ValidationError (which holds
         # the input, perhaps a secret) must not ride along as __context__
         raise InvalidParams(namespace, errors)

@@ -3,7 +3,7 @@
 hotparams: the one write path of a parameter store.
 
 This file opens the library; hotparams/library.py appends state.lua,
-variants.lua, write.lua, writes.lua, reads.lua and fleet.lua to it (one
+variants.lua, checks.lua, write.lua, writes.lua, reads.lua and fleet.lua (one
 FUNCTION LOAD, one chunk: later files use the local helpers of earlier ones).
 
 Every writer (the Python API, the CLI, the web admin, a person at

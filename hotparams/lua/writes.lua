@@ -51,6 +51,8 @@ local function hp_register(keys, argv)
     if err then return err end
     err = check_fields(rules, initial, sorted_keys(initial), max_bytes)
     if err then return err end
+    err = check_cross(rules, initial, nil)
+    if err then return err end
     local created = now_ms()
     redis.call('HSET', key_of(ns, 'schema'), '1', argv[1])
     redis.call('HSET', key_of(ns, 'meta'), 'epoch', opts.epoch, 'created', created,
@@ -84,6 +86,8 @@ local function hp_register(keys, argv)
       err = check_variants(rules, variants, max_bytes)
       if err then return err end
     end
+    err = check_cross(rules, new, variants)
+    if err then return err end
     new_rev = rev + 1
   end
   -- all checks done: write
@@ -173,6 +177,8 @@ local function change(ns, args, raw_strings)
     err = check_variants(rules, vnew, meta.max_value_bytes)
     if err then return err end
   end
+  err = check_cross(rules, new, vnew)
+  if err then return err end
   local op = opts.op or (#names == 0 and #args.unset > 0 and 'unset' or 'set')
   if op ~= 'set' and op ~= 'unset' and op ~= 'restore' and op ~= 'variant' then
     return redis.error_reply('HP_BADARG @op must be set, unset, restore or variant')
@@ -300,6 +306,8 @@ local function hp_rollback(keys, argv)
     err = check_variants(rules, vtarget, meta.max_value_bytes)
     if err then return err end
   end
+  err = check_cross(rules, new, vtarget)
+  if err then return err end
   local old = load_values(ns, meta.version) or {}
   if args.opts.source == nil then args.opts.source = 'redis-cli' end
   return write_version(ns, meta, rules, rev, old, new, 'rollback', args.opts,
