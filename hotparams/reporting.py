@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
@@ -115,6 +116,36 @@ class Tally:
             self._carry[(salt, name)] += n
 
 
+class _Ids:
+    """Worker ids in use in this process, so that two handles on one
+    namespace report as two workers (``host:pid:name``, then ``...#2``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken: set[tuple[int, str, str]] = set()
+
+    def take(self, namespace: str, base: str) -> str:
+        pid = os.getpid()
+        with self._lock:
+            n = 1
+            while (pid, namespace, _numbered(base, n)) in self._taken:
+                n += 1
+            chosen = _numbered(base, n)
+            self._taken.add((pid, namespace, chosen))
+            return chosen
+
+    def give_back(self, namespace: str, worker: str) -> None:
+        with self._lock:
+            self._taken.discard((os.getpid(), namespace, worker))
+
+
+def _numbered(base: str, n: int) -> str:
+    return base if n == 1 else f"{base}#{n}"
+
+
+_ids = _Ids()
+
+
 class Reporter:
     """When a handle reports, what it says, and its exposure counts.
 
@@ -141,11 +172,14 @@ class Reporter:
         self.exposure_interval = exposure_interval
         self.clock = clock
         self.tally = Tally()
+        self.id = ""
         self.restart()
 
     def restart(self) -> None:
         """A new worker identity and fresh counts (at start, and in a forked child)."""
-        self.id = worker_id(self.name)
+        if self.id:  # a restart in the same process frees the old id
+            _ids.give_back(self.namespace, self.id)
+        self.id = _ids.take(self.namespace, worker_id(self.name))
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.tally = Tally()
@@ -260,6 +294,7 @@ def reporting(r: Reporter) -> Generator[Action, Any, None]:
 
 def farewell(r: Reporter) -> Generator[Action, Any, None]:
     """On close: the last exposure counts, then leave the fleet (if it ever joined)."""
+    _ids.give_back(r.namespace, r.id)
     yield from _flush(r, final=True)
     if not r.reports:
         return

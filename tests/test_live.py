@@ -228,7 +228,7 @@ def test_close_leaks_no_thread_and_no_connection(redis_url: str) -> None:
     handles = [bus.watch("pair", PairParams, reconcile_interval=0.2) for _ in range(3)]
     assert len(live_threads()) == 9  # listener, callbacks, reporter
     assert sum(1 for c in probe.client_list() if c.get("sub") == "1") == 3
-    assert wait_until(lambda: len(bus.workers("pair")) == 1)  # one process: one worker id
+    assert wait_until(lambda: len(bus.workers("pair")) == 3)  # three handles: three workers
     for live in handles:
         live.close()
         live.close()  # idempotent
