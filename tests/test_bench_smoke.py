@@ -12,15 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import hotparams
 from scripts.bench import peers, propagation, reads, report, run, scale, writes
 from scripts.bench.common import NS, BenchParams
-
-needs_constance = pytest.mark.skipif(
-    not peers.available(), reason="django-constance (the bench extra) is not installed"
-)
 
 
 def test_report_renders_tiny_runs(redis_url: str, tmp_path: Path) -> None:
@@ -66,7 +60,6 @@ def test_propagation_and_scale_run_tiny_fleets(redis_url: str) -> None:
     assert memory["per_namespace_bytes"] > 0 and memory["version_hash_memory_usage_bytes"] > 0
 
 
-@needs_constance
 def test_constance_peers_read_the_stored_value(redis_url: str) -> None:
     config = peers.config(redis_url, cached=False)
     config.TEMPERATURE = 0.25

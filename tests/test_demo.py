@@ -17,6 +17,8 @@ import pytest
 import hotparams
 from hotparams.server import redis_server_binary
 
+from .conftest import need
+
 BIN = Path(sys.executable).parent
 HOTPARAMS = str(BIN / "hotparams")
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,8 +91,7 @@ def assert_full_run(out: str) -> None:
 
 @pytest.mark.slow
 def test_the_demo_runs_on_a_private_redis_server(tmp_path: Path) -> None:
-    if redis_server_binary() is None:
-        pytest.skip("redis-server is not on PATH")
+    need(redis_server_binary() is not None, "redis-server (on PATH)")
     out = run_demo(tmp_path, HOTPARAMS_DEMO_EMBEDDED="redis-server")
     assert "a private redis-server" in out
     assert "(workers' reports)" in out

@@ -32,9 +32,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from hotparams.server import LocalRedis
+
+from .conftest import need
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -155,8 +155,7 @@ class Shell:
 def test_readme_cli_and_redis_cli_examples_print_what_they_show(
     redis_url: str, redis_server: LocalRedis, tmp_path: Path
 ) -> None:
-    if not Path(REDIS_CLI).exists():
-        pytest.skip("redis-cli (redis-tools) is not installed")
+    need(Path(REDIS_CLI).exists(), "redis-cli (redis-tools)")
     shell = Shell(redis_server, tmp_path)
     found = examples(README.read_text(encoding="utf-8"))
     assert len(found) >= 10

@@ -18,6 +18,8 @@ from hotparams.server import LocalRedis
 from tests.helpers import dump_namespace, wait_until
 from tests.models import ChatParams
 
+from .conftest import need
+
 REDIS_CLI = "/usr/bin/redis-cli" if shutil.which("/usr/bin/redis-cli") else "redis-cli"
 SECRET = "sk-live-CLI-SECRET"
 
@@ -36,8 +38,7 @@ def redis_cli(server: LocalRedis, *args: str, raw: bool = False) -> str:
 
 @pytest.fixture
 def chat(redis_url: str, redis_server: LocalRedis) -> Iterator[hotparams.Bus]:
-    if shutil.which(REDIS_CLI) is None:
-        pytest.skip("redis-cli is not installed")
+    need(shutil.which(REDIS_CLI) is not None, "redis-cli (redis-tools)")
     bus = hotparams.connect(redis_url)
     bus.register("chat", ChatParams)
     yield bus
