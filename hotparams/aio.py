@@ -31,21 +31,17 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import redis.asyncio as aredis
 from pydantic import BaseModel
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
     wait_random_exponential,
 )
 
 from . import follow
-from .bus import _TRANSIENT
 from .config import ConfigError, Settings, redact_url, settings_from
+from .connection import TRANSIENT, client_options, describe, first_retry_wait, retry_policy
 from .core import BusCore
 from .errors import ConnectionFailed
 from .fleet import Convergence, WorkerReport
@@ -75,7 +71,7 @@ from .protocol import (
 from .reporting import Idle, Write, farewell, reporting
 from .schema import ParamSchema
 from .snapshot import Change, FieldChange, Snapshot
-from .tracker import View, describe
+from .tracker import View
 from .variants import VariantSet
 
 if TYPE_CHECKING:
@@ -92,23 +88,8 @@ _FAREWELL = 0.5
 
 
 def make_client(url: str, settings: Settings) -> aredis.Redis:
-    """A redis.asyncio client whose retries are left to hotparams (tenacity)."""
-    extra: dict[str, Any] = {}
-    try:  # as hotparams.bus.make_client: no maintenance handshake
-        from redis.maint_notifications import MaintNotificationsConfig
-
-        extra["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
-    except ImportError:  # pragma: no cover - older redis-py
-        pass
-    return aredis.Redis.from_url(
-        url,
-        socket_connect_timeout=settings.connect_timeout,
-        socket_timeout=settings.socket_timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-        client_name="hotparams",
-        **extra,
-    )
+    """A redis.asyncio client whose retries are left to hotparams."""
+    return aredis.Redis.from_url(url, **client_options(settings))
 
 
 def connect(url: str = "redis://127.0.0.1:6379/0", **settings: Any) -> AsyncBus:
@@ -189,28 +170,20 @@ class AsyncBus(BusCore):
         ]
 
     async def _with_retry(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        """As :meth:`hotparams.Bus._with_retry`: ``retry_attempts`` tries in
-        all, the first outside tenacity, then jittered exponential waits."""
+        """``await fn()`` with the retry policy of :mod:`hotparams.connection`."""
         try:
             return await fn()
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             error: BaseException = exc
-        s = self.settings
-        if s.retry_attempts > 1:
+        if self.settings.retry_attempts > 1:
 
             async def attempt() -> Any:
                 return await fn()
 
-            retrying = AsyncRetrying(
-                stop=stop_after_attempt(s.retry_attempts - 1) | stop_after_delay(s.retry_deadline),
-                wait=wait_random_exponential(multiplier=0.05, max=s.retry_max_wait),
-                retry=retry_if_exception_type(_TRANSIENT),
-                reraise=True,
-            )
-            await asyncio.sleep(random.uniform(0, 0.05))  # no retry in lockstep
+            await asyncio.sleep(first_retry_wait())
             try:
-                return await retrying(attempt)
-            except _TRANSIENT as exc:
+                return await AsyncRetrying(**retry_policy(self.settings))(attempt)
+            except TRANSIENT as exc:
                 error = exc
         raise ConnectionFailed(redact_url(self.url), describe(error)) from None
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -12,22 +11,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import redis
 from pydantic import BaseModel
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 from tenacity import (
-    RetryCallState,
     Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
 )
 
 from .codec import MASK
 from .config import Settings, redact_url, settings_from
+from .connection import TRANSIENT, client_options, describe, first_retry_wait, retry_policy
 from .core import BusCore
 from .errors import ConnectionFailed
 from .fleet import (
@@ -57,43 +48,15 @@ __all__ = ["Bus", "connect"]
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
-
 
 def make_client(url: str, settings: Settings) -> redis.Redis:
-    """A redis-py client whose retries are left to hotparams (tenacity)."""
-    extra: dict[str, Any] = {}
-    try:  # redis-py >= 7: its maintenance handshake would double a connect timeout
-        from redis.maint_notifications import MaintNotificationsConfig
-
-        extra["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
-    except ImportError:  # pragma: no cover - older redis-py
-        pass
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=settings.connect_timeout,
-        socket_timeout=settings.socket_timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-        client_name="hotparams",
-        **extra,
-    )
+    """A redis-py client whose retries are left to hotparams."""
+    return redis.Redis.from_url(url, **client_options(settings))
 
 
 def send(client: redis.Redis, *args: Any) -> Any:
     """One raw command (redis-py leaves ``execute_command`` untyped)."""
     return client.execute_command(*args)  # type: ignore[no-untyped-call]
-
-
-def _backoff_before_first_retry(state: RetryCallState) -> None:
-    # tenacity waits only between its own attempts; the first try happened
-    # outside it, so jitter here too (a fleet must not retry in lockstep)
-    if state.attempt_number == 1:
-        time.sleep(random.uniform(0, 0.05))
-
-
-def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class Bus(BusCore):
@@ -162,24 +125,16 @@ class Bus(BusCore):
         ]
 
     def _with_retry(self, fn: Any) -> Any:
-        """``fn()``, retried on connection errors: ``retry_attempts`` tries in
-        all, with jittered exponential waits, within ``retry_deadline``."""
+        """``fn()`` with the retry policy of :mod:`hotparams.connection`."""
         try:  # the happy path pays nothing for the retry machinery
             return fn()
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             error: BaseException = exc
-        s = self.settings
-        if s.retry_attempts > 1:
-            retrying = Retrying(
-                stop=stop_after_attempt(s.retry_attempts - 1) | stop_after_delay(s.retry_deadline),
-                wait=wait_random_exponential(multiplier=0.05, max=s.retry_max_wait),
-                retry=retry_if_exception_type(_TRANSIENT),
-                before=_backoff_before_first_retry,
-                reraise=True,
-            )
+        if self.settings.retry_attempts > 1:
+            time.sleep(first_retry_wait())
             try:
-                return retrying(fn)
-            except _TRANSIENT as exc:
+                return Retrying(**retry_policy(self.settings))(fn)
+            except TRANSIENT as exc:
                 error = exc
         raise ConnectionFailed(redact_url(self.url), describe(error)) from None
 

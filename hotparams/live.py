@@ -44,6 +44,7 @@ from tenacity import (
 
 from .bus import Bus
 from .config import redact_url
+from .connection import describe
 from .errors import ConnectionFailed
 from .follow import (
     MAX_BATCH,
@@ -62,7 +63,7 @@ from .protocol import text
 from .reporting import Idle, Write, farewell, reporting
 from .schema import ParamSchema
 from .snapshot import Snapshot
-from .tracker import View, describe
+from .tracker import View
 
 if TYPE_CHECKING:
     from .metrics import Metrics

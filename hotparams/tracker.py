@@ -43,6 +43,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel
 
 from .codec import dumps, loads, model_values
+from .connection import describe
 from .errors import HotParamsError, InvalidParams, NamespaceNotFound, ProtocolError
 from .protocol import Head, Stored
 from .schema import ParamSchema
@@ -718,7 +719,3 @@ class Tracker(Generic[M]):
         if event:
             extra["event"] = event
         return extra
-
-
-def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
