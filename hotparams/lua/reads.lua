@@ -7,11 +7,7 @@ ARGV[1] optional version (default: the current one)
 Returns {version, epoch, commit ms, schema_rev, field, JSON value, ...}
 ]]
 local function hp_get(keys, argv)
-  local ns = keys[1]
-  local err = check_namespace(ns)
-  if err then return err end
-  local meta
-  meta, err = require_meta(ns)
+  local ns, meta, err = open_namespace(keys)
   if err then return err end
   local v = meta.version
   if argv[1] and argv[1] ~= '' then
@@ -44,11 +40,7 @@ KEYS[1] namespace
 Returns {version, epoch, commit ms, schema_rev}
 ]]
 local function hp_head(keys)
-  local ns = keys[1]
-  local err = check_namespace(ns)
-  if err then return err end
-  local meta
-  meta, err = require_meta(ns)
+  local ns, meta, err = open_namespace(keys)
   if err then return err end
   return { meta.version, meta.epoch, meta.ts or '0', meta.schema_rev }
 end
@@ -59,11 +51,7 @@ Returns one JSON document: namespace, version, epoch, committed (ms) and
 values, secret values masked
 ]]
 local function hp_show(keys)
-  local ns = keys[1]
-  local err = check_namespace(ns)
-  if err then return err end
-  local meta
-  meta, err = require_meta(ns)
+  local ns, meta, err = open_namespace(keys)
   if err then return err end
   local rules = load_rules(ns, meta.schema_rev)
   local values = load_values(ns, meta.version) or {}

@@ -63,6 +63,18 @@ local function require_meta(ns)
   return meta, nil
 end
 
+-- The namespace a call names (KEYS[1]) and its meta, or nil, nil and an
+-- error reply (a malformed name, or a namespace that does not exist).
+local function open_namespace(keys)
+  local ns = keys[1]
+  local err = check_namespace(ns)
+  if err then return nil, nil, err end
+  local meta
+  meta, err = require_meta(ns)
+  if err then return nil, nil, err end
+  return ns, meta, nil
+end
+
 -- Decoded rules, keyed by their JSON text (immutable for a given text), so
 -- a write does not decode the schema again.  Bounded: cleared when full.
 local rules_cache, rules_cached = {}, 0
