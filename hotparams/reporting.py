@@ -13,12 +13,12 @@ its own.
 
 Exposure counts of A/B variants: each ``for_user`` call counts one
 assignment with ``next()`` on an :class:`itertools.count` (no lock, no
-I/O).  The reporting phase sends them with ``hp_expose`` every
-``exposure_interval`` seconds and on close.  Counters are double-buffered:
-a flush swaps in a fresh generation and sends the one it swapped out at the
-flush before, which no ``for_user`` call can still be incrementing (one
-that read the old generation just before the swap increments it a moment
-later: it is counted one flush later, never lost).
+I/O; ``next()`` on a count is one step under the GIL).  The reporting phase
+sends them with ``hp_expose`` every ``exposure_interval`` seconds and on
+close.  A key's counter is never replaced: a flush takes the difference
+since the flush before (see :class:`Tally`), so a ``for_user`` call that
+looked its counter up just before a flush is counted at the next one, never
+lost, however many flushes pass meanwhile.
 
 Actions, performed by :mod:`hotparams.live` and :mod:`hotparams.aio`:
 
@@ -77,35 +77,42 @@ Action = Idle | Write
 
 
 class Tally:
-    """Assignment counts per (salt, variant), counted without a lock."""
+    """Assignment counts per (salt, variant), counted without a lock.
+
+    Each key has one :class:`itertools.count` for the life of the tally
+    (a handle's life: a fork starts a fresh one).  ``collect`` reads a
+    counter with ``next()`` too: that returns its value and adds one, so
+    the tally remembers where the next reading starts (``_taken``).  No
+    counter is ever swapped out, so no increment can land on one that is
+    no longer read (the double-buffered generations this replaces lost a
+    count when two flushes passed between a ``count`` call's lookup and its
+    ``next()``).  The keys are the (salt, variant) pairs the handle ever
+    counted, a few per experiment.
+    """
 
     def __init__(self) -> None:
-        self.active: dict[Key, itertools.count[int]] = {}
-        self._retired: dict[Key, itertools.count[int]] = {}
+        self.counters: dict[Key, itertools.count[int]] = {}
+        #: per key: the counter's value right after the last collect read it
+        self._taken: dict[Key, int] = {}
         self._carry: Counter[Key] = Counter()
 
     def count(self, salt: str, name: str | None) -> None:
         """One assignment (thread-safe: ``next()`` on a count is atomic)."""
-        counters = self.active
-        counter = counters.get((salt, name))
-        if counter is None:
-            counter = counters.setdefault((salt, name), itertools.count())
+        counter = self.counters.get((salt, name))
+        if counter is None:  # setdefault: two first counts share one counter
+            counter = self.counters.setdefault((salt, name), itertools.count())
         next(counter)
 
-    def collect(self, final: bool = False) -> dict[str, dict[str | None, int]]:
-        """Counts ready to send, by salt, forgotten here (``restore`` gives
-        back a batch that could not be sent).  ``final`` also takes the
-        generation in use (the handle is closing)."""
-        ready, self._retired = self._retired, self.active
-        self.active = {}
-        generations = [ready]
-        if final:
-            generations.append(self._retired)
-            self._retired = {}
+    def collect(self) -> dict[str, dict[str | None, int]]:
+        """Counts since the last collect, by salt, forgotten here (``restore``
+        gives back a batch that could not be sent).  Called by one party
+        (the reporting phase) at a time."""
         totals, self._carry = self._carry, Counter()
-        for generation in generations:
-            for key, counter in generation.items():
-                totals[key] += next(counter)  # its value; nobody counts on it any more
+        taken = self._taken
+        for key, counter in list(self.counters.items()):
+            value = next(counter)  # the count so far; our own step is remembered
+            totals[key] += value - taken.get(key, 0)
+            taken[key] = value + 1
         out: dict[str, dict[str | None, int]] = {}
         for (salt, name), n in totals.items():
             if n:
@@ -319,7 +326,7 @@ def _report(r: Reporter, now: float) -> Generator[Action, Any, None]:
 
 
 def _flush(r: Reporter, *, final: bool) -> Generator[Action, Any, None]:
-    for salt, counts in r.tally.collect(final).items():
+    for salt, counts in r.tally.collect().items():
         try:
             yield Write(expose_op(r.namespace, salt, counts))
         except Exception as exc:
