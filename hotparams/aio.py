@@ -262,6 +262,19 @@ class AsyncBus(BusCore):
             )
         )
 
+    async def check(
+        self,
+        namespace: str,
+        changes: Mapping[str, Any],
+        *,
+        unset: Iterable[str] = (),
+        expect_version: int | None = None,
+    ) -> int:
+        """As :meth:`hotparams.Bus.check`."""
+        return await self.run(
+            self.op_check(namespace, changes, unset, expect_version=expect_version)
+        )
+
     async def unset(
         self,
         namespace: str,

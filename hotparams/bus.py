@@ -223,6 +223,20 @@ class Bus(BusCore):
             )
         )
 
+    def check(
+        self,
+        namespace: str,
+        changes: Mapping[str, Any],
+        *,
+        unset: Iterable[str] = (),
+        expect_version: int | None = None,
+    ) -> int:
+        """A dry run of :meth:`set` (and ``unset``): raises what the write
+        would raise (:class:`~hotparams.InvalidParams` with the messages of
+        Redis's rules, then of the bound model), writes nothing; returns the
+        current version the change was checked against."""
+        return self.run(self.op_check(namespace, changes, unset, expect_version=expect_version))
+
     def unset(
         self,
         namespace: str,

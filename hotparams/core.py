@@ -36,7 +36,15 @@ from .protocol import (
 from .schema import AnyParams, ParamSchema
 from .snapshot import Change, FieldChange, Snapshot, diff_values
 from .variants import VariantSet
-from .writes import BatchError, Committed, commit_op, rollback_op, set_many_op, variant_op
+from .writes import (
+    BatchError,
+    Committed,
+    check_op,
+    commit_op,
+    rollback_op,
+    set_many_op,
+    variant_op,
+)
 
 __all__ = ["BusCore"]
 
@@ -151,6 +159,26 @@ class BusCore:
             known=self._states.get(namespace),
         )
         return self._remember(namespace, result)
+
+    def op_check(
+        self,
+        namespace: str,
+        changes: Mapping[str, Any],
+        unset: Iterable[str],
+        *,
+        expect_version: int | None,
+    ) -> Op[int]:
+        keys = keys_for(namespace)
+        names = [unset] if isinstance(unset, str) else list(unset)
+        return (
+            yield from check_op(
+                keys,
+                self._schemas.get(namespace),
+                dict(changes),
+                unset=names,
+                expect=expect_version,
+            )
+        )
 
     def op_set_many(
         self,

@@ -33,6 +33,7 @@ from .variants import VariantSet
 __all__ = [
     "BatchError",
     "Committed",
+    "check_op",
     "commit_op",
     "rollback_op",
     "set_many_op",
@@ -105,6 +106,36 @@ def commit_op(
     raise HotParamsError(
         f"{ns!r} changed {MAX_STALE_RETRIES} times while this change was being validated; giving up"
     )
+
+
+def check_op(
+    keys: Keys,
+    schema: ParamSchema[Any] | None,
+    changes: Mapping[str, Any],
+    *,
+    unset: Sequence[str] = (),
+    expect: int | None,
+) -> Op[int]:
+    """A dry run of a change: every check a write makes, nothing written.
+
+    Redis checks the change by its stored rules first (``@check 1``: the
+    rules and messages every writer meets, the CLI's among them); then, with
+    a model, the full model checks the merged values.  Returns the version
+    the change was checked against; raises what the write would raise.
+    """
+    ns = keys.namespace
+    names = _check_change(ns, None, changes, unset, expect)
+    args: list[str] = [*_pairs(_encode_plain(ns, changes))]
+    for name in names:
+        args += ["@unset", name]
+    if expect is not None:
+        args += ["@expect", str(expect)]
+    version = int((yield FCall("hp_commit", ns, (*args, "@check", "1"))))
+    if schema is not None:
+        _check_change(ns, schema, changes, names, expect)
+        state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
+        _validated(ns, schema, state, changes, names, False, state.variants)
+    return version
 
 
 def set_many_op(

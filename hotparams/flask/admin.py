@@ -31,19 +31,22 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from ..codec import MASK
 from ..config import ConfigError
-from ..errors import (
-    ConnectionFailed,
-    HotParamsError,
-    InvalidNamespace,
-    InvalidParams,
-    NamespaceNotFound,
-    SchemaError,
-    VersionConflict,
-    VersionNotFound,
+from ..errors import HotParamsError, InvalidParams, VersionConflict
+from .operations import (
+    BadRequest,
+    NotServed,
+    change_doc,
+    changes_doc,
+    error_message,
+    masked,
+    set_values,
+    status_of,
+    variants_doc,
 )
-from ..snapshot import Change, FieldChange
+from .operations import (
+    rollback as rollback_op,
+)
 
 if TYPE_CHECKING:
     from . import HotParamsState
@@ -82,17 +85,6 @@ class AdminAPI:
             )
 
 
-class BadRequest(Exception):
-    """A malformed body or query (400)."""
-
-
-class NotServed(LookupError):
-    """A namespace this app does not serve (404)."""
-
-    def __init__(self, namespace: str) -> None:
-        super().__init__(f"namespace {namespace!r} is not served by this app")
-
-
 class Denied(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -103,11 +95,6 @@ class Denied(Exception):
 # ---------------------------------------------------------------- errors
 
 
-def error_message(exc: BaseException) -> str:
-    """The one-line message the CLI prints for ``exc`` (without its prefix)."""
-    return " ".join(str(exc).split())
-
-
 def _error(status: int, code: str, message: str, **extra: Any) -> Response:
     response = jsonify({"error": code, "message": message, **extra})
     response.status_code = status
@@ -115,29 +102,27 @@ def _error(status: int, code: str, message: str, **extra: Any) -> Response:
 
 
 def error_response(exc: BaseException) -> Response:
-    """An exception as the API's JSON error, with its status code."""
+    """An exception as the API's JSON error, with its status code
+    (:data:`~hotparams.flask.operations.ERROR_STATUS`)."""
     message = error_message(exc)
     if isinstance(exc, Denied):
         response = _error(exc.status, exc.code, message)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="hotparams"'
         return response
-    if isinstance(exc, BadRequest | InvalidNamespace):
-        return _error(400, "bad_request", message)
+    status, code = status_of(exc)
+    if status == 500:
+        current_app.logger.error("hotparams admin API: %s: %s", type(exc).__name__, message)
+        return _error(500, code, f"{type(exc).__name__}: {message}")
+    extra: dict[str, Any] = {}
     if isinstance(exc, InvalidParams):
-        return _error(400, "invalid_params", message, fields=dict(exc.errors))
-    if isinstance(exc, SchemaError):
-        return _error(400, "invalid_params", message)
-    if isinstance(exc, VersionConflict):
-        return _error(409, "version_conflict", message, expected=exc.expected, actual=exc.actual)
-    if isinstance(exc, NamespaceNotFound | VersionNotFound | NotServed):
-        return _error(404, "not_found", message)
-    if isinstance(exc, ConnectionFailed):
-        response = _error(503, "redis_unavailable", message)
+        extra["fields"] = dict(exc.errors)
+    elif isinstance(exc, VersionConflict):
+        extra = {"expected": exc.expected, "actual": exc.actual}
+    response = _error(status, code, message, **extra)
+    if status == 503:
         response.headers["Retry-After"] = "1"
-        return response
-    current_app.logger.error("hotparams admin API: %s: %s", type(exc).__name__, message)
-    return _error(500, "internal", f"{type(exc).__name__}: {message}")
+    return response
 
 
 # ---------------------------------------------------------------- reading input
@@ -180,46 +165,6 @@ def _who(doc: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-# ---------------------------------------------------------------- documents
-
-
-def _changes_doc(changes: Mapping[str, FieldChange]) -> dict[str, Any]:
-    return {name: {"old": c.old, "new": c.new} for name, c in changes.items()}
-
-
-def _change_doc(change: Change) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "version": change.version,
-        "previous": change.previous,
-        "op": change.op,
-        "author": change.author,
-        "reason": change.reason,
-        "source": change.source,
-        "committed_ms": change.committed_ms,
-        "committed_at": change.at.isoformat(timespec="milliseconds"),
-        "changes": _changes_doc(change.changes),
-    }
-    if change.target is not None:
-        doc["target"] = change.target
-    if change.variants is not None:
-        doc["variants"] = dict(change.variants)
-    return doc
-
-
-def _variants_doc(state: HotParamsState[Any], variants: Any) -> dict[str, Any]:
-    secret = state.live.schema.secrets
-    return {
-        name: {
-            "percent": variant.percent,
-            "users": len(variant.users),
-            "overrides": {
-                k: (MASK if k in secret else v) for k, v in sorted(variant.overrides.items())
-            },
-        }
-        for name, variant in sorted(variants.variants.items())
-    }
-
-
 # ---------------------------------------------------------------- the views
 
 
@@ -232,30 +177,12 @@ def _served(namespace: str) -> HotParamsState[Any]:
     return state
 
 
-def _change_result(state: HotParamsState[Any], before: int, after: int) -> Response:
-    """What a write answers: the new version and what changed (the CLI's ``--json``)."""
-    change = None
-    if after != before:
-        recent = state.bus.history(state.namespace, limit=10)
-        change = next((c for c in recent if c.version == after), None)
-    doc: dict[str, Any] = {
-        "namespace": state.namespace,
-        "version": after,
-        "previous": before,
-        "changed": after != before,
-        "changes": _changes_doc(change.changes) if change else {},
-    }
-    if change is not None and change.target is not None:
-        doc["target"] = change.target
-    return jsonify(doc)
-
-
 def show(namespace: str) -> Response:
     state = _served(namespace)
     snap = state.bus.get(namespace)
     secret = state.live.schema.secrets
     live = state.live
-    values = {k: (MASK if k in secret else v) for k, v in sorted(snap.values.items())}
+    values = masked(snap.values, secret)
     return jsonify(
         {
             "namespace": namespace,
@@ -265,7 +192,7 @@ def show(namespace: str) -> Response:
             "committed_at": snap.committed_at.isoformat(timespec="milliseconds"),
             "schema_rev": snap.schema_rev,
             "values": values,
-            "variants": _variants_doc(state, snap.variants),
+            "variants": variants_doc(snap.variants, secret),
             "served": {
                 "version": live.current.version,
                 "connected": live.connected,
@@ -280,7 +207,7 @@ def history(namespace: str) -> Response:
     limit = _int(request.args.get("limit", "20"), "limit", minimum=1)
     state.bus.head(namespace)  # an unknown namespace is a 404, not an empty list
     changes = state.bus.history(namespace, limit=min(limit, 1000))
-    return jsonify({"namespace": namespace, "changes": [_change_doc(c) for c in changes]})
+    return jsonify({"namespace": namespace, "changes": [change_doc(c) for c in changes]})
 
 
 def diff(namespace: str) -> Response:
@@ -290,7 +217,7 @@ def diff(namespace: str) -> Response:
     a = _int(request.args["from"], "from", minimum=1)
     to = request.args.get("to")
     b = _int(to, "to", minimum=1) if to else state.bus.head(namespace).version
-    changes = _changes_doc(state.bus.diff(namespace, a, b))
+    changes = changes_doc(state.bus.diff(namespace, a, b))
     return jsonify({"namespace": namespace, "from": a, "to": b, "changes": changes})
 
 
@@ -308,9 +235,8 @@ def change(namespace: str) -> Response:
     if not isinstance(values, dict) or not values:
         raise BadRequest('a change needs "values": an object of field: new value')
     expect = _optional_int(doc, "expect_version")
-    before = state.bus.head(namespace).version
-    after = state.bus.set(namespace, values, expect_version=expect, **_who(doc))
-    return _change_result(state, before, after)
+    result = set_values(state.bus, namespace, values, expect_version=expect, **_who(doc))
+    return jsonify(result.doc())
 
 
 def rollback(namespace: str) -> Response:
@@ -321,9 +247,8 @@ def rollback(namespace: str) -> Response:
         raise BadRequest("rollback needs the version to go back to")
     target = _int(doc["version"], "version", minimum=1)
     expect = _optional_int(doc, "expect_version")
-    before = state.bus.head(namespace).version
-    after = state.bus.rollback(namespace, target, expect_version=expect, **_who(doc))
-    return _change_result(state, before, after)
+    result = rollback_op(state.bus, namespace, target, expect_version=expect, **_who(doc))
+    return jsonify(result.doc())
 
 
 def _authorise(admin: AdminAPI) -> None:

@@ -19,7 +19,8 @@ local function parse_args(argv, first)
       if opt == 'unset' then
         unset[#unset + 1] = value
       elseif opt == 'expect' or opt == 'base' or opt == 'author' or opt == 'reason'
-          or opt == 'source' or opt == 'replace' or opt == 'op' or opt == 'variants' then
+          or opt == 'source' or opt == 'replace' or opt == 'op' or opt == 'variants'
+          or opt == 'check' then
         opts[opt] = value
       else
         return nil, redis.error_reply('HP_BADARG unknown option ' .. name

@@ -183,6 +183,7 @@ local function change(ns, args, raw_strings)
   if op ~= 'set' and op ~= 'unset' and op ~= 'restore' and op ~= 'variant' then
     return redis.error_reply('HP_BADARG @op must be set, unset, restore or variant')
   end
+  if opts.check == '1' then return meta.version end  -- a dry run: every check, no write
   return write_version(ns, meta, rules, rev, old, new, op, opts, nil, vold, vnew)
 end
 
@@ -196,6 +197,7 @@ ARGV    field, JSON value pairs, then options:
         @op OP      set | unset | restore | variant (audit label)
         @variants J the whole A/B variants document (JSON; "" removes all),
                     see hotparams/variants.py
+        @check 1    a dry run: every check of the change, nothing written
         @author A  @reason R  @source S
 Returns the new version (the current one when nothing changed)
 ]]

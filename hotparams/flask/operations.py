@@ -1,0 +1,247 @@
+"""What the admin JSON API and the operators' console share: the
+operations on a namespace, the error-to-status table and the documents
+(JSON-able dicts) of values, changes, variants and workers.
+
+Both are thin faces over this module: the admin API renders its results as
+JSON, the console as HTML.  Every document is built from values that are
+already masked (``******``) where the field is secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..bus import Bus
+from ..codec import MASK
+from ..errors import (
+    ConnectionFailed,
+    InvalidNamespace,
+    InvalidParams,
+    NamespaceNotFound,
+    SchemaError,
+    VersionConflict,
+    VersionNotFound,
+)
+from ..fleet import WorkerReport
+from ..snapshot import Change, FieldChange
+from ..variants import VariantSet
+
+__all__ = [
+    "ERROR_STATUS",
+    "BadRequest",
+    "NotServed",
+    "Written",
+    "change_doc",
+    "changes_doc",
+    "error_message",
+    "masked",
+    "rollback",
+    "set_values",
+    "status_of",
+    "variants_doc",
+    "worker_doc",
+    "written",
+]
+
+
+class BadRequest(Exception):
+    """A malformed body, query or form (400)."""
+
+
+class NotServed(LookupError):
+    """A namespace this app does not serve (404)."""
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__(f"namespace {namespace!r} is not served by this app")
+
+
+#: exception class -> (HTTP status, error code); the first match wins
+ERROR_STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
+    (BadRequest, 400, "bad_request"),
+    (InvalidNamespace, 400, "bad_request"),
+    (InvalidParams, 400, "invalid_params"),
+    (SchemaError, 400, "invalid_params"),
+    (VersionConflict, 409, "version_conflict"),
+    (NamespaceNotFound, 404, "not_found"),
+    (VersionNotFound, 404, "not_found"),
+    (NotServed, 404, "not_found"),
+    (ConnectionFailed, 503, "redis_unavailable"),
+)
+
+
+def status_of(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and error code of ``exc`` (500 ``internal`` if unknown)."""
+    for kind, status, code in ERROR_STATUS:
+        if isinstance(exc, kind):
+            return status, code
+    return 500, "internal"
+
+
+def error_message(exc: BaseException) -> str:
+    """The one-line message the CLI prints for ``exc`` (without its prefix)."""
+    return " ".join(str(exc).split())
+
+
+# ---------------------------------------------------------------- documents
+
+
+def masked(values: Mapping[str, Any], secrets: frozenset[str]) -> dict[str, Any]:
+    """``values`` sorted by name, each secret one as ``******``."""
+    return {k: (MASK if k in secrets else v) for k, v in sorted(values.items())}
+
+
+def changes_doc(changes: Mapping[str, FieldChange]) -> dict[str, Any]:
+    return {name: {"old": c.old, "new": c.new} for name, c in changes.items()}
+
+
+def change_doc(change: Change) -> dict[str, Any]:
+    """One history entry (secrets are masked in the audit already)."""
+    doc: dict[str, Any] = {
+        "version": change.version,
+        "previous": change.previous,
+        "op": change.op,
+        "author": change.author,
+        "reason": change.reason,
+        "source": change.source,
+        "committed_ms": change.committed_ms,
+        "committed_at": change.at.isoformat(timespec="milliseconds"),
+        "changes": changes_doc(change.changes),
+    }
+    if change.target is not None:
+        doc["target"] = change.target
+    if change.variants is not None:
+        doc["variants"] = dict(change.variants)
+    return doc
+
+
+def variants_doc(
+    variants: VariantSet,
+    secrets: frozenset[str],
+    exposures: Mapping[str | None, int] | None = None,
+) -> dict[str, Any]:
+    """Each A/B variant: its share, how many users it lists, its overrides
+    (secrets masked) and, given the counts, its exposures."""
+    out: dict[str, Any] = {}
+    for name, variant in sorted(variants.variants.items()):
+        doc: dict[str, Any] = {
+            "percent": variant.percent,
+            "users": len(variant.users),
+            "overrides": masked(variant.overrides, secrets),
+        }
+        if exposures is not None:
+            doc["exposures"] = exposures.get(name, 0)
+        out[name] = doc
+    return out
+
+
+def worker_doc(report: WorkerReport, target: int, epoch: str, now_ms: int) -> dict[str, Any]:
+    """One worker as the fleet views show it; ``behind``: not on ``target``."""
+    on = report.epoch == epoch and report.version >= target
+    return {
+        "id": report.id,
+        "name": report.name,
+        "host": report.host,
+        "pid": report.pid,
+        "version": report.version,
+        "connected": report.connected,
+        "lag_ms": report.lag_ms,
+        "confirmed_ms": report.confirmed_ms,
+        "confirmed_ago_s": max(0.0, (now_ms - report.confirmed_ms) / 1000)
+        if report.confirmed_ms
+        else None,
+        "last_error": report.last_error,
+        "behind": not on,
+    }
+
+
+# ---------------------------------------------------------------- writes
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The outcome of a write: the new version and its audit entry."""
+
+    namespace: str
+    previous: int
+    version: int
+    change: Change | None
+
+    @property
+    def changed(self) -> bool:
+        return self.version != self.previous
+
+    def doc(self) -> dict[str, Any]:
+        """What a write answers (the CLI's ``--json``)."""
+        change = self.change
+        doc: dict[str, Any] = {
+            "namespace": self.namespace,
+            "version": self.version,
+            "previous": self.previous,
+            "changed": self.changed,
+            "changes": changes_doc(change.changes) if change else {},
+        }
+        if change is not None and change.target is not None:
+            doc["target"] = change.target
+        return doc
+
+
+def written(bus: Bus, namespace: str, write: Callable[[], int]) -> Written:
+    """Run ``write`` (returning the new version) and find its audit entry."""
+    before = bus.head(namespace).version
+    after = write()
+    change = None
+    if after != before:
+        recent = bus.history(namespace, limit=10)
+        change = next((c for c in recent if c.version == after), None)
+    previous = change.previous if change is not None else before
+    return Written(namespace, previous, after, change)
+
+
+def set_values(
+    bus: Bus,
+    namespace: str,
+    values: Mapping[str, Any],
+    *,
+    expect_version: int | None,
+    author: str,
+    reason: str,
+    source: str,
+) -> Written:
+    return written(
+        bus,
+        namespace,
+        lambda: bus.set(
+            namespace,
+            values,
+            expect_version=expect_version,
+            author=author,
+            reason=reason,
+            source=source,
+        ),
+    )
+
+
+def rollback(
+    bus: Bus,
+    namespace: str,
+    target: int,
+    *,
+    expect_version: int | None,
+    author: str,
+    reason: str,
+    source: str,
+) -> Written:
+    return written(
+        bus,
+        namespace,
+        lambda: bus.rollback(
+            namespace,
+            target,
+            expect_version=expect_version,
+            author=author,
+            reason=reason,
+            source=source,
+        ),
+    )
