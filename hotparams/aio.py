@@ -40,7 +40,7 @@ from tenacity import (
 )
 
 from . import follow
-from .config import ConfigError, Settings, redact_url, settings_from
+from .config import Settings, invalid_url, redact_url, settings_from
 from .connection import TRANSIENT, client_options, describe, first_retry_wait, retry_policy
 from .core import BusCore
 from .errors import ConnectionFailed
@@ -98,7 +98,7 @@ def connect(url: str = "redis://127.0.0.1:6379/0", **settings: Any) -> AsyncBus:
     try:
         client = make_client(url, s)
     except ValueError as exc:
-        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
+        raise invalid_url(url, exc) from None
     return AsyncBus(client, settings=s, url=url)
 
 
@@ -185,7 +185,7 @@ class AsyncBus(BusCore):
                 return await AsyncRetrying(**retry_policy(self.settings))(attempt)
             except TRANSIENT as exc:
                 error = exc
-        raise ConnectionFailed(redact_url(self.url), describe(error)) from None
+        raise ConnectionFailed(redact_url(self.url), describe(error, self.url)) from None
 
     async def _ensure_library(self) -> None:
         if self._library_checked:

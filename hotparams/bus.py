@@ -17,7 +17,7 @@ from tenacity import (
 )
 
 from .codec import MASK
-from .config import Settings, redact_url, settings_from
+from .config import Settings, invalid_url, redact_url, settings_from
 from .connection import TRANSIENT, client_options, describe, first_retry_wait, retry_policy
 from .core import BusCore
 from .errors import ConnectionFailed
@@ -136,7 +136,7 @@ class Bus(BusCore):
                 return Retrying(**retry_policy(self.settings))(fn)
             except TRANSIENT as exc:
                 error = exc
-        raise ConnectionFailed(redact_url(self.url), describe(error)) from None
+        raise ConnectionFailed(redact_url(self.url), describe(error, self.url)) from None
 
     def _ensure_library(self) -> None:
         if self._library_checked:
@@ -506,7 +506,5 @@ def connect(url: str = "redis://127.0.0.1:6379/0", **settings: Any) -> Bus:
     try:
         client = make_client(url, s)
     except ValueError as exc:
-        from .config import ConfigError
-
-        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
+        raise invalid_url(url, exc) from None
     return Bus(client, settings=s, url=url)

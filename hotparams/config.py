@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import HotParamsError
+from .redact import redact_url, url_secrets
 
-__all__ = ["ConfigError", "Settings", "redact_url", "settings_from"]
+__all__ = ["ConfigError", "Settings", "invalid_url", "redact_url", "settings_from"]
 
 
 class ConfigError(HotParamsError, ValueError):
@@ -61,17 +61,12 @@ def settings_from(values: dict[str, Any]) -> Settings:
         raise ConfigError(f"invalid settings: {problems}") from None
 
 
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for messages and reprs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+def invalid_url(url: str, exc: Exception) -> ConfigError:
+    """The error of a URL redis-py refuses; its reason only when the URL
+    holds no password (a mis-parsed URL may quote part of it)."""
+    if url_secrets(url):
+        return ConfigError(
+            f"invalid Redis URL {redact_url(url)!r} "
+            "(percent-encode any / # ? @ : in its user name and password)"
+        )
+    return ConfigError(f"invalid Redis URL {redact_url(url)!r}: {exc}")

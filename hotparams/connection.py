@@ -25,6 +25,7 @@ from tenacity import (
 )
 
 from .config import Settings
+from .redact import redact_text, url_secrets
 
 __all__ = ["TRANSIENT", "client_options", "describe", "first_retry_wait", "retry_policy"]
 
@@ -67,6 +68,8 @@ def first_retry_wait() -> float:
     return random.uniform(0, 0.05)
 
 
-def describe(exc: BaseException) -> str:
-    """``Type: message`` of an exception, for one-line errors and logs."""
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+def describe(exc: BaseException, url: str = "") -> str:
+    """``Type: message`` of an exception, for one-line errors and logs; any
+    password of ``url`` that the message quotes is masked."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return redact_text(text, url_secrets(url)) if url else text

@@ -367,7 +367,9 @@ class Live(Handle[M]):
                 connection_pool=self._bus.client.connection_pool, single_connection_client=True
             )
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise ConnectionFailed(redact_url(self._bus.url), describe(exc)) from None
+            raise ConnectionFailed(
+                redact_url(self._bus.url), describe(exc, self._bus.url)
+            ) from None
         # the listener and the reporter do their own backoff: one attempt per call
         settings = self._bus.settings.model_copy(update={"retry_attempts": 1})
         return Bus(client, settings=settings, url=self._bus.url)

@@ -238,6 +238,24 @@ def import_model(ref: str) -> type[BaseModel]:
     return obj
 
 
+def masked_doc(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A cache file's document with every secret value masked: the values
+    and the overrides of each A/B variant."""
+    hidden = set(doc.get("secret_fields", ()))
+    values = {k: (MASK if k in hidden else v) for k, v in doc["values"].items()}
+    variants: Any = doc.get("variants")
+    if variants:
+        try:
+            parsed = orjson.loads(variants) if isinstance(variants, str) else dict(variants)
+            for spec in parsed.get("variants", {}).values():
+                overrides = spec.get("overrides", {})
+                spec["overrides"] = {k: (MASK if k in hidden else v) for k, v in overrides.items()}
+            variants = parsed
+        except (ValueError, TypeError, AttributeError):
+            variants = MASK  # not what this module writes: show none of it
+    return {**doc, "values": values, "variants": variants}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hotparams.lkg",
@@ -268,9 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.verb == "show":
-        hidden = set(doc.get("secret_fields", ()))
-        values = {k: (MASK if k in hidden else v) for k, v in doc["values"].items()}
-        shown = {k: v for k, v in doc.items() if k != "values"} | {"values": values}
+        shown = masked_doc(doc)
         print(orjson.dumps(shown, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2).decode())
         return 0
     from .bus import connect

@@ -14,7 +14,7 @@ import os
 import re
 import socket
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar
 
@@ -181,8 +181,10 @@ class Stored:
     epoch: str
     committed_ms: int
     schema_rev: int
-    raw: Mapping[str, str]
-    variants: str | None = None  # the A/B variants document (JSON) or None
+    #: field -> JSON text, secrets included: left out of repr
+    raw: Mapping[str, str] = field(repr=False)
+    #: the A/B variants document (JSON) or None; overrides may be secret
+    variants: str | None = field(default=None, repr=False)
 
     def values(self) -> dict[str, Any]:
         return {name: loads(raw) for name, raw in self.raw.items()}

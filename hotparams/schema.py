@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .checks import Check, checks_of
 from .codec import MASK, dumps, encode_value, revealed
 from .errors import CROSS_FIELD, InvalidParams, SchemaError
+from .redact import redact_text
 
 __all__ = ["AnyParams", "ParamSchema", "compile_rules", "errors_of"]
 
@@ -191,14 +192,50 @@ def _compiled_checks(model: type[BaseModel], fields: dict[str, Any]) -> list[lis
     return out
 
 
-def errors_of(exc: ValidationError) -> dict[str, str]:
-    """One message per field, never the offending input (it may be a secret)."""
+#: pydantic's error types of the model's own validators, whose message is
+#: the model author's text and may quote the value
+_CUSTOM_ERRORS = frozenset({"value_error", "assertion_error"})
+#: a secret shorter than this is not searched for in messages (it would
+#: mask ordinary words); a validator of a secret field is masked whole anyway
+MIN_SCRUBBED = 4
+SECRET_VALIDATOR_MESSAGE = "rejected by a validator of the model (its message is hidden: secret)"
+
+
+def secret_texts(values: Mapping[str, Any], secrets: frozenset[str]) -> list[str]:
+    """The secret values among ``values`` as the texts a message could quote."""
+    out: list[str] = []
+    for name in secrets:
+        if name not in values:
+            continue
+        plain = revealed(values[name])
+        for text in (plain if isinstance(plain, str) else dumps(plain), str(plain)):
+            if len(text) >= MIN_SCRUBBED and text not in out:
+                out.append(text)
+    return out
+
+
+def errors_of(
+    exc: ValidationError,
+    secrets: frozenset[str] = frozenset(),
+    quoted: list[str] | None = None,
+) -> dict[str, str]:
+    """One message per field, never the offending input (it may be a secret).
+
+    The message of a model validator on a ``secrets`` field is replaced (it
+    is the model author's text and may quote the value, however
+    transformed), and every text of ``quoted`` (the secret values) is
+    masked in every other message.
+    """
     out: dict[str, str] = {}
     for err in exc.errors(include_url=False, include_input=False):
         loc = err.get("loc") or ()
         field = str(loc[0]) if loc else MODEL_ERROR_KEY
         msg = str(err.get("msg", "invalid"))
         msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if field in secrets and err.get("type") in _CUSTOM_ERRORS:
+            msg = SECRET_VALIDATOR_MESSAGE
+        elif quoted:
+            msg = redact_text(msg, quoted, MASK)
         if len(loc) > 1:
             msg = f"{'.'.join(str(p) for p in loc[1:])}: {msg}"
         out[field] = f"{out[field]}; {msg}" if field in out else msg
@@ -294,7 +331,7 @@ class ParamSchema(Generic[M]):
         try:
             params = self.frozen_model.model_validate(known)
         except ValidationError as exc:
-            errors = errors_of(exc)
+            errors = errors_of(exc, self.secrets, secret_texts(known, self.secrets))
         else:
             failed = [c.message for c in self.checks if not c.holds(self.jsonable(params))]
             if not failed:

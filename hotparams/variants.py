@@ -76,6 +76,14 @@ class Variant:
     def percent(self) -> float:
         return sum(end - start for start, end in self.ranges) * 100 / BUCKETS
 
+    def __repr__(self) -> str:
+        # an override may be a secret, and a variant does not know which
+        # fields are: the repr names the overridden fields, never a value
+        return (
+            f"Variant(name={self.name!r}, overrides={sorted(self.overrides)!r}, "
+            f"percent={self.percent:g}, users={len(self.users)})"
+        )
+
     def as_json(self) -> dict[str, Any]:
         return {
             "overrides": dict(self.overrides),
@@ -149,6 +157,10 @@ class VariantSet:
 
     def __bool__(self) -> bool:
         return bool(self.variants)
+
+    def __repr__(self) -> str:
+        listed = ", ".join(repr(v) for _, v in sorted(self.variants.items()))
+        return f"VariantSet(salt={self.salt!r}, variants=[{listed}])"
 
     # ------------------------------------------------------------ reading
 

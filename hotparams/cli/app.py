@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from ..redact import terminal_safe
 from . import commands
 from .context import DEFAULT_URL, State, exit_code_for
 from .demo import demo
@@ -96,8 +97,9 @@ def _message(exc: Exception) -> str:
 
 
 def _say(message: str) -> None:
-    """The one line on stderr of a failed command."""
-    typer.echo(f"hotparams: error: {_one_line(message)}", err=True)
+    """The one line on stderr of a failed command (data it quotes, e.g. a
+    worker id or a Redis error, shows its control characters as escapes)."""
+    typer.echo(f"hotparams: error: {terminal_safe(_one_line(message))}", err=True)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

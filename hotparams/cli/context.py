@@ -43,6 +43,7 @@ from ..errors import (
     VersionConflict,
     VersionNotFound,
 )
+from .render import console
 from .values import UsageProblem
 
 __all__ = [
@@ -109,8 +110,8 @@ class State:
     """The global options, and the Bus made from them on first use."""
 
     url: str = DEFAULT_URL
-    out: Console = field(default_factory=lambda: Console(highlight=False))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    out: Console = field(default_factory=console)
+    err: Console = field(default_factory=lambda: console(stderr=True))
     _bus: Bus | None = None
 
     def bus(self) -> Bus:

@@ -27,7 +27,7 @@ from ..keys import keys_for
 from ..protocol import get_op
 from ..variants import VariantSet
 from .context import JsonOpt, NamespaceArg, NotConverged, State, state_of
-from .render import iso_time, local_time, print_json
+from .render import iso_time, local_time, print_json, safe
 from .values import scrub
 
 __all__ = ["Waited", "secret_values", "status", "wait_for"]
@@ -131,7 +131,7 @@ def convergence_line(conv: Convergence) -> Text:
 
 def laggards(conv: Convergence) -> str:
     """``web-3:977 (v11, disconnected), ...`` (the first few, then a count)."""
-    named = [f"{r.id} ({_why_behind(r, conv.target)})" for r in conv.behind[:NAMED]]
+    named = [f"{safe(r.id)} ({_why_behind(r, conv.target)})" for r in conv.behind[:NAMED]]
     more = len(conv.behind) - NAMED
     return ", ".join(named) + (f" and {more} more" if more > 0 else "")
 
@@ -164,12 +164,12 @@ def workers_table(
         if late:
             version.append(" (other history)" if r.version >= conv.target else " (behind)")
         table.add_row(
-            scrub(_worker_label(r), secrets),
+            Text(safe(scrub(_worker_label(r), secrets))),
             version,
             Text("yes") if r.connected else Text("no", style="red"),
             ms_text(r.lag_ms),
             age_text(now_ms, r.confirmed_ms),
-            Text(scrub(r.last_error, secrets), style="red"),
+            Text(safe(scrub(r.last_error, secrets)), style="red"),
             style="yellow" if late or not r.connected else None,
         )
     return table

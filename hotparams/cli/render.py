@@ -2,6 +2,12 @@
 
 Every function here gets values that are already masked (``******``) where
 the field is secret; none of them ever sees a secret value.
+
+Whatever comes from Redis (values, field names, authors, reasons, sources,
+worker ids, errors) is untrusted on a terminal: it goes through
+:func:`safe`, which shows control characters as escapes, and the CLI's
+consoles interpret no markup (:func:`console`), so ``[bold]`` in data is
+printed as it is.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..codec import MASK
+from ..redact import terminal_safe
 from ..snapshot import Change, FieldChange
 from ..variants import BUCKETS
 from .values import field_rules, shown
@@ -27,8 +34,10 @@ __all__ = [
     "change_doc",
     "changes_doc",
     "changes_table",
+    "console",
     "local_time",
     "print_json",
+    "safe",
     "schema_table",
     "values_table",
     "variants_summary",
@@ -37,6 +46,16 @@ __all__ = [
 OLD = "red"
 NEW = "green"
 DIM = "dim"
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console that prints data as it is: no markup, no emoji codes, no highlighting."""
+    return Console(stderr=stderr, highlight=False, markup=False, emoji=False)
+
+
+def safe(text: object) -> str:
+    """Data from Redis as text a terminal shows and never obeys."""
+    return terminal_safe(str(text))
 
 
 def local_time(ms: int) -> str:
@@ -58,7 +77,7 @@ def print_json(console: Console, doc: Any, *, compact: bool = False) -> None:
 def value_text(value: Any, style: str = "") -> Text:
     if value == MASK:
         return Text(MASK, style=DIM)
-    return Text(shown(value), style=style)
+    return Text(safe(shown(value)), style=style)
 
 
 # ------------------------------------------------------------------ values
@@ -81,7 +100,8 @@ def values_table(
     table.add_column(beside, style=DIM)
     for name in sorted(values):
         default = value_text(defaults[name]) if name in changed and name in defaults else ""
-        table.add_row(name, value_text(values[name], "cyan" if name in changed else ""), default)
+        style = "cyan" if name in changed else ""
+        table.add_row(Text(safe(name)), value_text(values[name], style), default)
     return table
 
 
@@ -103,7 +123,7 @@ def changes_table(changes: Mapping[str, FieldChange], *, initial: bool = False) 
     grid.add_column(style="bold")
     grid.add_column()
     for name, change in changes.items():
-        grid.add_row(name, _arrow(change, initial))
+        grid.add_row(Text(safe(name)), _arrow(change, initial))
     return Padding(grid, (0, 0, 0, 2), expand=False)
 
 
@@ -123,11 +143,11 @@ def change_block(change: Change) -> RenderableType:
         "  ",
         local_time(change.committed_ms),
         "  ",
-        (_what(change), "magenta"),
-        f"  by {change.author or '-'} via {change.source or '-'}",
+        (safe(_what(change)), "magenta"),
+        f"  by {safe(change.author or '-')} via {safe(change.source or '-')}",
     )
     if change.reason:
-        header.append(f"  {json.dumps(change.reason, ensure_ascii=False)}", style=DIM)
+        header.append(f"  {safe(json.dumps(change.reason, ensure_ascii=False))}", style=DIM)
     parts: list[RenderableType] = [header]
     if change.changes:
         parts.append(changes_table(change.changes, initial=change.op == "init"))
@@ -147,7 +167,7 @@ def variants_summary(doc: Mapping[str, Any] | None) -> Text:
         share = sum(end - start for start, end in spec.get("buckets") or []) * 100 / BUCKETS
         users = len(spec.get("users") or ())
         listed = f" + {users} user{'' if users == 1 else 's'}" if users else ""
-        shown.append(f"{name} {share:g}%{listed}")
+        shown.append(f"{safe(name)} {share:g}%{listed}")
     return Text.assemble(("variants", "bold"), ": ", ", ".join(shown))
 
 
@@ -216,8 +236,13 @@ def schema_table(rules: Mapping[str, Any], defaults: Mapping[str, Any]) -> Table
         table.add_column("description", style=DIM)
     for name, rule in fields.items():
         default = value_text(defaults[name]) if name in defaults else Text("required", DIM)
-        row: list[RenderableType] = [name, _type_of(rule), default, _constraints(rule)]
+        row: list[RenderableType] = [
+            Text(safe(name)),
+            Text(safe(_type_of(rule))),
+            default,
+            Text(safe(_constraints(rule))),
+        ]
         if described:
-            row.append(str(rule.get("description", "")))
+            row.append(Text(safe(rule.get("description", ""))))
         table.add_row(*row)
     return table

@@ -47,7 +47,7 @@ from .context import (
     state_of,
 )
 from .fleet import report_wait
-from .render import DIM, NEW, OLD, print_json, value_text, values_table
+from .render import DIM, NEW, OLD, print_json, safe, value_text, values_table
 from .values import UsageProblem, field_rules, parse_assignments, secret_names, split_assignments
 
 __all__ = ["variant_app"]
@@ -161,7 +161,7 @@ def variant_changes(old: Variant | None, new: Variant, secret: frozenset[str]) -
         if was is None and old is not None:
             was = base
         now = value_text(now_shown[field], NEW) if field in now_real else base
-        rows.append((field, _arrow(was, now)))
+        rows.append((safe(field), _arrow(was, now)))
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -379,7 +379,7 @@ def list_variants(ctx: typer.Context, namespace: NamespaceArg, json_out: JsonOpt
     table.add_column("exposures", justify="right")
     for v in ordered:
         overrides = Text("\n").join(
-            Text.assemble(f"{k}=", value_text(value))
+            Text.assemble(f"{safe(k)}=", value_text(value))
             for k, value in _masked(v.overrides, secret).items()
         )
         table.add_row(
@@ -437,7 +437,8 @@ def which(
     gets = f"variant {name}" if name else "the base"
     state.out.print(
         Text.assemble(
-            (namespace, "bold"), f"  version {stored.version}  user {user!r} gets {gets} ({how})"
+            (namespace, "bold"),
+            f"  version {stored.version}  user {safe(repr(user))} gets {gets} ({how})",
         )
     )
     state.out.print(
