@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -46,15 +46,38 @@ live_changed = blinker.signal("hotparams.live-changed")
 
 ChangeCallback = Callable[[Snapshot[Any], Snapshot[Any]], object]
 
+#: users whose pick a served version remembers (cleared when full)
+_PICKS = 100_000
+
+#: a user's snapshot and the counter of their variant's exposures
+_Pick = tuple[Snapshot[M], Iterator[int]]
+
+
+class _Served(Generic[M]):
+    """What ``for_user`` reads, as one reference: the view, the base when
+    there are no variants, and the pick of each user seen since it was served."""
+
+    __slots__ = ("picks", "plain", "view")
+
+    def __init__(self, view: View[M]) -> None:
+        self.view = view
+        self.plain = None if view.base.variants else view.base
+        self.picks: dict[str, _Pick[M]] = {}
+
 
 class Handle(Generic[M]):
     """What the sync and asyncio handles share, free of I/O: the served
     snapshot, its freshness, and the change callbacks."""
 
+    # the two references readers load are slots: a read of ``current`` is
+    # specialised however many attributes the handles grow
+    __slots__ = ("__dict__", "__weakref__", "_served", "current")
+
     #: the snapshot being served (replaced whole, never mutated)
     current: Snapshot[M]
-    #: ``current`` and its variants merged, as one reference (read by ``for_user``)
-    _view: View[M]
+    #: ``current``, its variants merged and the users' picks, as one reference
+    #: (read by ``for_user``)
+    _served: _Served[M]
 
     def __init__(
         self,
@@ -100,15 +123,34 @@ class Handle(Generic[M]):
         a user's snapshot is always of one version.  The assignment is sticky
         (a hash of namespace, the experiment's salt and the user id) and is
         counted as one exposure of the variant, sent to Redis in batches.
+        After a user's first call for a version, a call is one dict lookup
+        and one count.
         """
-        view = self._view
+        served = self._served
+        if served.plain is not None:  # no variants
+            return served.plain
+        try:
+            snap, counter = served.picks[user_id]
+        except KeyError:
+            snap, counter = self._pick(served, user_id)
+        next(counter)
+        return snap
+
+    def _pick(self, served: _Served[M], user_id: str) -> _Pick[M]:
+        """A user's first call for this version: assign, then remember."""
+        view = served.view
         base = view.base
         variants = base.variants
-        if not variants:
-            return base
         name = variants.assign(base.namespace, user_id)
-        self._reporter.tally.count(variants.salt, name)
-        return base if name is None else view.merged[name]
+        pick = (
+            base if name is None else view.merged[name],
+            self._reporter.tally.counter(variants.salt, name),
+        )
+        picks = served.picks
+        if len(picks) >= _PICKS:  # bounded; a lost race costs one recomputation
+            picks.clear()
+        picks[user_id] = pick
+        return pick
 
     @property
     def worker_id(self) -> str:
@@ -118,8 +160,14 @@ class Handle(Generic[M]):
     def _install(self, view: View[M]) -> None:
         """Serve ``view``: readers of ``for_user`` see the new base and its
         variants at once (one reference), then ``current`` follows."""
-        self._view = view
+        self._served = _Served(view)
         self.current = view.base
+
+    def _new_worker(self) -> None:
+        """In a forked child: a worker id and a tally of its own; the picks
+        held the parent's counters, so they are made again."""
+        self._reporter.restart()
+        self._served = _Served(self._served.view)
 
     def _cached(self) -> Snapshot[M] | None:
         return lkg.load(self.cache, self.namespace, self.schema) if self.cache else None

@@ -222,7 +222,7 @@ class Live(Handle[M]):
         # the parent's sockets are abandoned, never closed here: _init_runtime
         # forgets them, and redis-py makes the pool anew in this process
         self._tracker.restarted()
-        self._reporter.restart()  # this process's own worker id and exposure counts
+        self._new_worker()  # this process's own worker id and exposure counts
         self._init_runtime()
         self._start_threads()
 

@@ -96,12 +96,17 @@ class Tally:
         self._taken: dict[Key, int] = {}
         self._carry: Counter[Key] = Counter()
 
-    def count(self, salt: str, name: str | None) -> None:
-        """One assignment (thread-safe: ``next()`` on a count is atomic)."""
+    def counter(self, salt: str, name: str | None) -> itertools.count[int]:
+        """The counter of one key: ``next()`` on it counts one assignment
+        (``for_user`` keeps it with each user's pick)."""
         counter = self.counters.get((salt, name))
         if counter is None:  # setdefault: two first counts share one counter
             counter = self.counters.setdefault((salt, name), itertools.count())
-        next(counter)
+        return counter
+
+    def count(self, salt: str, name: str | None) -> None:
+        """One assignment (thread-safe: ``next()`` on a count is atomic)."""
+        next(self.counter(salt, name))
 
     def collect(self) -> dict[str, dict[str | None, int]]:
         """Counts since the last collect, by salt, forgotten here (``restore``

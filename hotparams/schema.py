@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .checks import Check, checks_of
 from .codec import MASK, dumps, encode_value, revealed
 from .errors import CROSS_FIELD, InvalidParams, SchemaError
+from .fastread import generic_reads
 from .redact import redact_text
 
 __all__ = ["AnyParams", "ParamSchema", "compile_rules", "errors_of"]
@@ -243,10 +244,9 @@ def errors_of(
 
 
 def _frozen(model: type[M], secrets: frozenset[str]) -> type[M]:
-    """A frozen subclass of ``model`` that compares equal to plain instances
-    and masks every secret field (not only SecretStr ones) in its repr."""
-    if model.model_config.get("frozen") and not secrets:
-        return model
+    """A frozen subclass of ``model`` that compares equal to plain instances,
+    masks every secret field (not only SecretStr ones) in its repr, and whose
+    field reads CPython specialises (:mod:`hotparams.fastread`)."""
 
     def __eq__(self: BaseModel, other: object) -> bool:
         if not isinstance(other, model):
@@ -262,6 +262,9 @@ def _frozen(model: type[M], secrets: frozenset[str]) -> type[M]:
         for name, value in model.__repr_args__(self):
             yield name, (MASK if name in secrets else value)
 
+    def __reduce__(self: BaseModel) -> Any:  # pickled as an instance of ``model``
+        return model.model_validate, (dict(self.__dict__),)
+
     namespace = {
         "model_config": ConfigDict(frozen=True),
         "__module__": model.__module__,
@@ -270,8 +273,11 @@ def _frozen(model: type[M], secrets: frozenset[str]) -> type[M]:
         "__eq__": __eq__,
         "__hash__": __hash__,
         "__repr_args__": __repr_args__,
+        "__reduce__": __reduce__,
     }
-    return type(model.__name__, (model,), namespace)
+    frozen = type(model.__name__, (model,), namespace)
+    generic_reads(frozen)
+    return frozen
 
 
 @dataclass(frozen=True, eq=False)

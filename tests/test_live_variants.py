@@ -173,3 +173,34 @@ def test_without_variants_for_user_is_the_base_and_counts_nothing(bus: hotparams
         assert snap is live.current and snap.variant is None
     assert bus.exposures("pair") == {}
     assert not bus.client.exists("hp:{pair}:exposures")
+
+
+def _child_reads(live: hotparams.Live[ChatParams], users: list[str]) -> None:
+    """In a forked child: the inherited handle counts this process's reads itself."""
+    for user in users:
+        live.for_user(user)
+    live.close()  # sends the child's counts
+
+
+def test_exposures_of_a_forked_child_are_counted_once(redis_url: str) -> None:
+    import multiprocessing
+
+    bus = hotparams.connect(redis_url)
+    bus.register("chat", ChatParams)
+    v = bus.set_variant("chat", "cool", {"temperature": 0.3}, percent=50)
+    live = fast(bus).watch("chat", ChatParams)
+    assert live.wait_for(v)
+    variants = bus.variants("chat")
+    expected: Counter[str | None] = Counter()
+    for user in USERS[:100]:  # the parent's picks exist before the fork
+        live.for_user(user)
+        expected[variants.assign("chat", user)] += 1
+    child = multiprocessing.get_context("fork").Process(target=_child_reads, args=(live, USERS))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    for user in USERS:
+        expected[variants.assign("chat", user)] += 1
+    live.close()
+    assert bus.exposures("chat") == dict(expected)
+    bus.close()
