@@ -43,7 +43,7 @@ from . import follow
 from .config import Settings, invalid_url, redact_url, settings_from
 from .connection import TRANSIENT, client_options, describe, first_retry_wait, retry_policy
 from .core import BusCore
-from .errors import ConnectionFailed
+from .errors import ConnectionFailed, ProtocolError
 from .fleet import Convergence, WorkerReport
 from .follow import (
     MAX_BATCH,
@@ -57,7 +57,7 @@ from .follow import (
     start,
 )
 from .handle import Handle
-from .library import library_source, library_version
+from .library import Installed
 from .protocol import (
     Batch,
     Call,
@@ -126,11 +126,14 @@ class AsyncBus(BusCore):
 
     async def run(self, op: Op[T]) -> T:
         """Drive an operation generator of :mod:`hotparams.protocol` to its result."""
+        return await self._drive(op, self.execute)
+
+    async def _drive(self, op: Op[T], execute: Callable[[Call], Awaitable[Any]]) -> T:
         try:
             call = next(op)
             while True:
                 try:
-                    reply = await self.execute(call)
+                    reply = await execute(call)
                 except Exception as exc:  # thrown into the op, which may handle it
                     call = op.throw(exc)
                 else:
@@ -141,16 +144,22 @@ class AsyncBus(BusCore):
     async def execute(self, call: Call) -> Any:
         """One call, with retries on connection errors and library reloads."""
         await self._ensure_library()
+        try:
+            return await self._send_call(call)
+        except LibraryMissing:
+            pass
+        self._library_checked = False
+        await self._ensure_library()
+        try:
+            return await self._send_call(call)
+        except LibraryMissing as exc:
+            raise ProtocolError(f"Redis lacks a hotparams function: {exc}") from None
+
+    async def _send_call(self, call: Call) -> Any:
+        """One call with retries and its error decoded; no library check."""
         if isinstance(call, Batch):
             return await self._execute_batch(call)
         args = call.command()
-        try:
-            return await self._with_retry(lambda: _send(self.client, *args))
-        except ResponseError as exc:
-            error = decode_error(call.namespace, exc)
-            if not isinstance(error, LibraryMissing):
-                raise error from None
-        await self.load_library()
         try:
             return await self._with_retry(lambda: _send(self.client, *args))
         except ResponseError as exc:
@@ -191,22 +200,21 @@ class AsyncBus(BusCore):
         if self._library_checked:
             return
         async with self._library_lock:
-            if self._library_checked:
-                return
-            try:
-                loaded = await self._with_retry(
-                    lambda: _send(self.client, "FCALL_RO", "hp_libversion", "0")
-                )
-            except ResponseError:
-                loaded = None
-            if loaded is None or text(loaded) != library_version():
-                await self.load_library()
+            if not self._library_checked:
+                await self._drive(self.op_library(), self._send_call)
+                self._library_checked = True
+
+    async def install(self) -> Installed:
+        """As :meth:`hotparams.Bus.install`."""
+        async with self._library_lock:
+            result = await self._drive(self.op_install(), self._send_call)
             self._library_checked = True
+            return result
 
     async def load_library(self) -> None:
-        """FUNCTION LOAD REPLACE the Lua library (idempotent)."""
-        source = library_source()
-        await self._with_retry(lambda: _send(self.client, "FUNCTION", "LOAD", "REPLACE", source))
+        """As :meth:`hotparams.Bus.load_library`."""
+        self._library_checked = False
+        await self._ensure_library()
 
     # ------------------------------------------------------------ writes
     # each method: as the hotparams.Bus method of the same name

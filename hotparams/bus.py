@@ -20,12 +20,12 @@ from .codec import MASK
 from .config import Settings, invalid_url, redact_url, settings_from
 from .connection import TRANSIENT, client_options, describe, first_retry_wait, retry_policy
 from .core import BusCore
-from .errors import ConnectionFailed
+from .errors import ConnectionFailed, ProtocolError
 from .fleet import (
     Convergence,
     WorkerReport,
 )
-from .library import library_source, library_version
+from .library import Installed
 from .protocol import (
     Batch,
     Call,
@@ -34,7 +34,6 @@ from .protocol import (
     Op,
     Registered,
     decode_error,
-    text,
 )
 from .snapshot import Change, FieldChange, Snapshot
 from .variants import VariantSet
@@ -81,11 +80,14 @@ class Bus(BusCore):
 
     def run(self, op: Op[T]) -> T:
         """Drive an operation generator to its result."""
+        return self._drive(op, self.execute)
+
+    def _drive(self, op: Op[T], execute: Any) -> T:
         try:
             call = next(op)
             while True:
                 try:
-                    reply = self.execute(call)
+                    reply = execute(call)
                 except Exception as exc:  # thrown into the op, which may handle it
                     call = op.throw(exc)
                 else:
@@ -96,16 +98,22 @@ class Bus(BusCore):
     def execute(self, call: Call) -> Any:
         """One call, with retries on connection errors and library reloads."""
         self._ensure_library()
+        try:
+            return self._send_call(call)
+        except LibraryMissing:
+            pass
+        # Redis lost its functions (restart without persistence, FLUSHALL ...)
+        self._library_checked = False
+        self._ensure_library()
+        try:
+            return self._send_call(call)
+        except LibraryMissing as exc:
+            raise ProtocolError(f"Redis lacks a hotparams function: {exc}") from None
+
+    def _send_call(self, call: Call) -> Any:
+        """One call with retries and its error decoded; no library check."""
         if isinstance(call, Batch):
             return self._execute_batch(call)
-        try:
-            return self._with_retry(lambda: send(self.client, *call.command()))
-        except ResponseError as exc:
-            error = decode_error(call.namespace, exc)
-            if not isinstance(error, LibraryMissing):
-                raise error from None
-        # Redis lost its functions (restart without persistence, FLUSHALL ...)
-        self.load_library()
         try:
             return self._with_retry(lambda: send(self.client, *call.command()))
         except ResponseError as exc:
@@ -142,22 +150,22 @@ class Bus(BusCore):
         if self._library_checked:
             return
         with self._lock:
-            if self._library_checked:
-                return
-            try:
-                loaded = self._with_retry(
-                    lambda: send(self.client, "FCALL_RO", "hp_libversion", "0")
-                )
-            except ResponseError:
-                loaded = None
-            if loaded is None or text(loaded) != library_version():
-                self.load_library()
+            if not self._library_checked:
+                self._drive(self.op_library(), self._send_call)
+                self._library_checked = True
+
+    def install(self) -> Installed:
+        """Load or upgrade the Lua library (``hotparams install``; needs the
+        ACL permission ``function|load``).  Never replaces a newer release."""
+        with self._lock:
+            result = self._drive(self.op_install(), self._send_call)
             self._library_checked = True
+            return result
 
     def load_library(self) -> None:
-        """FUNCTION LOAD REPLACE the Lua library (idempotent)."""
-        source = library_source()
-        self._with_retry(lambda: send(self.client, "FUNCTION", "LOAD", "REPLACE", source))
+        """Make sure Redis runs a library that serves this bus (as before a first call)."""
+        self._library_checked = False
+        self._ensure_library()
 
     # ------------------------------------------------------------ writes
 

@@ -48,6 +48,10 @@ class Settings(BaseModel):
     report_interval: float = Field(5.0, gt=0)
     #: seconds between a Live handle's flushes of A/B exposure counts
     exposure_interval: float = Field(5.0, gt=0)
+    #: load the Lua library when Redis has none or an older release (needs
+    #: the ACL permission ``function|load``); False: never FUNCTION LOAD, and
+    #: a missing or older library is an error saying to run ``hotparams install``
+    auto_install: bool = True
 
 
 def settings_from(values: dict[str, Any]) -> Settings:

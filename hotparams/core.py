@@ -10,6 +10,7 @@ one with blocking calls, one with ``await``: a method of either is one line.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
@@ -18,9 +19,10 @@ from pydantic import BaseModel
 
 from .codec import loads
 from .config import Settings, settings_from
-from .errors import SchemaError
+from .errors import LibraryMismatch, SchemaError
 from .fleet import Convergence, WorkerReport, convergence, expose_op, exposures_op, workers_op
 from .keys import keys_for
+from .library import Installed, Library, current, install_op
 from .protocol import (
     Command,
     Head,
@@ -48,6 +50,8 @@ from .writes import (
 
 __all__ = ["BusCore"]
 
+log = logging.getLogger("hotparams")
+
 M = TypeVar("M", bound=BaseModel)
 
 _NAMESPACE_SETTINGS = ("retention", "audit_maxlen", "max_value_bytes")
@@ -65,6 +69,38 @@ class BusCore:
         self.url = url
         self._schemas: dict[str, ParamSchema[Any]] = {}
         self._states: dict[str, Any] = {}
+        #: the Lua library this bus installs (see hotparams.library)
+        self.library: Library = current()
+        #: whether this bus may FUNCTION LOAD (False after Redis refused it)
+        self._may_load = self.settings.auto_install
+        self._load_refused = ""
+
+    # ------------------------------------------------------------ the library
+
+    def op_library(self) -> Op[Installed]:
+        """Make sure Redis runs a library that serves this bus (before its
+        first call, and again when Redis lost its functions)."""
+        try:
+            result = yield from install_op(self.library, may_load=self._may_load)
+        except LibraryMismatch as exc:
+            if exc.permission:  # refused once: never FUNCTION LOAD again
+                self._may_load = False
+                self._load_refused = exc.permission
+            elif self._load_refused:  # say why this bus does not load it
+                raise LibraryMismatch(
+                    f"{exc} (this client may not load it: {self._load_refused})",
+                    installed=exc.installed,
+                    wanted=exc.wanted,
+                    permission=self._load_refused,
+                ) from None
+            raise
+        if result.action in ("installed", "upgraded"):
+            log.info("%s", result.describe(), extra={"event": "library"})
+        return result
+
+    def op_install(self) -> Op[Installed]:
+        """``hotparams install``: load or upgrade the library, whatever ``auto_install`` says."""
+        return install_op(self.library, may_load=True)
 
     # ------------------------------------------------------------ models
 

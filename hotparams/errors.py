@@ -10,6 +10,9 @@
      ├── NamespaceNotFound     the namespace was never registered (or was lost)
      ├── VersionNotFound       the version is not retained (trimmed or never written)
      ├── SchemaError           a model that cannot describe a parameter set
+     ├── PermissionDenied      Redis refused the call to this ACL user (NOPERM)
+     ├── LibraryMismatch       the Lua library in Redis is missing, older than
+     │                         this client needs, or newer and incompatible
      └── ProtocolError         an unexpected reply, e.g. from an incompatible library
 
 Exceptions carry their context as attributes; their messages never contain
@@ -25,7 +28,9 @@ __all__ = [
     "HotParamsError",
     "InvalidNamespace",
     "InvalidParams",
+    "LibraryMismatch",
     "NamespaceNotFound",
+    "PermissionDenied",
     "ProtocolError",
     "SchemaError",
     "VersionConflict",
@@ -118,3 +123,39 @@ class SchemaError(HotParamsError, TypeError):
 
 class ProtocolError(HotParamsError):
     """Redis answered something this client does not understand."""
+
+
+class PermissionDenied(HotParamsError):
+    """Redis refused the call to this client's ACL user; ``permission`` names
+    what is missing (``"function|load"``, ``"PUBLISH hp:{chat}:events"``, ...).
+
+    A refused write changed nothing: the library checks the user's
+    permissions before its first write.
+    """
+
+    def __init__(self, namespace: str, permission: str, detail: str = "") -> None:
+        self.namespace = namespace
+        self.permission = permission
+        self.detail = detail
+        where = f" on {namespace!r}" if namespace else ""
+        super().__init__(
+            f"permission denied{where}: this Redis user may not {permission}"
+            + (f" ({detail})" if detail else "")
+        )
+
+
+class LibraryMismatch(HotParamsError):
+    """The hotparams functions in Redis do not fit this client.
+
+    ``installed`` and ``wanted`` describe the library in Redis (``None``:
+    none) and this client's own (:class:`hotparams.library.LibraryInfo`);
+    ``permission`` is set when Redis refused this client's ``FUNCTION LOAD``.
+    """
+
+    def __init__(
+        self, message: str, *, installed: object = None, wanted: object = None, permission: str = ""
+    ) -> None:
+        self.installed = installed
+        self.wanted = wanted
+        self.permission = permission
+        super().__init__(message)

@@ -19,12 +19,13 @@ from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, SecretStr
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from .codec import dumps, loads
 from .errors import (
     InvalidParams,
     NamespaceNotFound,
+    PermissionDenied,
     ProtocolError,
     VersionConflict,
     VersionNotFound,
@@ -39,6 +40,7 @@ __all__ = [
     "Command",
     "FCall",
     "Head",
+    "LibraryExists",
     "LibraryMissing",
     "Op",
     "Registered",
@@ -115,6 +117,10 @@ class LibraryMissing(Exception):
     """Internal: Redis has no hotparams functions (restarted, flushed, new)."""
 
 
+class LibraryExists(Exception):
+    """Internal: a ``FUNCTION LOAD`` without ``REPLACE`` found a library loaded."""
+
+
 def text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode()
@@ -126,6 +132,41 @@ def is_function_missing(exc: ResponseError) -> bool:
 
 
 _INVALID_PART = re.compile(r"^([^:]+): (.*)$")
+#: what Redis says when an ACL refuses a call, and what it names
+_NOPERM_RUN = re.compile(r"no permissions to run the '([^']+)' command", re.IGNORECASE)
+_NOPERM_ACCESS = re.compile(r"no permissions to access (?:one of )?the (\w+)", re.IGNORECASE)
+_SCRIPT_REFUSED = (
+    "user executing the script can't run this command",
+    "user executing the script can't access",
+    "no permissions to access a key",
+)
+
+
+def permission_denied(
+    namespace: str, message: str, noperm: bool = False
+) -> PermissionDenied | None:
+    """The PermissionDenied for an ACL refusal of Redis (``noperm``: redis-py
+    said so and dropped the NOPERM code), or of the library's own check
+    (``HP_NOPERM <what>``), else None."""
+    code, _, rest = message.partition(" ")
+    if code == "HP_NOPERM":
+        return PermissionDenied(namespace, rest)
+    lowered = message.lower()
+    if noperm or code == "NOPERM" or "noperm" in lowered[:40]:
+        run = _NOPERM_RUN.search(message)
+        if run:
+            return PermissionDenied(namespace, f"run '{run.group(1)}'")
+        access = _NOPERM_ACCESS.search(message)
+        if access:
+            what = access.group(1).lower()
+            scope = f" of {namespace!r}" if namespace else ""
+            return PermissionDenied(namespace, f"access the {what}{scope} it needs")
+        return PermissionDenied(namespace, "do this", message)
+    if any(marker in lowered for marker in _SCRIPT_REFUSED):
+        return PermissionDenied(
+            namespace, "run a command the hotparams function needs", message.split(" script:")[0]
+        )
+    return None
 
 
 def decode_error(namespace: str, exc: ResponseError) -> Exception:
@@ -156,6 +197,11 @@ def decode_error(namespace: str, exc: ResponseError) -> Exception:
         return VersionNotFound(namespace, number, detail)
     if is_function_missing(exc):
         return LibraryMissing(message)
+    denied = permission_denied(namespace, message, isinstance(exc, NoPermissionError))
+    if denied is not None:
+        return denied
+    if "already exists" in message.lower() and "library" in message.lower():
+        return LibraryExists(message)
     return ProtocolError(f"unexpected error from Redis for {namespace!r}: {message}")
 
 

@@ -20,6 +20,7 @@ from . import commands
 from .context import DEFAULT_URL, State, exit_code_for
 from .demo import demo
 from .fleet import status
+from .install import install
 from .variant import variant_app
 from .watch import watch
 
@@ -53,7 +54,8 @@ def options(
 
     Exit codes: 0 ok, 1 other failure, 2 usage, 3 invalid value,
     4 version conflict, 5 Redis unreachable, 6 namespace, version or variant
-    not found, 7 --wait: not every live worker applied the change in time.
+    not found, 7 --wait: not every live worker applied the change in time,
+    8 permission denied (the Redis user's ACL).
     """
     state = ctx.ensure_object(State)
     state.url = url
@@ -72,6 +74,7 @@ app.command("restore")(commands.restore)
 app.command("watch")(watch)
 app.command("status")(status)
 app.command("demo")(demo)
+app.command("install")(install)
 app.add_typer(variant_app)
 
 

@@ -14,6 +14,8 @@ Exit codes (the README's "Command line" section lists them too):
 5     Redis unreachable
 6     not found: the namespace, the version or the variant does not exist
 7     ``--wait``: not every live worker applied the change in time
+8     permission denied: the Redis user's ACL refused the call (also a
+      library this user may not install: run ``hotparams install`` as an admin)
 130   interrupted (Ctrl-C), except ``watch``, which stops with 0
 ====  ==================================================================
 """
@@ -38,7 +40,9 @@ from ..errors import (
     HotParamsError,
     InvalidNamespace,
     InvalidParams,
+    LibraryMismatch,
     NamespaceNotFound,
+    PermissionDenied,
     SchemaError,
     VersionConflict,
     VersionNotFound,
@@ -94,11 +98,14 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (VersionNotFound, 6),
     (NotFound, 6),
     (NotConverged, 7),
+    (PermissionDenied, 8),
     (HotParamsError, 1),
 )
 
 
 def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, LibraryMismatch) and exc.permission:
+        return 8  # Redis refused this user's FUNCTION LOAD
     for kind, code in EXIT_CODES:
         if isinstance(exc, kind):
             return code

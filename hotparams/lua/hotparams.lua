@@ -39,8 +39,8 @@ Errors are error replies whose first word is a stable code:
   HP_INVALID <field>: <reason>[; <field>: <reason>]...
 ]]
 
--- replaced at load time by a digest of this file, so a changed library is
--- always reloaded (hotparams/library.py)
+-- replaced at load time by who this library is, as JSON {release, api,
+-- api_min, digest}; hp_libversion answers it (hotparams/library.py)
 local LIBVERSION = 'dev'
 local MASK = '******'
 local MAX_NAMESPACE = 64

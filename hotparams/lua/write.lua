@@ -25,6 +25,30 @@ local function is_secret(rules, name)
   return rule ~= nil and rule.secret == true
 end
 
+-- The caller's ACL user may run each of these commands (a list of
+-- {command, arg...}), or an HP_NOPERM error reply naming the first it may
+-- not: checked before a function's first write, so an ACL that allows only
+-- part of a write refuses all of it instead of leaving it half-written.
+local function check_acl(calls)
+  if not redis.acl_check_cmd then return nil end -- a server without ACLs
+  for _, call in ipairs(calls) do
+    if not redis.acl_check_cmd(unpack(call)) then
+      return redis.error_reply('HP_NOPERM run ' .. call[1] .. ' on ' .. call[2])
+    end
+  end
+  return nil
+end
+
+-- Every command a write of version v runs (register's schema included).
+local function check_write_acl(ns, v)
+  return check_acl({
+    { 'HSET', key_of(ns, 'v:' .. v), 'f', 'v' }, { 'DEL', key_of(ns, 'v:' .. (v - 1)) },
+    { 'HSET', key_of(ns, 'meta'), 'f', 'v' }, { 'HSET', key_of(ns, 'schema'), 'f', 'v' },
+    { 'XADD', key_of(ns, 'audit'), '*', 'f', 'v' },
+    { 'PUBLISH', key_of(ns, 'events'), 'x' },
+  })
+end
+
 -- Write `new` (complete values) as the next version; everything has been
 -- checked by the caller.  Returns the new version, or the current one when
 -- nothing changed.
@@ -37,6 +61,8 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
   end
   local prev = meta.version or 0
   local v = prev + 1
+  local denied = check_write_acl(ns, v)
+  if denied then return denied end
   local ts = now_ms()
 
   local hash = { '@ts', tostring(ts), '@schema', tostring(rev) }

@@ -53,6 +53,8 @@ local function hp_register(keys, argv)
     if err then return err end
     err = check_cross(rules, initial, nil)
     if err then return err end
+    err = check_write_acl(ns, 1)
+    if err then return err end
     local created = now_ms()
     redis.call('HSET', key_of(ns, 'schema'), '1', argv[1])
     redis.call('HSET', key_of(ns, 'meta'), 'epoch', opts.epoch, 'created', created,
@@ -90,6 +92,8 @@ local function hp_register(keys, argv)
     if err then return err end
     new_rev = rev + 1
   end
+  err = check_write_acl(ns, meta.version + 1)
+  if err then return err end
   -- all checks done: write
   local updates = {}
   for name, value in pairs(settings) do
