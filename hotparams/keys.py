@@ -57,6 +57,16 @@ class Keys:
         return f"{self.base}:events"
 
     @property
+    def requests(self) -> str:
+        """Hash: request id of a committed write -> the version it made."""
+        return f"{self.base}:rids"
+
+    @property
+    def requests_at(self) -> str:
+        """Sorted set: request id -> when it committed (ms), for trimming."""
+        return f"{self.base}:rids:at"
+
+    @property
     def workers(self) -> str:
         """Sorted set: live worker id -> expiry of its report (ms)."""
         return f"{self.base}:workers"

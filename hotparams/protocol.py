@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ __all__ = [
     "get_op",
     "head_op",
     "history_op",
+    "new_request_id",
     "parse_stored",
     "register_op",
 ]
@@ -294,6 +296,13 @@ class Who:
     def args(self) -> tuple[str, ...]:
         source = self.source or default_source()
         return ("@author", self.author, "@reason", self.reason, "@source", source)
+
+
+def new_request_id() -> str:
+    """A write's request id (``@rid``): the Bus sends it again with every
+    retry of that write, and Redis answers a retry of a write that already
+    committed with its version instead of applying it twice."""
+    return secrets.token_hex(12)
 
 
 @cache

@@ -25,6 +25,7 @@ from .protocol import (
     Stored,
     Who,
     check_variants_merge,
+    new_request_id,
     parse_stored,
 )
 from .schema import ParamSchema
@@ -76,7 +77,9 @@ def commit_op(
     """
     ns = keys.namespace
     unset = _check_change(ns, schema, changes, unset, expect, allow_empty=set_variants)
-    options = _options(unset, expect, replace, op, who)
+    # one id for every attempt: a retry after a lost reply (or after a
+    # concurrent change, which committed nothing) is the same request
+    options = _options(unset, expect, replace, op, who, new_request_id())
     if set_variants:
         options = ("@variants", variants or "", *options)
     if schema is None:
@@ -158,15 +161,17 @@ def set_many_op(
     for keys, schema, changes in items:
         ns = keys.namespace
         _check_change(ns, schema, changes, (), None)
+        rid = ("@rid", new_request_id())
         if schema is None:
-            calls.append(FCall("hp_commit", ns, (*_pairs(_encode_plain(ns, changes)), *who.args())))
+            encoded = _encode_plain(ns, changes)
+            calls.append(FCall("hp_commit", ns, (*_pairs(encoded), *who.args(), *rid)))
             planned.append(None)
             continue
         state = states.get(ns)
         if state is None:
             state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
         encoded, new_raw = _validated(ns, schema, state, changes, (), False, state.variants)
-        args = (*_pairs(encoded), *who.args(), "@base", str(state.version))
+        args = (*_pairs(encoded), *who.args(), *rid, "@base", str(state.version))
         calls.append(FCall("hp_commit", ns, args))
         if new_raw != dict(state.raw):
             state = Stored(
@@ -259,9 +264,14 @@ def _check_change(
 
 
 def _options(
-    unset: Sequence[str], expect: int | None, replace: bool, op: str | None, who: Who
+    unset: Sequence[str],
+    expect: int | None,
+    replace: bool,
+    op: str | None,
+    who: Who,
+    rid: str,
 ) -> tuple[str, ...]:
-    args: list[str] = []
+    args: list[str] = ["@rid", rid]
     for name in unset:
         args += ["@unset", name]
     if expect is not None:
@@ -323,6 +333,7 @@ def variant_op(
     ns = keys.namespace
     if overrides is not None and schema is not None:
         schema.check_names(ns, overrides)
+    rid = new_request_id()
     state = known
     for _ in range(MAX_STALE_RETRIES):
         if state is None or (expect is not None and state.version != expect):
@@ -340,6 +351,8 @@ def variant_op(
             "variant",
             "@base",
             str(state.version),
+            "@rid",
+            rid,
         ]
         if expect is not None:
             args += ["@expect", str(expect)]
@@ -430,7 +443,7 @@ def rollback_op(
         # the full model (cross-field rules) must accept the old values too
         old = parse_stored(ns, (yield FCall("hp_get", ns, (str(target),), readonly=True)))
         schema.validate(ns, old.values())
-    args = [str(target)]
+    args = [str(target), "@rid", new_request_id()]
     if expect is not None:
         args += ["@expect", str(expect)]
     args += who.args()

@@ -18,6 +18,9 @@ Calling convention (all functions)
            as the bare name, so KEYS[1] routes the call to the right node.
   ARGV     field/value pairs, then options written as "@name value" pairs
            (field names are identifiers, so "@" can never start one).
+           Every write takes "@rid <request id>" (1-64 of [A-Za-z0-9_-]):
+           a write whose id already committed a version answers that
+           version and writes nothing (a client's retry after a lost reply).
 
 Keys of a namespace (see the README's "Implementation" section)
   hp:{ns}:meta      hash   version, epoch, ts, schema_rev, oldest, created,
@@ -27,6 +30,8 @@ Keys of a namespace (see the README's "Implementation" section)
                            with A/B variants, "@variants" (JSON)
   hp:{ns}:schema    hash   schema revision -> validation rules (JSON)
   hp:{ns}:audit     stream one entry per change
+  hp:{ns}:rids      hash   request id -> the version that request committed
+  hp:{ns}:rids:at   zset   request id -> when (ms); both trimmed on write
   hp:{ns}:events    channel one message per change
 
 Errors are error replies whose first word is a stable code:
@@ -48,6 +53,9 @@ local DEFAULT_RETENTION = 100
 local DEFAULT_AUDIT_MAXLEN = 10000
 local DEFAULT_MAX_VALUE_BYTES = 65536
 local MAX_SAFE_INT = 9007199254740992 -- 2^53: exact in every JSON reader
+-- request ids of committed writes (exactly-once retries): how many, how long
+local REQUEST_IDS_KEPT = 10000
+local REQUEST_IDS_TTL_MS = 600000
 
 -- ------------------------------------------------------------------ keys
 

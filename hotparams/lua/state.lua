@@ -20,11 +20,11 @@ local function parse_args(argv, first)
         unset[#unset + 1] = value
       elseif opt == 'expect' or opt == 'base' or opt == 'author' or opt == 'reason'
           or opt == 'source' or opt == 'replace' or opt == 'op' or opt == 'variants'
-          or opt == 'check' then
+          or opt == 'check' or opt == 'rid' then
         opts[opt] = value
       else
         return nil, redis.error_reply('HP_BADARG unknown option ' .. name
-          .. ' (known: @expect @author @reason @source)')
+          .. ' (known: @expect @author @reason @source @rid)')
       end
     else
       fields[#fields + 1] = { name, value }
@@ -35,6 +35,10 @@ local function parse_args(argv, first)
     if opts[name] ~= nil and not opts[name]:match('^%d+$') then
       return nil, redis.error_reply('HP_BADARG @' .. name .. ' must be a version number')
     end
+  end
+  if opts.rid ~= nil and (#opts.rid > 64 or not opts.rid:match('^[%w_%-]+$')) then
+    return nil, redis.error_reply('HP_BADARG @rid must be 1-64 characters of letters, '
+      .. 'digits, "_" or "-"')
   end
   return { fields = fields, opts = opts, unset = unset }, nil
 end
@@ -118,6 +122,17 @@ local function sorted_keys(t)
   for name in pairs(t) do names[#names + 1] = name end
   table.sort(names)
   return names
+end
+
+-- The version an earlier attempt of this request (opts.rid) committed, or
+-- nil: a retry after a lost reply answers it instead of writing again.
+-- Only committed writes are recorded (a refusal writes nothing, so its
+-- retry is simply evaluated again).
+local function replayed(ns, opts)
+  if opts.rid == nil then return nil end
+  local v = redis.call('HGET', key_of(ns, 'rids'), opts.rid)
+  if not v then return nil end
+  return tonumber(v)
 end
 
 local function check_expect(meta, opts)

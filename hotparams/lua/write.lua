@@ -46,7 +46,33 @@ local function check_write_acl(ns, v)
     { 'HSET', key_of(ns, 'meta'), 'f', 'v' }, { 'HSET', key_of(ns, 'schema'), 'f', 'v' },
     { 'XADD', key_of(ns, 'audit'), '*', 'f', 'v' },
     { 'PUBLISH', key_of(ns, 'events'), 'x' },
+    { 'HSET', key_of(ns, 'rids'), 'f', 'v' }, { 'HDEL', key_of(ns, 'rids'), 'f' },
+    { 'ZADD', key_of(ns, 'rids:at'), '1', 'm' }, { 'ZREM', key_of(ns, 'rids:at'), 'm' },
+    { 'ZPOPMIN', key_of(ns, 'rids:at'), '1' }, { 'PEXPIRE', key_of(ns, 'rids'), '1' },
   })
+end
+
+-- Record that request `rid` committed version v; forget ids older than
+-- REQUEST_IDS_TTL_MS and the oldest beyond REQUEST_IDS_KEPT (bounded work).
+local function remember_request(ns, rid, v, ts)
+  local hkey, zkey = key_of(ns, 'rids'), key_of(ns, 'rids:at')
+  redis.call('HSET', hkey, rid, v)
+  redis.call('ZADD', zkey, ts, rid)
+  local old = redis.call('ZRANGEBYSCORE', zkey, '-inf', '(' .. (ts - REQUEST_IDS_TTL_MS),
+    'LIMIT', 0, 100)
+  if #old > 0 then
+    redis.call('ZREM', zkey, unpack(old))
+    redis.call('HDEL', hkey, unpack(old))
+  end
+  local extra = redis.call('ZCARD', zkey) - REQUEST_IDS_KEPT
+  if extra > 0 then
+    local popped = redis.call('ZPOPMIN', zkey, math.min(extra, 100))
+    local ids = {}
+    for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
+    redis.call('HDEL', hkey, unpack(ids))
+  end
+  redis.call('PEXPIRE', hkey, REQUEST_IDS_TTL_MS)
+  redis.call('PEXPIRE', zkey, REQUEST_IDS_TTL_MS)
 end
 
 -- Write `new` (complete values) as the next version; everything has been
@@ -84,6 +110,7 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
   end
   redis.call('HSET', key_of(ns, 'meta'), 'version', v, 'ts', ts, 'schema_rev', rev,
     'oldest', oldest)
+  if opts.rid then remember_request(ns, opts.rid, v, ts) end
 
   -- audit: values of secret fields are masked
   local audit_parts, event_parts, redacted = {}, {}, {}

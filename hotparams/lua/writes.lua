@@ -118,6 +118,8 @@ local function change(ns, args, raw_strings)
   local meta, err = require_meta(ns)
   if err then return err end
   local opts = args.opts
+  local done = replayed(ns, opts)
+  if done then return done end
   err = check_expect(meta, opts)
   if err then return err end
   local rev = meta.schema_rev
@@ -203,6 +205,7 @@ ARGV    field, JSON value pairs, then options:
                     see hotparams/variants.py
         @check 1    a dry run: every check of the change, nothing written
         @author A  @reason R  @source S
+        @rid ID     the request's id: a retry answers the version it committed
 Returns the new version (the current one when nothing changed)
 ]]
 local function hp_commit(keys, argv)
@@ -217,7 +220,7 @@ end
 
 --[[ hp_set (quick edits from redis-cli)
 KEYS[1] namespace
-ARGV    field value [field value ...] [@expect N] [@author A] [@reason R]
+ARGV    field value [field value ...] [@expect N] [@author A] [@reason R] [@rid ID]
         A value of a string field is taken as plain text; other values are
         JSON (0.9, 42, true, ["a","b"], null).
 Returns the new version (the current one when nothing changed)
@@ -272,7 +275,7 @@ end
 --[[ hp_rollback
 KEYS[1] namespace
 ARGV[1] the version whose values become current again (must be retained)
-ARGV[2..] options: @expect N @author A @reason R @source S
+ARGV[2..] options: @expect N @author A @reason R @source S @rid ID
 Returns the new version: a rollback never rewrites history
 ]]
 local function hp_rollback(keys, argv)
@@ -289,6 +292,8 @@ local function hp_rollback(keys, argv)
   local meta
   meta, err = require_meta(ns)
   if err then return err end
+  local done = replayed(ns, args.opts)
+  if done then return done end
   err = check_expect(meta, args.opts)
   if err then return err end
   local values = load_values(ns, target)
