@@ -22,9 +22,11 @@ from .errors import (
     PermissionDenied,
     ProtocolError,
     SchemaError,
+    Tombstone,
     VersionConflict,
     VersionNotFound,
 )
+from .lifecycle import FieldPlan, Migration, NamespaceInfo, NamespaceSettings
 from .live import Live, live_changed
 from .protocol import Head, Registered
 from .schema import AnyParams, ParamSchema
@@ -42,6 +44,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "FieldChange",
+    "FieldPlan",
     "Head",
     "HotParamsError",
     "InvalidNamespace",
@@ -49,7 +52,10 @@ __all__ = [
     "LibraryMismatch",
     "Live",
     "LiveStatus",
+    "Migration",
+    "NamespaceInfo",
     "NamespaceNotFound",
+    "NamespaceSettings",
     "ParamSchema",
     "PermissionDenied",
     "ProtocolError",
@@ -58,6 +64,7 @@ __all__ = [
     "SchemaError",
     "Settings",
     "Snapshot",
+    "Tombstone",
     "VersionConflict",
     "VersionNotFound",
     "connect",

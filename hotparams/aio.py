@@ -58,6 +58,7 @@ from .follow import (
 )
 from .handle import Handle
 from .library import Installed
+from .lifecycle import Migration, NamespaceInfo, NamespaceSettings
 from .protocol import (
     Batch,
     Call,
@@ -65,6 +66,7 @@ from .protocol import (
     LibraryMissing,
     Op,
     Registered,
+    Scan,
     decode_error,
     text,
 )
@@ -159,6 +161,14 @@ class AsyncBus(BusCore):
         """One call with retries and its error decoded; no library check."""
         if isinstance(call, Batch):
             return await self._execute_batch(call)
+        if isinstance(call, Scan):
+            scan = call
+
+            async def scan_all() -> list[Any]:
+                found = self.client.scan_iter(match=scan.pattern, count=1000, _type=scan.kind)
+                return [key async for key in found]
+
+            return await self._with_retry(scan_all)
         args = call.command()
         try:
             return await self._with_retry(lambda: _send(self.client, *args))
@@ -406,6 +416,86 @@ class AsyncBus(BusCore):
                 namespace, values, model=model, author=author, reason=reason, source=source
             )
         )
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def configure(
+        self,
+        namespace: str,
+        *,
+        retention: int | None = None,
+        audit_maxlen: int | None = None,
+        max_value_bytes: int | None = None,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> NamespaceSettings:
+        """As :meth:`hotparams.Bus.configure`."""
+        return await self.run(
+            self.op_configure(
+                namespace,
+                retention=retention,
+                audit_maxlen=audit_maxlen,
+                max_value_bytes=max_value_bytes,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
+        )
+
+    async def migrate(
+        self,
+        namespace: str,
+        model: type[BaseModel],
+        *,
+        drop: Iterable[str] = (),
+        rename: Mapping[str, str] | None = None,
+        dry_run: bool = False,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> Migration:
+        """As :meth:`hotparams.Bus.migrate`."""
+        return await self.run(
+            self.op_migrate(
+                namespace,
+                model,
+                drop=drop,
+                rename=rename or {},
+                dry_run=dry_run,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
+        )
+
+    async def delete(
+        self,
+        namespace: str,
+        *,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """As :meth:`hotparams.Bus.delete`."""
+        return await self.run(
+            self.op_delete(
+                namespace,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
+        )
+
+    async def namespaces(self) -> list[NamespaceInfo]:
+        """As :meth:`hotparams.Bus.namespaces`."""
+        return await self.run(self.op_namespaces())
 
     # ------------------------------------------------------------ reads
 

@@ -26,6 +26,7 @@ from .fleet import (
     WorkerReport,
 )
 from .library import Installed
+from .lifecycle import Migration, NamespaceInfo, NamespaceSettings
 from .protocol import (
     Batch,
     Call,
@@ -33,6 +34,7 @@ from .protocol import (
     LibraryMissing,
     Op,
     Registered,
+    Scan,
     decode_error,
 )
 from .snapshot import Change, FieldChange, Snapshot
@@ -114,6 +116,10 @@ class Bus(BusCore):
         """One call with retries and its error decoded; no library check."""
         if isinstance(call, Batch):
             return self._execute_batch(call)
+        if isinstance(call, Scan):
+            return self._with_retry(
+                lambda: list(self.client.scan_iter(match=call.pattern, count=1000, _type=call.kind))
+            )
         try:
             return self._with_retry(lambda: send(self.client, *call.command()))
         except ResponseError as exc:
@@ -184,10 +190,15 @@ class Bus(BusCore):
     ) -> Registered:
         """Store ``model``'s schema for ``namespace`` (idempotent).
 
-        A new namespace gets its defaults (or ``initial``) as version 1; a
-        changed model is stored as a new schema revision, and if that adds
-        or drops fields, as a new version too.  ``retention`` (versions
-        kept), ``audit_maxlen`` and ``max_value_bytes`` override the settings.
+        A new namespace gets its defaults (or ``initial``) as version 1.
+        Registering is monotone: a model that adds fields stores a new
+        schema revision and a version with their defaults; stored fields the
+        model lacks, and stored values, are never dropped or reset; a stored
+        field's rule is never changed (see ``Registered.kept_rules`` and
+        :meth:`migrate`).  ``retention`` (versions kept), ``audit_maxlen``
+        and ``max_value_bytes`` are the settings of a new namespace; for an
+        existing one that has other settings they raise ConfigError
+        (change settings with :meth:`configure`).
         """
         return self.run(
             self.op_register(
@@ -388,6 +399,100 @@ class Bus(BusCore):
                 namespace, values, model=model, author=author, reason=reason, source=source
             )
         )
+
+    # ------------------------------------------------------------ lifecycle
+
+    def configure(
+        self,
+        namespace: str,
+        *,
+        retention: int | None = None,
+        audit_maxlen: int | None = None,
+        max_value_bytes: int | None = None,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> NamespaceSettings:
+        """Change the settings of a namespace (audited as ``configure``);
+        returns them.  Hard caps: ``retention`` 1-10,000 versions (older ones
+        are deleted now), ``audit_maxlen`` 100-1,000,000 entries,
+        ``max_value_bytes`` 1-16 MiB (refused below a stored value's size)."""
+        return self.run(
+            self.op_configure(
+                namespace,
+                retention=retention,
+                audit_maxlen=audit_maxlen,
+                max_value_bytes=max_value_bytes,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
+        )
+
+    def migrate(
+        self,
+        namespace: str,
+        model: type[BaseModel],
+        *,
+        drop: Iterable[str] = (),
+        rename: Mapping[str, str] | None = None,
+        dry_run: bool = False,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> Migration:
+        """Change the stored schema to ``model``'s: drop fields, rename them
+        (``{"old": "new"}``), apply changed rules.  One atomic call checks
+        every stored value (base and A/B variant overrides) against the new
+        rules first and raises InvalidParams naming those that would not
+        fit; then it stores a new schema revision and version (audited as
+        ``migrate``).  ``dry_run`` returns the plan and writes nothing.
+        Stored fields the model lacks are kept unless dropped."""
+        return self.run(
+            self.op_migrate(
+                namespace,
+                model,
+                drop=drop,
+                rename=rename or {},
+                dry_run=dry_run,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
+        )
+
+    def delete(
+        self,
+        namespace: str,
+        *,
+        expect_version: int | None = None,
+        author: str | None = None,
+        reason: str = "",
+        source: str = "",
+    ) -> int:
+        """Delete a namespace; returns the version it had.  Its versions,
+        schema and meta go; a tombstone (who, when, why) and the audit stay.
+        Running workers keep their last good snapshot and report the
+        deletion (``LiveStatus.deleted``); registering it again starts a new
+        history (epoch), which they follow."""
+        return self.run(
+            self.op_delete(
+                namespace,
+                expect_version=expect_version,
+                author=author,
+                reason=reason,
+                source=source,
+            )
+        )
+
+    def namespaces(self) -> list[NamespaceInfo]:
+        """Every namespace in this Redis, by name: version, epoch, last
+        change, settings and live workers."""
+        return self.run(self.op_namespaces())
 
     # ------------------------------------------------------------ reads
 

@@ -9,7 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import HotParamsError
 from .redact import redact_url, url_secrets
 
-__all__ = ["ConfigError", "Settings", "invalid_url", "redact_url", "settings_from"]
+__all__ = ["SETTING_CAPS", "ConfigError", "Settings", "invalid_url", "redact_url", "settings_from"]
+
+#: hard caps of a namespace's settings, (lowest, highest); the Lua library
+#: enforces the same numbers for every writer (lifecycle.lua SETTING_CAPS)
+SETTING_CAPS: dict[str, tuple[int, int]] = {
+    "retention": (1, 10_000),
+    "audit_maxlen": (100, 1_000_000),
+    "max_value_bytes": (1, 16 * 1024 * 1024),
+}
 
 
 class ConfigError(HotParamsError, ValueError):
@@ -21,12 +29,12 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    #: versions kept per namespace (older ones are deleted on write)
-    retention: int = Field(100, ge=1)
-    #: audit entries kept per namespace (approximate trim)
-    audit_maxlen: int = Field(10_000, ge=1)
-    #: largest JSON text of one value, in bytes
-    max_value_bytes: int = Field(65_536, ge=1)
+    #: versions kept per new namespace (older ones are deleted on write)
+    retention: int = Field(100, ge=1, le=10_000)
+    #: audit entries kept per new namespace (approximate trim)
+    audit_maxlen: int = Field(10_000, ge=100, le=1_000_000)
+    #: largest JSON text of one value in a new namespace, in bytes
+    max_value_bytes: int = Field(65_536, ge=1, le=16 * 1024 * 1024)
     #: seconds to open a connection
     connect_timeout: float = Field(2.0, gt=0)
     #: seconds to wait for a reply

@@ -23,6 +23,16 @@ from .errors import LibraryMismatch, SchemaError
 from .fleet import Convergence, WorkerReport, convergence, expose_op, exposures_op, workers_op
 from .keys import keys_for
 from .library import Installed, Library, current, install_op
+from .lifecycle import (
+    Migration,
+    NamespaceInfo,
+    NamespaceSettings,
+    check_settings,
+    configure_op,
+    delete_op,
+    migrate_op,
+    namespaces_op,
+)
 from .protocol import (
     Command,
     Head,
@@ -128,6 +138,7 @@ class BusCore:
         return ParamSchema.of(model)
 
     def _namespace_settings(self, **overrides: int | None) -> dict[str, int]:
+        """The settings a new namespace gets: ``overrides``, else this bus's."""
         settings_from({k: v for k, v in overrides.items() if v is not None})
         return {
             name: overrides.get(name) or getattr(self.settings, name)
@@ -158,8 +169,13 @@ class BusCore:
     ) -> Op[Registered]:
         keys = keys_for(namespace)
         schema = self.bind(namespace, model)
-        settings = self._namespace_settings(
-            retention=retention, audit_maxlen=audit_maxlen, max_value_bytes=max_value_bytes
+        explicit = check_settings(
+            namespace,
+            {
+                "retention": retention,
+                "audit_maxlen": audit_maxlen,
+                "max_value_bytes": max_value_bytes,
+            },
         )
         result = yield from register_op(
             keys,
@@ -167,7 +183,8 @@ class BusCore:
             epoch=secrets.token_hex(8),
             who=_who(author, reason, source),
             initial=initial,
-            settings=settings,
+            settings=self._namespace_settings(**explicit),
+            explicit=explicit,
         )
         self._states.pop(namespace, None)
         return result
@@ -320,6 +337,81 @@ class BusCore:
         )
         self._states.pop(namespace, None)
         return version
+
+    # ------------------------------------------------------------ lifecycle
+
+    def op_configure(
+        self,
+        namespace: str,
+        *,
+        retention: int | None,
+        audit_maxlen: int | None,
+        max_value_bytes: int | None,
+        expect_version: int | None,
+        author: str | None,
+        reason: str,
+        source: str,
+    ) -> Op[NamespaceSettings]:
+        wanted = {
+            "retention": retention,
+            "audit_maxlen": audit_maxlen,
+            "max_value_bytes": max_value_bytes,
+        }
+        return (
+            yield from configure_op(
+                keys_for(namespace),
+                wanted,
+                who=_who(author, reason, source),
+                expect=expect_version,
+            )
+        )
+
+    def op_migrate(
+        self,
+        namespace: str,
+        model: type[BaseModel],
+        *,
+        drop: Iterable[str],
+        rename: Mapping[str, str],
+        dry_run: bool,
+        expect_version: int | None,
+        author: str | None,
+        reason: str,
+        source: str,
+    ) -> Op[Migration]:
+        keys = keys_for(namespace)
+        schema = ParamSchema.of(model)
+        result = yield from migrate_op(
+            keys,
+            schema,
+            drop=[drop] if isinstance(drop, str) else list(drop),
+            rename=rename,
+            who=_who(author, reason, source),
+            dry_run=dry_run,
+            expect=expect_version,
+        )
+        if result.applied:
+            self._schemas[namespace] = schema
+            self._states.pop(namespace, None)
+        return result
+
+    def op_delete(
+        self,
+        namespace: str,
+        *,
+        expect_version: int | None,
+        author: str | None,
+        reason: str,
+        source: str,
+    ) -> Op[int]:
+        version = yield from delete_op(
+            keys_for(namespace), who=_who(author, reason, source), expect=expect_version
+        )
+        self._states.pop(namespace, None)
+        return version
+
+    def op_namespaces(self) -> Op[list[NamespaceInfo]]:
+        return (yield from namespaces_op())
 
     # ------------------------------------------------------------ reads
 

@@ -7,7 +7,7 @@
      ├── InvalidNamespace      a malformed namespace name (also a ValueError)
      ├── InvalidParams         values that break the schema; one message per field
      ├── VersionConflict       a failed ``expect_version`` (compare-and-set)
-     ├── NamespaceNotFound     the namespace was never registered (or was lost)
+     ├── NamespaceNotFound     the namespace was never registered, was lost or deleted
      ├── VersionNotFound       the version is not retained (trimmed or never written)
      ├── SchemaError           a model that cannot describe a parameter set
      ├── PermissionDenied      Redis refused the call to this ACL user (NOPERM)
@@ -22,6 +22,8 @@ a secret value or a Redis password.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 __all__ = [
     "ConnectionFailed",
@@ -33,6 +35,7 @@ __all__ = [
     "PermissionDenied",
     "ProtocolError",
     "SchemaError",
+    "Tombstone",
     "VersionConflict",
     "VersionNotFound",
 ]
@@ -99,12 +102,43 @@ class VersionConflict(HotParamsError):
         )
 
 
-class NamespaceNotFound(HotParamsError, LookupError):
-    """The namespace does not exist in Redis."""
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """What a deleted namespace leaves behind: who deleted it, when, why,
+    and the history (epoch) and version it had."""
 
-    def __init__(self, namespace: str) -> None:
+    author: str
+    reason: str
+    source: str
+    deleted_ms: int
+    epoch: str
+    version: int
+
+    @property
+    def deleted_at(self) -> datetime:
+        return datetime.fromtimestamp(self.deleted_ms / 1000, UTC)
+
+    def describe(self) -> str:
+        when = self.deleted_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        why = f" ({self.reason})" if self.reason else ""
+        return f"deleted by {self.author or '?'} at {when}{why}"
+
+
+class NamespaceNotFound(HotParamsError, LookupError):
+    """The namespace does not exist in Redis; ``deleted`` is its tombstone
+    when it was deleted (:meth:`hotparams.Bus.delete`), else None."""
+
+    def __init__(self, namespace: str, deleted: Tombstone | None = None) -> None:
         self.namespace = namespace
-        super().__init__(f"namespace {namespace!r} does not exist (register it first)")
+        self.deleted = deleted
+        if deleted is None:
+            message = f"namespace {namespace!r} does not exist (register it first)"
+        else:
+            message = (
+                f"namespace {namespace!r} was {deleted.describe()}; "
+                "registering it again starts a new history"
+            )
+        super().__init__(message)
 
 
 class VersionNotFound(HotParamsError, LookupError):

@@ -73,6 +73,7 @@ PARTS = (
     "variants.lua",
     "checks.lua",
     "write.lua",
+    "lifecycle.lua",
     "writes.lua",
     "reads.lua",
     "fleet.lua",

@@ -23,11 +23,14 @@ from pydantic import BaseModel, SecretStr
 from redis.exceptions import NoPermissionError, ResponseError
 
 from .codec import dumps, loads
+from .config import ConfigError
 from .errors import (
     InvalidParams,
     NamespaceNotFound,
     PermissionDenied,
     ProtocolError,
+    SchemaError,
+    Tombstone,
     VersionConflict,
     VersionNotFound,
 )
@@ -45,6 +48,7 @@ __all__ = [
     "LibraryMissing",
     "Op",
     "Registered",
+    "Scan",
     "Stale",
     "Stored",
     "Who",
@@ -90,6 +94,20 @@ class Command:
 
 
 @dataclass(frozen=True, slots=True)
+class Scan:
+    """Every key matching ``pattern`` (of Redis type ``kind``), on every
+    primary: the driver runs redis-py's ``scan_iter``, which in a cluster
+    scans each primary in turn.  The reply is the list of key names."""
+
+    pattern: str
+    kind: str = "hash"
+    namespace: str = ""
+
+    def command(self) -> tuple[str, ...]:  # pragma: no cover - drivers use scan_iter
+        return ("SCAN", "0", "MATCH", self.pattern, "TYPE", self.kind)
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """Several FCalls sent in one pipeline (not a transaction).
 
@@ -103,7 +121,7 @@ class Batch:
         return self.calls[0].namespace if self.calls else ""
 
 
-Call = FCall | Command | Batch
+Call = FCall | Command | Batch | Scan
 Op = Generator[Call, Any, T]
 
 
@@ -191,7 +209,11 @@ def decode_error(namespace: str, exc: ResponseError) -> Exception:
                 errors[last] += "; " + part
         return InvalidParams(namespace, errors or {"*": rest})
     if code == "HP_NONS":
-        return NamespaceNotFound(namespace)
+        return NamespaceNotFound(namespace, _tombstone(rest))
+    if code == "HP_SCHEMA":
+        return SchemaError(rest)
+    if code == "HP_SETTINGS":
+        return ConfigError(rest)
     if code == "HP_NOVERSION":
         match = re.search(r"version (\d+)", rest)
         number = int(match.group(1)) if match else -1
@@ -205,6 +227,25 @@ def decode_error(namespace: str, exc: ResponseError) -> Exception:
     if "already exists" in message.lower() and "library" in message.lower():
         return LibraryExists(message)
     return ProtocolError(f"unexpected error from Redis for {namespace!r}: {message}")
+
+
+def _tombstone(message: str) -> Tombstone | None:
+    """The tombstone in an HP_NONS reply of a deleted namespace, if any."""
+    start, end = message.find("{"), message.rfind("}")
+    if " was deleted " not in message or start < 0 or end < start:
+        return None
+    try:
+        doc = loads(message[start : end + 1])
+        return Tombstone(
+            author=str(doc.get("author", "")),
+            reason=str(doc.get("reason", "")),
+            source=str(doc.get("source", "")),
+            deleted_ms=int(doc.get("ts", 0)),
+            epoch=str(doc.get("epoch", "")),
+            version=int(doc.get("version", 0)),
+        )
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 # ---------------------------------------------------------------- replies
@@ -326,10 +367,20 @@ def default_author() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Registered:
+    """What registering did.  ``kept_rules`` names the fields (and, as
+    ``@key``, other parts of the schema) whose stored rule differs from the
+    model's and was kept: registering never changes a stored rule, a
+    migration does (:meth:`hotparams.Bus.migrate`)."""
+
     version: int
     schema_rev: int
     created: bool
     new_revision: bool
+    kept_rules: tuple[str, ...] = ()
+
+
+#: how often registering re-reads the stored schema after a concurrent change
+MAX_REGISTER_RETRIES = 16
 
 
 def register_op(
@@ -340,25 +391,51 @@ def register_op(
     who: Who,
     initial: Mapping[str, Any] | None,
     settings: Mapping[str, int],
+    explicit: Mapping[str, int] | None = None,
 ) -> Op[Registered]:
+    """Register ``schema``: ``settings`` for a new namespace, ``explicit``
+    settings that must hold for an existing one (else ConfigError).
+
+    The model's rules are sent as they are; if Redis answers that they
+    drop or change stored fields (another release registered first), the
+    stored schema extended with the model's new fields is sent instead
+    (see :func:`hotparams.evolution.extended_rules`).
+    """
+    from .evolution import extended_rules
+
     ns = keys.namespace
     if initial is not None:
         schema.check_names(ns, initial)
     params = schema.validate(ns, dict(initial or {}))
     values = schema.encode(ns, params, schema.fields)
-    options = {
+    options: dict[str, Any] = {
         "epoch": epoch,
         "author": who.author,
         "reason": who.reason,
         "source": who.source or default_source(),
-        **settings,
+        "defaults": dict(settings),
+        **(explicit or {}),
     }
-    args = [schema.rules_json, dumps(options)]
+    pairs: list[str] = []
     for name, raw in values.items():
-        args += [name, raw]
-    reply = yield FCall("hp_register", ns, tuple(args))
-    version, rev, created, new_rev = (int(x) for x in reply)
-    return Registered(version, rev, bool(created), bool(new_rev))
+        pairs += [name, raw]
+    rules_json = schema.rules_json
+    kept: tuple[str, ...] = ()
+    for _ in range(MAX_REGISTER_RETRIES):
+        try:
+            reply = yield FCall("hp_register", ns, (rules_json, dumps(options), *pairs))
+        except (SchemaError, Stale):
+            head = yield from head_op(keys)
+            raw = yield Command(ns, ("HGET", keys.schema, str(head.schema_rev)))
+            if not raw:
+                continue
+            merged, kept = extended_rules(loads(raw), schema.rules)
+            rules_json = dumps(merged)
+            options["base_rev"] = head.schema_rev
+            continue
+        version, rev, created, new_rev = (int(x) for x in reply)
+        return Registered(version, rev, bool(created), bool(new_rev), kept)
+    raise SchemaError(f"the schema of {ns!r} kept changing while registering; giving up")
 
 
 def get_op(keys: Keys, version: int | None = None) -> Op[Stored]:
@@ -403,6 +480,10 @@ def parse_change(namespace: str, entry_id: Any, fields: Any) -> Change:
     }
     target = data.get("target")
     variants = loads(data["variants"]) if "variants" in data else None
+    settings = {
+        name: FieldChange(pair[0], pair[1])
+        for name, pair in loads(data.get("settings", "{}")).items()
+    }
     return Change(
         namespace=namespace,
         version=int(data["v"]),
@@ -417,4 +498,6 @@ def parse_change(namespace: str, entry_id: Any, fields: Any) -> Change:
         target=int(target) if target else None,
         entry_id=text(entry_id),
         variants=(variants or {}) if "variants" in data else None,
+        settings=frozen_mapping(settings),
+        migration=frozen_mapping(loads(data.get("migration", "{}"))),
     )

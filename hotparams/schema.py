@@ -38,6 +38,8 @@ _NUMERIC = {
     "minItems": "minitems",
     "maxItems": "maxitems",
 }
+#: the most fields a schema may have (the Lua library's MAX_FIELDS, lifecycle.lua)
+MAX_FIELDS = 1000
 _JSON_TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
 
 
@@ -162,6 +164,10 @@ def compile_rules(model: type[BaseModel]) -> dict[str, Any]:
         fields[name] = rule
     if not fields:
         raise SchemaError(f"{model.__name__} has no fields")
+    if len(fields) > MAX_FIELDS:
+        raise SchemaError(
+            f"{model.__name__} has {len(fields)} fields; a schema has at most {MAX_FIELDS} fields"
+        )
     rules: dict[str, Any] = {
         "fields": fields,
         "model": f"{model.__module__}:{model.__qualname__}",

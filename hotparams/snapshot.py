@@ -74,6 +74,11 @@ class Change:
     #: the A/B variants document after the change (secrets masked), None
     #: when the change left the variants alone, {} when it removed them all
     variants: Mapping[str, Any] | None = None
+    #: settings a ``configure`` changed (name -> old, new); empty otherwise
+    settings: Mapping[str, FieldChange] = field(default_factory=dict)
+    #: a ``migrate``'s fields dropped and renamed ({"drop": [...],
+    #: "rename": {old: new}}); empty otherwise
+    migration: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def at(self) -> datetime:

@@ -250,7 +250,7 @@ def test_a_subscriber_dropped_for_an_overflowing_output_buffer_resyncs_by_itself
     limits = ["--client-output-buffer-limit", "pubsub 256kb 128kb 1"]
     with LocalRedis(extra=limits) as server:
         bus = hotparams.connect(server.url)
-        bus.register(NS, PairParams, retention=5, audit_maxlen=50)
+        bus.register(NS, PairParams, retention=5, audit_maxlen=100)
         fleet = Fleet(server.url, size=2)
         log = server.dir / "redis.log"
         victim = fleet.procs[0]

@@ -142,7 +142,7 @@ def test_a_version_the_workers_model_refuses_is_not_applied_and_reported(
     good = bus.set("pair", {"a": 5, "b": 5})
     assert pair.wait_for(good)
     writer = hotparams.Bus(bus.client, url=bus.url)
-    writer.register("pair", PairV2)
+    writer.migrate("pair", PairV2)  # a rule change is a migration
     bad = writer.set("pair", {"a": "five"})
     assert wait_until(lambda: pair.rejected is not None and pair.rejected.version == bad)
     rejected = pair.rejected

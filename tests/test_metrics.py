@@ -82,7 +82,7 @@ def test_the_metrics_count_applies_faults_and_callback_errors(
         assert wait_until(lambda: live.status().resyncs >= 1)
         # a version the model refuses, then a good one
         writer = hotparams.Bus(bus.client, url=bus.url)
-        writer.register("pair", PairV2)
+        writer.migrate("pair", PairV2)
         bad = writer.set("pair", {"a": "five"})
         assert wait_until(lambda: live.rejected is not None and live.rejected.version == bad)
         good = writer.set("pair", {"a": 7})

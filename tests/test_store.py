@@ -48,7 +48,7 @@ def test_a_changed_model_is_a_new_schema_revision_and_version(bus: hotparams.Bus
         a: int = 1
         b: str = "x"
 
-    class V2(BaseModel):  # drops b, adds c, keeps a
+    class V2(BaseModel):  # lacks b, adds c, narrows a
         a: int = Field(1, le=100)
         c: bool = True
 
@@ -56,12 +56,14 @@ def test_a_changed_model_is_a_new_schema_revision_and_version(bus: hotparams.Bus
     bus.set("ns", {"a": 7})
     result = bus.register("ns", V2)
     assert (result.version, result.schema_rev, result.new_revision) == (3, 2, True)
+    assert result.kept_rules == ("a",)  # a rule changes only by a migration
     snap = bus.get("ns", V2)
-    assert snap.values == {"a": 7, "c": True}  # a kept, c defaulted, b dropped
+    assert snap.values == {"a": 7, "b": "x", "c": True}  # a and b kept, c defaulted
+    assert snap.params == V2(a=7, c=True)
     assert bus.history("ns", limit=1)[0].op == "schema"
-    # the new bound is enforced by Redis for any writer
+    # the new field's rule is enforced by Redis for any writer
     with pytest.raises(hotparams.InvalidParams):
-        hotparams.Bus(bus.client).set("ns", {"a": 101})
+        hotparams.Bus(bus.client).set("ns", {"c": "yes"})
 
 
 def test_a_model_whose_bounds_the_current_values_break_is_refused(bus: hotparams.Bus) -> None:
@@ -75,7 +77,7 @@ def test_a_model_whose_bounds_the_current_values_break_is_refused(bus: hotparams
     bus.set("ns", {"a": 50})
     before = dump_namespace(bus.client, "ns")
     with pytest.raises(hotparams.InvalidParams) as info:
-        bus.register("ns", Strict)
+        bus.migrate("ns", Strict)
     assert "a" in info.value.errors
     assert dump_namespace(bus.client, "ns") == before
 

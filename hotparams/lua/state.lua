@@ -62,6 +62,18 @@ end
 local function require_meta(ns)
   local meta = load_meta(ns)
   if not meta then
+    -- a deleted namespace says so: its tombstone, as JSON (lifecycle.lua)
+    local flat = redis.call('HGETALL', key_of(ns, 'deleted'))
+    if #flat > 0 then
+      local parts = {}
+      for i = 1, #flat, 2 do
+        local value = flat[i + 1]
+        if flat[i] ~= 'ts' and flat[i] ~= 'version' then value = cjson.encode(value) end
+        parts[#parts + 1] = cjson.encode(flat[i]) .. ':' .. value
+      end
+      return nil, redis.error_reply('HP_NONS namespace ' .. ns .. ' was deleted {'
+        .. table.concat(parts, ',') .. '} (register it again to start a new history)')
+    end
     return nil, redis.error_reply('HP_NONS namespace ' .. ns
       .. ' does not exist (register it first)')
   end

@@ -82,7 +82,9 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
                              vold, vnew)
   local changed, removed = diff(old, new)
   local variants_changed = vold ~= vnew
-  if #changed == 0 and #removed == 0 and not variants_changed and op ~= 'init' then
+  -- init and migrate always make a version (a migration may change rules only)
+  if #changed == 0 and #removed == 0 and not variants_changed and op ~= 'init'
+      and op ~= 'migrate' then
     return meta.version
   end
   local prev = meta.version or 0

@@ -10,41 +10,53 @@ end
 
 --[[ hp_register
 KEYS[1] namespace
-ARGV[1] validation rules (canonical JSON; compared as text for idempotence)
+ARGV[1] validation rules (canonical JSON), at most 1 MiB and 1000 fields
 ARGV[2] options (JSON object): epoch (new history id), author, reason,
-        source, retention, audit_maxlen, max_value_bytes
+        source, base_rev (fail with HP_STALE unless the schema revision is
+        still this); retention, audit_maxlen, max_value_bytes: settings
+        that must hold (a new namespace gets them; an existing one with
+        other settings is an HP_SETTINGS error: change them with
+        hp_configure); defaults: {retention, ...} for a new namespace only
 ARGV[3..] field, JSON value pairs: the initial values of a new namespace
+Registering is monotone: for an existing namespace the rules must keep
+every stored field with its stored rule (else HP_SCHEMA: drop, rename or
+change a field with hp_migrate); new fields get their defaults.  The rules'
+"model" (the class's name) is not part of the schema's identity.
 Returns {version, schema_rev, created (0/1), new_revision (0/1)}
 ]]
 local function hp_register(keys, argv)
   local ns = keys[1]
   local err = check_namespace(ns)
   if err then return err end
-  local ok, rules = pcall(cjson.decode, argv[1] or '')
-  if not ok or type(rules) ~= 'table' or type(rules.fields) ~= 'table' then
-    return redis.error_reply('HP_BADARG rules must be a JSON object with "fields"')
-  end
-  local ok2, opts = pcall(cjson.decode, argv[2] or '{}')
-  if not ok2 or type(opts) ~= 'table' then
-    return redis.error_reply('HP_BADARG options must be a JSON object')
-  end
-  local settings = {}
-  for _, name in ipairs({ 'retention', 'audit_maxlen', 'max_value_bytes' }) do
-    local n, e = positive_int(opts[name], name)
-    if e then return e end
-    settings[name] = n
-  end
-  local initial = {}
+  local rules
+  rules, err = decode_rules(argv[1])
+  if err then return err end
+  local opts
+  opts, err = decode_options(argv[2] or '{}')
+  if err then return err end
+  local settings
+  settings, err = settings_in(opts)
+  if err then return err end
+  local defaults
+  defaults, err = settings_in(opts.defaults)
+  if err then return err end
   if (#argv - 2) % 2 ~= 0 then
     return redis.error_reply('HP_BADARG initial values must be field/value pairs')
   end
+  if (#argv - 2) / 2 > MAX_FIELDS then
+    return redis.error_reply('HP_BADARG at most ' .. MAX_FIELDS .. ' initial values')
+  end
+  local initial = {}
   for i = 3, #argv, 2 do initial[argv[i]] = argv[i + 1] end
   local wopts = { author = opts.author, reason = opts.reason, source = opts.source }
 
   local meta = load_meta(ns)
   if not meta then
-    if type(opts.epoch) ~= 'string' or #opts.epoch == 0 then
-      return redis.error_reply('HP_BADARG options.epoch is required for a new namespace')
+    if type(opts.epoch) ~= 'string' or #opts.epoch == 0 or #opts.epoch > 64 then
+      return redis.error_reply('HP_BADARG options.epoch (1-64 bytes) is required for a new namespace')
+    end
+    for _, name in ipairs(SETTINGS) do
+      if settings[name] == nil then settings[name] = defaults[name] end
     end
     local max_bytes = settings.max_value_bytes or DEFAULT_MAX_VALUE_BYTES
     err = fill_defaults(rules, initial)
@@ -67,42 +79,55 @@ local function hp_register(keys, argv)
     return { v, 1, 1, 1 }
   end
 
-  -- existing namespace: same rules => nothing to do but settings
+  -- an existing namespace: its settings change only with hp_configure
+  local differ = {}
+  for _, name in ipairs(SETTINGS) do
+    if settings[name] ~= nil and settings[name] ~= meta[name] then
+      differ[#differ + 1] = name .. ' is ' .. meta[name] .. ', not ' .. settings[name]
+    end
+  end
+  if #differ > 0 then
+    return redis.error_reply('HP_SETTINGS ' .. ns .. ': ' .. table.concat(differ, ', ')
+      .. ' (registering never changes the settings of an existing namespace: '
+      .. 'use hp_configure, bus.configure or hotparams configure)')
+  end
   local rev = meta.schema_rev
+  if opts.base_rev ~= nil and tonumber(opts.base_rev) ~= rev then
+    return redis.error_reply('HP_STALE ' .. meta.version)
+  end
   local current = redis.call('HGET', key_of(ns, 'schema'), tostring(rev))
+  if current == argv[1] then return { meta.version, rev, 0, 0 } end
+  local stored = load_rules(ns, rev)
+  local missing, changed, added = compare_rules(stored, rules)
+  if #missing > 0 or #changed > 0 then
+    local parts = {}
+    if #missing > 0 then parts[#parts + 1] = 'lacks ' .. table.concat(missing, ', ') end
+    if #changed > 0 then
+      parts[#parts + 1] = 'changes the rule of ' .. table.concat(changed, ', ')
+    end
+    return redis.error_reply('HP_SCHEMA ' .. ns .. ': the schema ' .. table.concat(parts, '; ')
+      .. ' (registering never drops a stored field or changes its rule: use hp_migrate)')
+  end
+  if added == 0 then return { meta.version, rev, 0, 0 } end
+  -- a new schema revision: new fields get their defaults, stored values stay
   local old = load_values(ns, meta.version) or {}
   local variants = load_variants(ns, meta.version)
-  local max_bytes = settings.max_value_bytes or meta.max_value_bytes
-  local new, new_rev = old, rev
-  if current ~= argv[1] then
-    -- a new schema revision: keep known fields, add defaults for new ones
-    new = {}
-    for name, raw in pairs(old) do
-      if rules.fields[name] then new[name] = raw end
-    end
-    err = fill_defaults(rules, new)
-    if err then return err end
-    err = check_fields(rules, new, sorted_keys(new), max_bytes)
-    if err then return err end
-    if variants then
-      err = check_variants(rules, variants, max_bytes)
-      if err then return err end
-    end
-    err = check_cross(rules, new, variants)
-    if err then return err end
-    new_rev = rev + 1
+  local new, names = {}, {}
+  for name, raw in pairs(old) do new[name] = raw end
+  err = fill_defaults(rules, new)
+  if err then return err end
+  for name in pairs(new) do
+    if old[name] == nil then names[#names + 1] = name end
   end
+  table.sort(names)
+  err = check_fields(rules, new, names, meta.max_value_bytes)
+  if err then return err end
+  err = check_cross(rules, new, variants)
+  if err then return err end
   err = check_write_acl(ns, meta.version + 1)
   if err then return err end
   -- all checks done: write
-  local updates = {}
-  for name, value in pairs(settings) do
-    updates[#updates + 1] = name
-    updates[#updates + 1] = value
-    meta[name] = value
-  end
-  if #updates > 0 then redis.call('HSET', key_of(ns, 'meta'), unpack(updates)) end
-  if new_rev == rev then return { meta.version, rev, 0, 0 } end
+  local new_rev = rev + 1
   redis.call('HSET', key_of(ns, 'schema'), tostring(new_rev), argv[1])
   local v = write_version(ns, meta, rules, new_rev, old, new, 'schema', wopts, nil,
     variants, variants)
