@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar
@@ -189,6 +189,14 @@ def permission_denied(
     return None
 
 
+#: error codes whose exception is built from the namespace and the message alone
+_SIMPLE_ERRORS: dict[str, Callable[[str, str], Exception]] = {
+    "HP_NONS": lambda ns, rest: NamespaceNotFound(ns, _tombstone(rest)),
+    "HP_SCHEMA": lambda ns, rest: SchemaError(rest),
+    "HP_SETTINGS": lambda ns, rest: ConfigError(rest),
+}
+
+
 def decode_error(namespace: str, exc: ResponseError) -> Exception:
     """The typed exception for an error reply of the Lua library."""
     message = str(exc)
@@ -208,12 +216,9 @@ def decode_error(namespace: str, exc: ResponseError) -> Exception:
                 last = next(reversed(errors))
                 errors[last] += "; " + part
         return InvalidParams(namespace, errors or {"*": rest})
-    if code == "HP_NONS":
-        return NamespaceNotFound(namespace, _tombstone(rest))
-    if code == "HP_SCHEMA":
-        return SchemaError(rest)
-    if code == "HP_SETTINGS":
-        return ConfigError(rest)
+    simple = _SIMPLE_ERRORS.get(code)
+    if simple is not None:
+        return simple(namespace, rest)
     if code == "HP_NOVERSION":
         match = re.search(r"version (\d+)", rest)
         number = int(match.group(1)) if match else -1
