@@ -78,14 +78,15 @@ PARTS = (
     "reads.lua",
     "fleet.lua",
 )
-#: the calling convention this client speaks and its library serves
-API = 1
+#: the calling convention this client speaks and its library serves (2: hp_register
+#: is monotone and keeps settings, with HP_SCHEMA and HP_SETTINGS replies)
+API = 2
 #: the oldest calling convention this library still serves
-API_MIN = 1
+API_MIN = 2
 #: the library's release: bump it with every change of the Lua source and
 #: put the new digest in RELEASE_DIGEST (tests/test_library.py says which)
-RELEASE = 1
-RELEASE_DIGEST = "0069eb5cd79c2af4"
+RELEASE = 2
+RELEASE_DIGEST = "4e09cace92c0bf90"
 
 _PLACEHOLDER = "local LIBVERSION = 'dev'"
 
