@@ -17,6 +17,7 @@ import typer
 
 from ..redact import terminal_safe
 from . import commands
+from .console import console
 from .context import DEFAULT_URL, State, exit_code_for
 from .demo import demo
 from .fleet import status
@@ -75,6 +76,7 @@ app.command("watch")(watch)
 app.command("status")(status)
 app.command("demo")(demo)
 app.command("install")(install)
+app.command("console")(console)
 app.add_typer(variant_app)
 
 

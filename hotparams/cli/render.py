@@ -35,10 +35,12 @@ __all__ = [
     "changes_doc",
     "changes_table",
     "console",
+    "constraints_of",
     "local_time",
     "print_json",
     "safe",
     "schema_table",
+    "type_of",
     "values_table",
     "variants_summary",
 ]
@@ -195,7 +197,8 @@ def change_doc(change: Change, epoch: str | None = None) -> dict[str, Any]:
 # ------------------------------------------------------------------ schema
 
 
-def _type_of(rule: Mapping[str, Any]) -> str:
+def type_of(rule: Mapping[str, Any]) -> str:
+    """A field's type as people read it: ``number``, ``array of string | null``."""
     types = [str(t) for t in rule.get("types") or ["any"]]
     items = rule.get("items")
     if "array" in types and items:
@@ -203,7 +206,8 @@ def _type_of(rule: Mapping[str, Any]) -> str:
     return " | ".join(types)
 
 
-def _constraints(rule: Mapping[str, Any]) -> str:
+def constraints_of(rule: Mapping[str, Any]) -> str:
+    """A field's rules as people read them: ``>= 0, <= 2``, ``one of "a", "b"``."""
     parts: list[str] = []
     if "enum" in rule:
         parts.append("one of " + ", ".join(shown(e) for e in rule["enum"]))
@@ -238,9 +242,9 @@ def schema_table(rules: Mapping[str, Any], defaults: Mapping[str, Any]) -> Table
         default = value_text(defaults[name]) if name in defaults else Text("required", DIM)
         row: list[RenderableType] = [
             Text(safe(name)),
-            Text(safe(_type_of(rule))),
+            Text(safe(type_of(rule))),
             default,
-            Text(safe(_constraints(rule))),
+            Text(safe(constraints_of(rule))),
         ]
         if described:
             row.append(Text(safe(rule.get("description", ""))))

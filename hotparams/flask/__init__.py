@@ -44,7 +44,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import blinker
 from flask import Flask, Response, current_app, g, has_app_context, has_request_context, request
@@ -56,6 +56,9 @@ from ..config import ConfigError
 from ..live import Live
 from ..snapshot import Snapshot
 from .admin import AdminAPI, admin_blueprint
+
+if TYPE_CHECKING:
+    from ..console import Console
 
 __all__ = [
     "EXTENSION_KEY",
@@ -153,7 +156,9 @@ class HotParams(Generic[M]):
     name the namespace instead); ``user_id`` returns the current request's
     user id (or None: the base values) so that A/B variants apply;
     ``register`` stores the model's schema at start (idempotent), so the
-    namespace exists; ``admin`` mounts the admin JSON API; ``watch``
+    namespace exists; ``admin`` mounts the admin JSON API; ``console``
+    mounts the operators' console (:class:`hotparams.console.Console`, at
+    its ``url_prefix``, on the app's Bus); ``watch``
     holds extra keyword arguments of :meth:`Bus.watch <hotparams.Bus.watch>`
     (``cache``, ``defaults``, ``reconcile_interval``).
     """
@@ -167,6 +172,7 @@ class HotParams(Generic[M]):
         user_id: UserId | None = None,
         register: bool = False,
         admin: AdminAPI | None = None,
+        console: Console | None = None,
         watch: dict[str, Any] | None = None,
     ) -> None:
         self.namespace = namespace
@@ -174,6 +180,7 @@ class HotParams(Generic[M]):
         self.user_id = user_id
         self.register = register
         self.admin = admin
+        self.console = console
         self.watch = dict(watch or {})
         if app is not None:
             self.init_app(app)
@@ -222,6 +229,11 @@ class HotParams(Generic[M]):
         live.on_change(changed)
         if admin is not None:
             app.register_blueprint(admin_blueprint(admin), url_prefix=admin.url_prefix)
+        if self.console is not None:
+            from ..console import console_blueprint
+
+            mounted = console_blueprint(self.console, lambda: state_of().bus)
+            app.register_blueprint(mounted, url_prefix=self.console.url_prefix.rstrip("/"))
         return state
 
     def _admin_for(self, app: Flask) -> AdminAPI | None:
