@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..demo import terminate_as_interrupt
 from .context import state_of
 from .values import UsageProblem
 
@@ -54,7 +55,8 @@ def console(
         user = people[0]
         out.print(f"sign in as {user.name} (admin) with this token: {user.token}", soft_wrap=True)
     try:
-        server.serve_forever()
+        with terminate_as_interrupt():  # SIGTERM stops it as Ctrl-C does
+            server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:

@@ -97,11 +97,12 @@ def _checked(
         errors["reason"] = "say why (it goes to the audit with your name)"
     if not result.values and not result.errors:
         errors.setdefault("*", "nothing to change: every value is as it is now")
-    if result.values and not result.errors:
+    if result.values:  # Redis's rules on what parsed, so every problem shows at once
         try:
             now.bus.check(ns, result.values, expect_version=base)
         except InvalidParams as exc:
-            errors.update(exc.errors)
+            for name, message in exc.errors.items():
+                errors.setdefault(name, message)
     return view, result.values, result.texts, errors
 
 
