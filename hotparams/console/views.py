@@ -18,7 +18,6 @@ from ..cli.values import field_rules, scrub, shown
 from ..codec import MASK, loads
 from ..flask.operations import masked, variants_doc, worker_doc
 from ..fleet import Convergence
-from ..keys import PREFIX
 from ..snapshot import Change, Snapshot
 from .forms import FormField, form_fields
 
@@ -40,21 +39,8 @@ def text_of(value: Any) -> str:
 
 
 def namespace_names(bus: Bus) -> list[str]:
-    """Every namespace in this Redis.
-
-    A SCAN of ``hp:{*}:meta`` until :meth:`Bus.namespaces` exists (the
-    namespace lifecycle work adds it); then this calls it.
-    """
-    finder = getattr(bus, "namespaces", None)
-    if callable(finder):
-        return sorted(str(getattr(n, "name", n)) for n in finder())
-    names = set()
-    for key in bus.client.scan_iter(match=f"{PREFIX}:{{*}}:meta", count=1000):
-        text = key.decode() if isinstance(key, bytes) else str(key)
-        start, end = text.find("{"), text.rfind("}:meta")
-        if start >= 0 and end > start:
-            names.add(text[start + 1 : end])
-    return sorted(names)
+    """Every namespace in this Redis (:meth:`Bus.namespaces`), by name."""
+    return sorted(info.namespace for info in bus.namespaces())
 
 
 @dataclass(frozen=True, slots=True)
