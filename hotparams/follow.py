@@ -177,8 +177,8 @@ def _handle(
 def _resync(tracker: Tracker[Any], keys: Keys) -> Phase:
     try:
         stored = yield Read(get_op(keys))
-    except NamespaceNotFound:
-        tracker.on_missing()
+    except NamespaceNotFound as exc:
+        tracker.on_missing(exc.deleted)
         return
     step = tracker.on_stored(stored)
     if step.action == "apply" and step.view is not None:
@@ -188,8 +188,8 @@ def _resync(tracker: Tracker[Any], keys: Keys) -> Phase:
 def _reconcile(tracker: Tracker[Any], keys: Keys) -> Phase:
     try:
         head = yield Read(head_op(keys))
-    except NamespaceNotFound:
-        tracker.on_missing()
+    except NamespaceNotFound as exc:
+        tracker.on_missing(exc.deleted)
         return
     if tracker.on_head(head):  # counted and logged by the tracker
         yield from _resync(tracker, keys)

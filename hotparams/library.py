@@ -85,8 +85,8 @@ API = 2
 API_MIN = 2
 #: the library's release: bump it with every change of the Lua source and
 #: put the new digest in RELEASE_DIGEST (tests/test_library.py says which)
-RELEASE = 2
-RELEASE_DIGEST = "463a2cb55b41573d"
+RELEASE = 3
+RELEASE_DIGEST = "b82af6901dc9cb17"
 
 _PLACEHOLDER = "local LIBVERSION = 'dev'"
 

@@ -44,7 +44,7 @@ from pydantic import BaseModel
 
 from .codec import dumps, loads, model_values
 from .connection import describe
-from .errors import HotParamsError, InvalidParams, NamespaceNotFound, ProtocolError
+from .errors import HotParamsError, InvalidParams, NamespaceNotFound, ProtocolError, Tombstone
 from .protocol import Head, Stored
 from .schema import ParamSchema
 from .snapshot import Snapshot, frozen_mapping
@@ -248,6 +248,10 @@ class LiveStatus:
     last_error: str | None
     #: how often the listener subscribed again after losing its connection
     reconnects: int = 0
+    #: the tombstone when the namespace was deleted (``Bus.delete``): the
+    #: handle serves its last good snapshot until the namespace is registered
+    #: again, then follows the new history
+    deleted: Tombstone | None = None
 
 
 def defaults_snapshot(namespace: str, schema: ParamSchema[M]) -> Snapshot[M]:
@@ -304,6 +308,7 @@ class Tracker(Generic[M]):
         self.connected = False
         self.lost = False
         self.rejected: Rejected | None = None
+        self.deleted: Tombstone | None = None
         self.epoch_changes = 0
         self.applied = 0
         self.resyncs = 0
@@ -338,6 +343,7 @@ class Tracker(Generic[M]):
             error = InvalidParams(self.namespace, self.rejected.errors)
         elif isinstance(error, NamespaceNotFound):
             self.lost = True
+            self.deleted = error.deleted
         why = str(error) if error is not None else "no Redis"
         if cached is not None:
             self._install(cached, "cache")
@@ -385,6 +391,8 @@ class Tracker(Generic[M]):
             return self._resync("no snapshot yet")
         fresh: dict[int, Event] = {}
         for event in events:
+            if event.op == "delete":
+                return self._resync("the namespace was deleted")
             if event.epoch != cur.epoch:
                 return self._resync(f"event of another history (epoch {event.epoch})")
             if event.version <= cur.version:
@@ -427,6 +435,7 @@ class Tracker(Generic[M]):
     def on_stored(self, stored: Stored) -> Step:
         """A whole current version, just read."""
         self.lost = False
+        self.deleted = None
         cur = self.current
         if cur is not None and stored.epoch == cur.epoch:
             self._read_version = max(self._read_version, stored.version)
@@ -482,20 +491,31 @@ class Tracker(Generic[M]):
         self._resync(f"the reconcile probe found version {head.version} (epoch {head.epoch})")
         return True
 
-    def on_missing(self) -> Step:
-        """The namespace is not in Redis (flushed, restarted empty, deleted)."""
-        if not self.lost:
+    def on_missing(self, deleted: Tombstone | None = None) -> Step:
+        """The namespace is not in Redis (flushed, restarted empty, deleted:
+        then ``deleted`` is its tombstone)."""
+        if not self.lost or (deleted is not None and self.deleted is None):
             self.lost = True
+            self.deleted = deleted
             cur = self.current
             version = cur.version if cur else 0
-            log.error(
-                "%s: the namespace is missing in Redis (flushed or restarted empty); "
-                "keeping version %d; restore it with Bus.restore",
-                self.namespace,
-                version,
-                extra=self._extra(version, event="lost"),
-            )
-        return Step("keep", "missing")
+            if deleted is not None:
+                log.error(
+                    "%s: the namespace was %s; keeping version %d until it is registered again",
+                    self.namespace,
+                    deleted.describe(),
+                    version,
+                    extra=self._extra(version, event="deleted"),
+                )
+            else:
+                log.error(
+                    "%s: the namespace is missing in Redis (flushed or restarted empty); "
+                    "keeping version %d; restore it with Bus.restore",
+                    self.namespace,
+                    version,
+                    extra=self._extra(version, event="lost"),
+                )
+        return Step("keep", "deleted" if deleted is not None else "missing")
 
     def connection(self, connected: bool, error: BaseException | None = None) -> None:
         if error is not None:
@@ -571,6 +591,7 @@ class Tracker(Generic[M]):
             resyncs=self.resyncs,
             last_error=self.last_error,
             reconnects=self.reconnects,
+            deleted=self.deleted,
         )
 
     # ------------------------------------------------------------ internals

@@ -259,8 +259,8 @@ end
 --[[ hp_delete
 KEYS[1] namespace
 ARGV    @author A @reason R @source S [@expect N]
-Deletes the namespace's meta, schema, retained versions and exposure counts
-and leaves a tombstone (hp:{ns}:deleted: author, reason, source, ts, epoch,
+Deletes the namespace's meta, schema, retained versions, exposure counts and
+request ids (they belong to the history that ends) and leaves a tombstone (hp:{ns}:deleted: author, reason, source, ts, epoch,
 version) that outlives it; the audit stream stays, with an entry "delete".
 Running workers keep their last good snapshot and report the deletion; a
 later hp_register starts a new history (epoch).
@@ -289,14 +289,15 @@ local function hp_delete(keys, argv)
   local oldest = meta.oldest or meta.version
   for n = oldest, meta.version do redis.call('DEL', key_of(ns, 'v:' .. n)) end
   redis.call('DEL', key_of(ns, 'meta'), key_of(ns, 'schema'), key_of(ns, 'exposures'),
-    key_of(ns, 'deleted'))
+    key_of(ns, 'rids'), key_of(ns, 'rids:at'), key_of(ns, 'deleted'))
   redis.call('HSET', key_of(ns, 'deleted'), 'author', opts.author or '',
     'reason', opts.reason or '', 'source', opts.source or 'redis', 'ts', ts,
     'epoch', meta.epoch, 'version', meta.version)
   audit_only(ns, meta, 'delete', opts, { { 'epoch', meta.epoch } })
   redis.call('PUBLISH', key_of(ns, 'events'), '{"ns":' .. cjson.encode(ns)
     .. ',"epoch":' .. cjson.encode(meta.epoch) .. ',"op":"delete","v":' .. meta.version
-    .. ',"ts":' .. ts .. '}')
+    .. ',"prev":' .. meta.version .. ',"ts":' .. ts .. ',"schema":' .. meta.schema_rev
+    .. ',"changed":{},"removed":[],"redacted":[]}')
   return meta.version
 end
 
