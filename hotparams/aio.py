@@ -612,6 +612,7 @@ class AsyncLive(Handle[M]):
             settings=bus.settings,
             worker_name=worker_name,
             metrics=metrics,
+            url=bus.url,
         )
         self._bus = bus
         s = bus.settings

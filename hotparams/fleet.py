@@ -4,6 +4,19 @@ an operator reads ("has every worker picked up version 42?").
 A Live handle sends a :class:`WorkerReport` with ``hp_report`` when it
 applies a version and on a heartbeat; reports expire by themselves, so a
 killed worker disappears after its time to live.
+
+Bounds (enforced by ``hotparams/lua/fleet.lua`` for every caller; the same
+numbers here keep this client within them): a report is a JSON object of at
+most ``MAX_REPORT_BYTES``, lives at most ``MAX_TTL_MS`` unless renewed, and a
+namespace holds at most ``MAX_REPORTS`` live reports (a new id beyond that is
+refused with ``HP_LIMIT``).  ``hp_workers`` is read in pages of
+``WORKERS_PAGE`` (a ZSCAN: bounded work per call, however large the fleet).
+Exposure counts: at most ``MAX_EXPOSE_INCREMENT`` per counter and call,
+``MAX_EXPOSE_PAIRS`` counters per call, a counter never passes 2^53 - 1.
+
+Who sent a report: Lua cannot ask Redis who the caller is (``ACL WHOAMI``
+is not allowed in a function), so a report carries the ACL user the client
+connects as (``user``), as the client claims it.
 """
 
 from __future__ import annotations
@@ -14,13 +27,22 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from .codec import dumps, loads
+from .errors import ProtocolError
 from .protocol import Command, FCall, Op, text
 
 __all__ = [
+    "MAX_EXPOSE_INCREMENT",
+    "MAX_EXPOSE_PAIRS",
+    "MAX_REPORTS",
+    "MAX_REPORT_BYTES",
+    "MAX_TTL_MS",
+    "WORKERS_PAGE",
     "Convergence",
     "WorkerReport",
+    "acl_user",
     "convergence",
     "expose_op",
     "exposures_op",
@@ -29,6 +51,26 @@ __all__ = [
     "worker_id",
     "workers_op",
 ]
+
+
+MAX_REPORT_BYTES = 4096
+MAX_REPORTS = 50_000
+MAX_TTL_MS = 3_600_000
+WORKERS_PAGE = 1000
+MAX_EXPOSE_PAIRS = 256
+MAX_EXPOSE_INCREMENT = 1_000_000_000
+#: the longest error text and name a report carries
+_MAX_TEXT = 1024
+
+
+def acl_user(url: str) -> str:
+    """The ACL user a connection URL authenticates as (``default`` without one)."""
+    try:
+        parts = urlsplit(url)
+        named = parts.username or parse_qs(parts.query).get("username", [""])[0]
+    except ValueError:
+        return "default"
+    return named or "default"
 
 
 def worker_id(name: str = "") -> str:
@@ -48,6 +90,8 @@ class WorkerReport:
     host: str = ""
     pid: int = 0
     name: str = ""
+    #: the ACL user the worker connects as, as the worker says (Redis cannot tell)
+    user: str = ""
     connected: bool = True
     #: commit time of the applied version, and when this worker applied it (ms)
     committed_ms: int = 0
@@ -63,9 +107,18 @@ class WorkerReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        """The report as sent; long texts are cut so it stays within MAX_REPORT_BYTES."""
         data = asdict(self)
         data.pop("reported_ms")
-        return dumps(data)
+        for name in ("last_error", "name", "host", "user"):
+            data[name] = data[name][:_MAX_TEXT]
+        out = dumps(data)
+        if len(out.encode()) > MAX_REPORT_BYTES:
+            data["extra"] = {"truncated": True}
+            data["last_error"] = data["last_error"][:200]
+            data["name"] = data["name"][:200]
+            out = dumps(data)
+        return out
 
     @classmethod
     def from_json(cls, worker: str, raw: str | bytes) -> WorkerReport:
@@ -79,7 +132,7 @@ class WorkerReport:
 
 
 def report_op(namespace: str, report: WorkerReport, ttl_s: float) -> Op[int]:
-    ttl_ms = str(max(1, int(ttl_s * 1000)))
+    ttl_ms = str(min(MAX_TTL_MS, max(1, int(ttl_s * 1000))))
     reply = yield FCall("hp_report", namespace, (report.id, report.to_json(), ttl_ms))
     return int(reply)
 
@@ -89,14 +142,25 @@ def leave_op(namespace: str, worker: str) -> Op[bool]:
     return bool(int(reply))
 
 
+#: more pages than a walk of MAX_REPORTS can take: a server that keeps answering is broken
+_MAX_PAGES = 10 * MAX_REPORTS // WORKERS_PAGE
+
+
 def workers_op(namespace: str) -> Op[tuple[int, list[WorkerReport]]]:
-    """Redis's time (ms) and the live workers' reports, by id."""
-    reply = yield FCall("hp_workers", namespace, (), readonly=True)
-    now = int(reply[0])
-    reports = [
-        WorkerReport.from_json(text(reply[i]), reply[i + 1]) for i in range(1, len(reply), 2)
-    ]
-    return now, sorted(reports, key=lambda r: r.id)
+    """Redis's time (ms) and the live workers' reports, by id, read page by
+    page (each ``hp_workers`` call is bounded work; a report seen twice
+    during the walk counts once)."""
+    found: dict[str, WorkerReport] = {}
+    cursor = "0"
+    for _ in range(_MAX_PAGES):
+        reply = yield FCall("hp_workers", namespace, (cursor, str(WORKERS_PAGE)), readonly=True)
+        now, cursor = int(reply[0]), text(reply[1])
+        for i in range(2, len(reply), 2):
+            worker = text(reply[i])
+            found[worker] = WorkerReport.from_json(worker, reply[i + 1])
+        if cursor == "0":
+            return now, [found[worker] for worker in sorted(found)]
+    raise ProtocolError(f"hp_workers on {namespace!r} did not finish in {_MAX_PAGES} pages")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +192,8 @@ def convergence(
 ) -> Convergence:
     """Summarise reports against the namespace's current version ``target``."""
     on = [r for r in reports if r.epoch == epoch and r.version >= target]
-    behind = tuple(r for r in reports if r not in on)
+    on_ids = {r.id for r in on}
+    behind = tuple(r for r in reports if r.id not in on_ids)
     lags = [r.lag_ms for r in reports if r.epoch == epoch and r.version == target]
     p50: float | None = statistics.median(lags) if lags else None
     p99: float | None = _quantile(lags, 0.99) if lags else None
@@ -147,14 +212,22 @@ def convergence(
 
 
 def expose_op(namespace: str, salt: str, counts: dict[str | None, int]) -> Op[int]:
-    """Add a batch of assignment counts (variant name, None for the base)."""
-    args: list[str] = [salt]
+    """Add a batch of assignment counts (variant name, None for the base),
+    in as many calls as the library's bounds per call need."""
+    pairs: list[tuple[str, int]] = []
     for name, count in counts.items():
-        if count:
-            args += [name or "", str(int(count))]
-    if len(args) == 1:
-        return 0
-    return int((yield FCall("hp_expose", namespace, tuple(args))))
+        left = int(count)
+        while left > 0:
+            step = min(left, MAX_EXPOSE_INCREMENT)
+            pairs.append((name or "", step))
+            left -= step
+    touched = 0
+    for start in range(0, len(pairs), MAX_EXPOSE_PAIRS):
+        args = [salt]
+        for name, step in pairs[start : start + MAX_EXPOSE_PAIRS]:
+            args += [name, str(step)]
+        touched += int((yield FCall("hp_expose", namespace, tuple(args))))
+    return touched
 
 
 def exposures_op(namespace: str, key: str, salt: str) -> Op[dict[str | None, int]]:

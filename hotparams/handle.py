@@ -22,6 +22,7 @@ import blinker
 from pydantic import BaseModel
 
 from . import lkg
+from .fleet import acl_user
 from .keys import keys_for
 from .reporting import Reporter
 from .schema import ParamSchema
@@ -89,6 +90,7 @@ class Handle(Generic[M]):
         settings: Settings,
         worker_name: str = "",
         metrics: Metrics | None = None,
+        url: str = "",
     ) -> None:
         from .metrics import default_metrics
 
@@ -106,6 +108,7 @@ class Handle(Generic[M]):
             name=worker_name,
             interval=settings.report_interval,
             exposure_interval=settings.exposure_interval,
+            user=acl_user(url),
         )
         self._callbacks: tuple[tuple[ChangeCallback, frozenset[str] | None], ...] = ()
         self._callbacks_lock = threading.Lock()

@@ -85,8 +85,8 @@ API = 2
 API_MIN = 2
 #: the library's release: bump it with every change of the Lua source and
 #: put the new digest in RELEASE_DIGEST (tests/test_library.py says which)
-RELEASE = 3
-RELEASE_DIGEST = "b82af6901dc9cb17"
+RELEASE = 4
+RELEASE_DIGEST = "e3771b0a7991882d"
 
 _PLACEHOLDER = "local LIBVERSION = 'dev'"
 

@@ -115,6 +115,7 @@ class Live(Handle[M]):
             settings=bus.settings,
             worker_name=worker_name,
             metrics=metrics,
+            url=bus.url,
         )
         self._bus = bus
         self._init_runtime()

@@ -176,10 +176,13 @@ class Reporter:
         interval: float,
         exposure_interval: float,
         clock: Callable[[], float] = time.monotonic,
+        user: str = "default",
     ) -> None:
         self.tracker = tracker
         self.namespace = tracker.namespace
         self.name = name
+        #: the ACL user the bus connects as (claimed: Redis cannot tell a function)
+        self.user = user
         self.interval = interval
         self.ttl = TTL_INTERVALS * interval
         self.exposure_interval = exposure_interval
@@ -256,6 +259,7 @@ class Reporter:
             host=self.host,
             pid=self.pid,
             name=self.name,
+            user=self.user,
             connected=status.connected,
             committed_ms=view.base.committed_ms if view else 0,
             applied_ms=view.applied_ms if view else 0,

@@ -38,6 +38,8 @@ def dump_namespace(
             ]
         elif kind == "string":
             out[key] = _s(client.get(key))
+        elif kind == "zset":
+            out[key] = [(_s(m), score) for m, score in client.zrange(key, 0, -1, withscores=True)]
         else:
             out[key] = kind
     return out

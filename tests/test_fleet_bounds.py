@@ -1,0 +1,184 @@
+"""Fleet data a worker cannot abuse through the library: every fleet function
+checks all of its arguments before its first write (the namespace's keys,
+fleet included, byte-identical after each refusal), exposure counts are
+bounded, and the fleet calls page through 10,000+ reports."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+import hotparams
+from hotparams.fleet import (
+    MAX_REPORTS,
+    MAX_TTL_MS,
+    WorkerReport,
+    acl_user,
+    exposures_op,
+    report_op,
+)
+from tests.helpers import dump_namespace
+from tests.models import ChatParams
+
+
+def _refused(raw: redis.Redis, call: Callable[[], Any], code: str) -> None:
+    """``call`` gets an error reply starting with ``code`` and changes nothing."""
+    before = dump_namespace(raw, "chat", include_fleet=True)
+    with pytest.raises(redis.ResponseError) as caught:
+        call()
+    assert str(caught.value).startswith(code), caught.value
+    assert dump_namespace(raw, "chat", include_fleet=True) == before
+
+
+def _report(bus: hotparams.Bus, worker: str, version: int = 1, ttl: float = 30) -> None:
+    bus.run(report_op("chat", WorkerReport(worker, "chat", version, "e"), ttl))
+
+
+# ---------------------------------------------------------------- hp_expose
+
+
+def _counts(bus: hotparams.Bus) -> dict[str | None, int]:
+    return bus.run(exposures_op("chat", "hp:{chat}:exposures", "s"))
+
+
+def test_hp_expose_checks_every_pair_before_adding_any(
+    bus: hotparams.Bus, raw: redis.Redis
+) -> None:
+    bus.register("chat", ChatParams)
+    raw.fcall("hp_expose", 1, "chat", "s", "a", 1)
+
+    def expose(*args: Any) -> Callable[[], Any]:
+        return lambda: raw.fcall("hp_expose", 1, "chat", *args)
+
+    for args in [
+        ("s", "a", 5, "b", "1e3"),  # a float-looking count after a good pair
+        ("s", "a", 5, "b", "-1"),
+        ("s", "a", 5, "b", "1.5"),
+        ("s", "a", 5, "b", " 7"),
+        ("s", "a", 5, "b"),  # odd count
+        ("s", "a", str(2**63 - 1)),  # no setting a counter to 2^63-1
+        ("s", "a", str(10**9 + 1)),  # more than one flush can count
+        ("s", "a", 5, "b" * 65, 1),
+        ("s", "a", 5, b"b\xff", 1),
+        ("", "a", 1),
+        ("s" * 65, "a", 1),
+        ("s", *[x for i in range(300) for x in (f"v{i}", 1)]),  # too many pairs
+    ]:
+        _refused(raw, expose(*args), "HP_BADARG")
+    assert _counts(bus) == {"a": 1}
+
+
+def test_a_counter_never_passes_2_to_the_53(bus: hotparams.Bus, raw: redis.Redis) -> None:
+    bus.register("chat", ChatParams)
+    raw.hset("hp:{chat}:exposures", "s:a", 2**53 - 5)  # as if counted for years
+    _refused(raw, lambda: raw.fcall("hp_expose", 1, "chat", "s", "b", 1, "a", 5), "HP_LIMIT")
+    raw.fcall("hp_expose", 1, "chat", "s", "a", 4)
+    assert _counts(bus) == {"a": 2**53 - 1}
+
+
+# ---------------------------------------------------------------- hp_report / hp_leave
+
+
+def test_hp_report_checks_everything_before_writing(bus: hotparams.Bus, raw: redis.Redis) -> None:
+    bus.register("chat", ChatParams)
+    _report(bus, "w1")
+
+    def report(*args: Any) -> Callable[[], Any]:
+        return lambda: raw.fcall("hp_report", 1, "chat", *args)
+
+    for args in [
+        ("w2", "{}", MAX_TTL_MS + 1),  # lives too long
+        ("w2", "{}", 0),
+        ("w2", "{}", "1e3"),
+        ("w2", "[]", 1000),
+        ("w2", '{"a":"' + "x" * 5000 + '"}', 1000),  # larger than a report may be
+        ("w2", b'{"a":"\xff"}', 1000),  # not UTF-8
+        ("", "{}", 1000),
+        ("w" * 257, "{}", 1000),
+        (b"w\xff", "{}", 1000),
+        ("w2", "{}"),
+        ("w2", "{}", 1000, "extra"),
+    ]:
+        _refused(raw, report(*args), "HP_BADARG")
+
+
+def test_hp_leave_checks_its_argument(bus: hotparams.Bus, raw: redis.Redis) -> None:
+    bus.register("chat", ChatParams)
+    _report(bus, "w1")
+    for args in [(), ("",), ("w" * 257,), ("w1", "extra")]:
+        _refused(raw, lambda args=args: raw.fcall("hp_leave", 1, "chat", *args), "HP_BADARG")
+    assert raw.fcall("hp_leave", 1, "chat", "w1") == 1
+
+
+def test_a_namespace_holds_a_bounded_number_of_reports(redis_url: str) -> None:
+    bus = hotparams.connect(redis_url)
+    bus.register("chat", ChatParams)
+    raw = bus.client
+    bus.load_library()
+    pipe = raw.pipeline(transaction=False)
+    for i in range(MAX_REPORTS):
+        pipe.fcall("hp_report", 1, "chat", f"w{i}", "{}", 60_000)
+    pipe.execute()
+    _refused(raw, lambda: raw.fcall("hp_report", 1, "chat", "one-too-many", "{}", 1000), "HP_LIMIT")
+    raw.fcall("hp_report", 1, "chat", "w7", '{"version":1}', 1000)  # a known id renews
+    assert raw.zcard("hp:{chat}:workers") == MAX_REPORTS
+    bus.close()
+
+
+def test_an_expired_report_frees_its_place(bus: hotparams.Bus, raw: redis.Redis) -> None:
+    bus.register("chat", ChatParams)
+    raw.fcall("hp_report", 1, "chat", "gone", "{}", 1)
+    deadline = time.monotonic() + 5
+    while bus.workers("chat") and time.monotonic() < deadline:
+        pass  # a 1 ms report is gone within a few ms
+    assert bus.workers("chat") == []
+    _report(bus, "w1")
+    assert [r.id for r in bus.workers("chat")] == ["w1"]
+    assert raw.zscore("hp:{chat}:workers", "gone") is None
+
+
+# ---------------------------------------------------------------- identity
+
+
+def test_a_report_records_the_acl_user_the_client_claims(
+    bus: hotparams.Bus, raw: redis.Redis
+) -> None:
+    bus.register("chat", ChatParams)
+    live = bus.watch("chat", ChatParams)
+    (report,) = bus.workers("chat")
+    assert report.user == "default" and report.id == live.worker_id
+    live.close()
+    assert acl_user("redis://ana:pw@h:1/0") == "ana"
+    assert acl_user("redis://:pw@h:1/0") == "default"
+    assert acl_user("unix:///tmp/r.sock?username=wk") == "wk"
+
+
+# ---------------------------------------------------------------- 10,000+ reports
+
+
+@pytest.mark.parametrize("count", [10_000, 20_000])
+def test_the_fleet_calls_work_with_many_reports(redis_url: str, count: int) -> None:
+    bus = hotparams.connect(redis_url)
+    v = bus.register("chat", ChatParams).version
+    epoch = bus.head("chat").epoch
+    pipe = bus.client.pipeline(transaction=False)
+    for i in range(count):
+        report = WorkerReport(f"w{i:05d}", "chat", v if i % 10 else 0, epoch, lag_ms=1.0)
+        pipe.fcall("hp_report", 1, "chat", report.id, report.to_json(), 60_000)
+    pipe.execute()
+    started = time.perf_counter()
+    workers = bus.workers("chat")
+    assert len(workers) == count and len({r.id for r in workers}) == count
+    conv = bus.convergence("chat")
+    elapsed = time.perf_counter() - started
+    assert conv.workers == count and conv.on_target == count - count // 10
+    assert len(conv.behind) == count // 10
+    assert elapsed < 10, elapsed
+    # no call may block Redis long: each page is bounded work
+    slow = bus.client.slowlog_get(128)
+    assert all(int(e["duration"]) < 200_000 for e in slow if b"hp_workers" in e["command"])
+    bus.close()
