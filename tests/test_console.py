@@ -5,6 +5,7 @@ extension's mount, and secrets that never reach a response."""
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import signal
@@ -82,8 +83,9 @@ def review_form(
     }
 
 
-def hidden_fields(html: str) -> dict[str, str]:
-    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
+def hidden_fields(page: str) -> dict[str, str]:
+    found = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page)
+    return {name: html.unescape(value) for name, value in found}
 
 
 # ---------------------------------------------------------------- routes and auth
@@ -523,3 +525,59 @@ def _http(base: str, token: str) -> int:
     with opener.open(base + "ns/chat", timeout=5) as r:
         assert "chat" in r.read().decode()
         return int(r.status)
+
+
+def test_the_fleet_page_lists_laggards_first_and_marks_them_behind(
+    app: Flask, bus: hotparams.Bus
+) -> None:
+    from hotparams.fleet import WorkerReport, report_op
+
+    head = bus.head("chat")
+    now = int(time.time() * 1000)
+    for worker, version, error in (("h:1:fresh", head.version, ""), ("h:2:stale", 1, SECRET)):
+        report = WorkerReport(
+            id=worker,
+            namespace="chat",
+            version=version,
+            epoch=head.epoch,
+            confirmed_ms=now,
+            last_error=f"rejected v2: api_key {error}" if error else "",
+        )
+        bus.run(report_op("chat", report, 30))
+    client, _ = client_as(app, "viewer")
+    fragment = client.get("/ns/chat/fleet?fragment=1").text
+    assert "1/2 on v2" in fragment
+    rows = re.findall(r'<tr class="(\w+)" data-worker="([^"]+)"', fragment)
+    assert rows == [("behind", "h:2:stale"), ("ok", "h:1:fresh")]  # laggards first
+    assert '<strong class="tag">behind</strong>' in fragment  # not only a colour
+    assert SECRET not in fragment and "api_key ******" in fragment  # scrubbed error text
+    assert "1/2 on v2" in client.get("/").text
+
+
+def test_the_edit_form_has_a_toggle_a_select_and_json_editors_from_the_schema(
+    redis_url: str,
+) -> None:
+    from .models import ChatParams as RichParams
+
+    with hotparams.connect(redis_url) as setup:
+        setup.register("rich", RichParams)
+    raw = hotparams.connect(redis_url)
+    app = create_app(raw, Console(url_prefix="/", users=USERS, secret_key="k" * 32, wait=0))
+    client, csrf = client_as(app, "editor")
+    edit = client.get("/ns/rich/edit").text
+    assert 'type="checkbox" role="switch" id="f-streaming"' in edit
+    assert '<select id="f-tone"' in edit and '<option value="plain" selected>' in edit
+    assert '<textarea id="f-stop"' in edit and 'class="json"' in edit
+    form = review_form(csrf, 1, stop='["\\n\\n", "END"]', tone="friendly", fallback_model="gpt-4o")
+    form["f.streaming"] = "false"  # the hidden input alone: the switch is off
+    r = client.post("/ns/rich/review", data=form)
+    assert r.status_code == 200, r.text
+    r = client.post("/ns/rich/publish", data=hidden_fields(r.text))
+    assert r.status_code == 303
+    values = raw.get("rich").values
+    assert values["stop"] == ["\n\n", "END"] and values["tone"] == "friendly"
+    assert values["streaming"] is False and values["fallback_model"] == "gpt-4o"
+    bad = review_form(csrf, 2, stop='["a", 1]')
+    r = client.post("/ns/rich/review", data=bad)
+    assert r.status_code == 400 and "stop: " in r.text
+    raw.close()

@@ -155,3 +155,59 @@ def test_an_unknown_embedded_backend_is_a_usage_error() -> None:
     from hotparams.cli import run
 
     assert run(["demo", "--embedded", "redis-cluster"]) == 2
+
+
+@pytest.mark.slow
+def test_demo_console_serves_the_console_on_the_running_fleet_and_stops_clean(
+    tmp_path: Path,
+) -> None:
+    need(redis_server_binary() is not None, "redis-server (on PATH)")
+    from .test_console import csrf_of
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen(
+        [HOTPARAMS, "demo", "--console", "--console-port", "0", "--embedded", "redis-server"],
+        cwd=tmp_path,
+        env=environment(tmp),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "with this token:" in line:
+                break
+        out = "".join(lines)
+        url = re.search(r"console: (http://\S+/)ns/demo-chat", out)
+        token = re.search(r"with this token: (\S+)", out)
+        assert url and token, out
+        base = url.group(1)
+        import http.cookiejar
+        import json
+        import urllib.parse
+        import urllib.request
+
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with opener.open(base + "login", timeout=5) as r:
+            form = {"csrf": csrf_of(r.read().decode()), "token": token.group(1)}
+        with opener.open(base + "login", data=urllib.parse.urlencode(form).encode(), timeout=5):
+            pass
+        with opener.open(base + "ns/demo-chat/fleet?format=json", timeout=5) as r:
+            fleet = json.loads(r.read())
+        assert (fleet["total"], fleet["complete"]) == (3, True), fleet
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out
+    assert "workers stopped (SIGTERM)" in out and out.count(" exit 0 ") == 3, out
+    assert_clean(proc.pid, tmp, out)

@@ -252,6 +252,35 @@ class Demo:
         return t
 
 
+def _with_console(script: Demo, url: str, port: int) -> None:
+    """Serve the console on the demo fleet and show the workers until Ctrl-C."""
+    from ..console.server import ConsoleServer, login_user
+
+    user = login_user()
+    bus = connect(url)
+    server = ConsoleServer(bus, [user], port=port).start()
+    out = script.out
+    try:
+        out.print(Text(f"console: {server.url}ns/{script.namespace}", "bold"))
+        out.print(f"sign in as {user.name} (admin) with this token: {user.token}", soft_wrap=True)
+        out.print("change a parameter there and watch each worker apply it; Ctrl-C stops")
+        with RichLive(console=out, refresh_per_second=4, transient=False) as live:
+            while True:
+                target = script.bus.head(script.namespace).version
+                views, conv = script.measure(target)
+                summary = script.summary_line(views, conv, target)
+                live.update(Group(script.table(views, target), summary))
+                problem = script.fleet.failed()
+                if problem:
+                    raise DemoError(problem)
+                time.sleep(0.25)
+    except KeyboardInterrupt:
+        out.print("stopping: the console, then the workers")
+    finally:
+        server.close()
+        bus.close()
+
+
 def _ms(value: float | None) -> str:
     """A lag: reports carry whole milliseconds (commit and apply times in ms)."""
     if value is None:
@@ -289,6 +318,17 @@ def demo(
     namespace: Annotated[
         str, typer.Option("--namespace", help="The namespace the demo fleet uses.")
     ] = "demo-chat",
+    console: Annotated[
+        bool,
+        typer.Option(
+            "--console",
+            help="Instead of the scripted changes: keep the fleet running with the operators' "
+            "console open on it, and show each worker's values until Ctrl-C.",
+        ),
+    ] = False,
+    console_port: Annotated[
+        int, typer.Option("--console-port", min=0, max=65535, help="The console's port.")
+    ] = 8600,
 ) -> None:
     """Start a fleet of chat workers here, change their parameters live, watch them converge."""
     state = state_of(ctx)
@@ -304,7 +344,7 @@ def demo(
                 Text(f"hotparams demo: {workers} chat workers, namespace '{namespace}'", "bold")
             )
             out.print(f"Redis: {backend.description}")
-            _run(state, backend.url, namespace, workers, pace)
+            _run(state, backend.url, namespace, workers, pace, console_port if console else None)
         finally:
             backend.close()
     took = time.monotonic() - began
@@ -314,7 +354,9 @@ def demo(
     out.print(f"{stopped}temporary files removed; the demo took {took:.1f} s")
 
 
-def _run(state: State, url: str, namespace: str, size: int, pace: float) -> None:
+def _run(
+    state: State, url: str, namespace: str, size: int, pace: float, console_port: int | None
+) -> None:
     out = state.out
     bus = connect(url, retry_attempts=3, retry_deadline=5.0)
     fleet = Fleet(url, namespace, size)
@@ -330,9 +372,12 @@ def _run(state: State, url: str, namespace: str, size: int, pace: float) -> None
             f"temperature {first.temperature:g}"
         )
         script = Demo(state, bus, fleet, namespace, pace)
-        script.run()
-        out.print()
-        out.print(script.summary())
+        if console_port is not None:
+            _with_console(script, url, console_port)
+        else:
+            script.run()
+            out.print()
+            out.print(script.summary())
     finally:
         views = fleet.stop()
         bus.close()
