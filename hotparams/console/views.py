@@ -75,6 +75,7 @@ class NamespaceView:
     variants: dict[str, Any]  # variants_doc, with exposures
     secrets: frozenset[str]
     base_exposures: int
+    changed: frozenset[str]  # fields whose value is not their default (secrets left out)
 
     def default_text(self, name: str) -> str:
         rule = field_rules(self.rules).get(name, {})
@@ -93,6 +94,11 @@ def namespace_view(bus: Bus, namespace: str, snap: Snapshot[Any] | None = None) 
     secrets = frozenset(n for n, r in field_rules(rules).items() if r.get("secret"))
     values = masked(snap.values, secrets)
     exposures = bus.exposures(namespace) if snap.variants.variants else {}
+    changed = frozenset(
+        name
+        for name, rule in field_rules(rules).items()
+        if "default" in rule and name not in secrets and values.get(name) != loads(rule["default"])
+    )
     return NamespaceView(
         name=namespace,
         version=snap.version,
@@ -104,6 +110,7 @@ def namespace_view(bus: Bus, namespace: str, snap: Snapshot[Any] | None = None) 
         variants=variants_doc(snap.variants, secrets, exposures),
         secrets=secrets,
         base_exposures=exposures.get(None, 0),
+        changed=changed,
     )
 
 

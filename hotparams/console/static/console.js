@@ -35,7 +35,25 @@
       setTimeout(function () { buttons.forEach(function (b) { b.disabled = true; }); }, 0);
     });
   }
+  // JSON editors: say at once when the text is not JSON (the server checks it again).
+  function jsonHint(area) {
+    var note = document.createElement("p");
+    note.className = "field-error";
+    note.id = area.id + "-json";
+    note.hidden = true;
+    area.insertAdjacentElement("afterend", note);
+    area.addEventListener("input", function () {
+      var text = area.value.trim();
+      var problem = "";
+      if (text !== "") {
+        try { JSON.parse(text); } catch (e) { problem = "not JSON yet: " + e.message; }
+      }
+      note.textContent = problem;
+      note.hidden = problem === "";
+    });
+  }
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("textarea.json").forEach(jsonHint);
     document.querySelectorAll("[data-live]").forEach(live);
     document.querySelectorAll("input[data-filter]").forEach(filter);
     document.querySelectorAll("form[method=post]").forEach(once);
