@@ -40,3 +40,18 @@ class PairParams(BaseModel):
     a: int = 0
     b: int = 0
     note: str = ""
+
+
+class ChatParamsV1(BaseModel):
+    """An older release of a chat schema (the migration tests of the CLI)."""
+
+    temperature: float = Field(0.7, ge=0, le=2)
+    legacy: str = "x"
+    tokens: int = 256
+
+
+class ChatParamsV2(BaseModel):
+    """ChatParamsV1 with legacy dropped and tokens renamed to max_tokens."""
+
+    temperature: float = Field(0.7, ge=0, le=1)
+    max_tokens: int = Field(512, ge=1, le=8192)

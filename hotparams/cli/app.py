@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from ..redact import terminal_safe
-from . import commands
+from . import commands, lifecycle
 from .console import console
 from .context import DEFAULT_URL, State, exit_code_for
 from .demo import demo
@@ -76,6 +76,10 @@ app.command("watch")(watch)
 app.command("status")(status)
 app.command("demo")(demo)
 app.command("install")(install)
+app.command("list")(lifecycle.list_)
+app.command("configure")(lifecycle.configure)
+app.command("migrate")(lifecycle.migrate)
+app.command("delete")(lifecycle.delete)
 app.command("console")(console)
 app.add_typer(variant_app)
 

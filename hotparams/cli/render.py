@@ -153,6 +153,8 @@ def change_block(change: Change) -> RenderableType:
     parts: list[RenderableType] = [header]
     if change.changes:
         parts.append(changes_table(change.changes, initial=change.op == "init"))
+    if change.settings:
+        parts.append(changes_table(change.settings))
     if change.variants is not None or change.op == "variant":
         parts.append(Padding(variants_summary(change.variants), (0, 0, 0, 2), expand=False))
     return parts[0] if len(parts) == 1 else Group(*parts)
@@ -191,6 +193,8 @@ def change_doc(change: Change, epoch: str | None = None) -> dict[str, Any]:
         "schema_rev": change.schema_rev,
         "changes": changes_doc(change.changes),
         "variants": None if variants is None else dict(variants),
+        "settings": changes_doc(change.settings),
+        "migration": dict(change.migration),
     }
 
 
