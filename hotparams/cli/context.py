@@ -22,16 +22,16 @@ Exit codes (the README's "Command line" section lists them too):
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import socket
 import sys
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
 
 from ..bus import Bus, connect
 from ..config import ConfigError
@@ -50,10 +50,14 @@ from ..errors import (
 from .render import console
 from .values import UsageProblem
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
     "EXIT_CODES",
+    "EXIT_NAMES",
     "AuthorOpt",
     "ExpectOpt",
     "JsonOpt",
@@ -103,6 +107,21 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
+#: exit code -> its name (``--json`` errors carry both)
+EXIT_NAMES: dict[int, str] = {
+    0: "ok",
+    1: "failure",
+    2: "usage",
+    3: "invalid_value",
+    4: "version_conflict",
+    5: "unreachable",
+    6: "not_found",
+    7: "wait_timeout",
+    8: "permission_denied",
+    130: "interrupted",
+}
+
+
 def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, LibraryMismatch) and exc.permission:
         return 8  # Redis refused this user's FUNCTION LOAD
@@ -117,9 +136,18 @@ class State:
     """The global options, and the Bus made from them on first use."""
 
     url: str = DEFAULT_URL
-    out: Console = field(default_factory=console)
-    err: Console = field(default_factory=lambda: console(stderr=True))
+    #: ``--json`` was given (before or after the verb)
+    json: bool = False
     _bus: Bus | None = None
+
+    @functools.cached_property
+    def out(self) -> Console:
+        """stdout as a rich console (made on first use: ``--json`` needs none)."""
+        return console()
+
+    @functools.cached_property
+    def err(self) -> Console:
+        return console(stderr=True)
 
     def bus(self) -> Bus:
         if self._bus is None:
