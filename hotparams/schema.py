@@ -18,6 +18,7 @@ from .checks import Check, checks_of
 from .codec import MASK, dumps, encode_value, revealed
 from .errors import CROSS_FIELD, InvalidParams, SchemaError
 from .fastread import generic_reads
+from .messages import field_reason
 from .redact import redact_text
 
 __all__ = ["AnyParams", "ParamSchema", "compile_rules", "errors_of"]
@@ -225,8 +226,14 @@ def errors_of(
     exc: ValidationError,
     secrets: frozenset[str] = frozenset(),
     quoted: list[str] | None = None,
+    rules: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, str]:
     """One message per field, never the offending input (it may be a secret).
+
+    A rule the Lua functions check too (bounds, lengths, item counts, an
+    enum, a type) is said in their words (:mod:`hotparams.messages`), so a
+    bound model and Redis give one message for one mistake (``rules``: the
+    stored rules of the fields, for the enum and type names).
 
     The message of a model validator on a ``secrets`` field is replaced (it
     is the model author's text and may quote the value, however
@@ -234,12 +241,18 @@ def errors_of(
     masked in every other message.
     """
     out: dict[str, str] = {}
-    for err in exc.errors(include_url=False, include_input=False):
+    for err in exc.errors(include_url=False, include_input=True):
         loc = err.get("loc") or ()
         field = str(loc[0]) if loc else MODEL_ERROR_KEY
         msg = str(err.get("msg", "invalid"))
         msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        if field in secrets and err.get("type") in _CUSTOM_ERRORS:
+        # the Lua functions' words for a rule they check too (the input is
+        # only used, as a number or a length, when the field is not secret)
+        rule = (rules or {}).get(field)
+        lua = field_reason(err, secret=field in secrets, rule=rule) if len(loc) == 1 else None
+        if lua is not None:
+            msg = lua
+        elif field in secrets and err.get("type") in _CUSTOM_ERRORS:
             msg = SECRET_VALIDATOR_MESSAGE
         elif quoted:
             msg = redact_text(msg, quoted, MASK)
@@ -343,7 +356,9 @@ class ParamSchema(Generic[M]):
         try:
             params = self.frozen_model.model_validate(known)
         except ValidationError as exc:
-            errors = errors_of(exc, self.secrets, secret_texts(known, self.secrets))
+            errors = errors_of(
+                exc, self.secrets, secret_texts(known, self.secrets), self.rules["fields"]
+            )
         else:
             failed = [c.message for c in self.checks if not c.holds(self.jsonable(params))]
             if not failed:

@@ -27,6 +27,7 @@ import typer
 from typer.core import TyperGroup
 
 from .._version import __version__
+from ..messages import one_line
 from ..redact import terminal_safe
 from .context import DEFAULT_URL, EXIT_NAMES, State, exit_code_for
 
@@ -215,10 +216,6 @@ _ClickException = _click_class("ClickException")
 _UsageError = _click_class("UsageError")
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split("\n")).strip()
-
-
 def _message(exc: Exception) -> str:
     format_message = getattr(exc, "format_message", None)
     return str(format_message()) if callable(format_message) else str(exc)
@@ -253,7 +250,7 @@ def _sayer(json_errors: bool) -> Callable[[str, int], None]:
             doc = {"code": code, "name": EXIT_NAMES.get(code, "failure"), "message": message}
             typer.echo(json.dumps({"error": doc}), err=True)
         else:
-            typer.echo(f"hotparams: error: {terminal_safe(_one_line(message))}", err=True)
+            typer.echo(f"hotparams: error: {terminal_safe(one_line(message))}", err=True)
 
     return say
 

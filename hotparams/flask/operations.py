@@ -25,6 +25,7 @@ from ..errors import (
     VersionNotFound,
 )
 from ..fleet import WorkerReport
+from ..messages import one_line
 from ..snapshot import Change, FieldChange
 from ..variants import VariantSet
 
@@ -81,7 +82,7 @@ def status_of(exc: BaseException) -> tuple[int, str]:
 
 def error_message(exc: BaseException) -> str:
     """The one-line message the CLI prints for ``exc`` (without its prefix)."""
-    return " ".join(str(exc).split())
+    return one_line(exc)
 
 
 # ---------------------------------------------------------------- documents
