@@ -85,8 +85,8 @@ API = 2
 API_MIN = 2
 #: the library's release: bump it with every change of the Lua source and
 #: put the new digest in RELEASE_DIGEST (tests/test_library.py says which)
-RELEASE = 4
-RELEASE_DIGEST = "e3771b0a7991882d"
+RELEASE = 5
+RELEASE_DIGEST = "c27b1cb490212e6a"
 
 _PLACEHOLDER = "local LIBVERSION = 'dev'"
 

@@ -61,8 +61,9 @@ class NamespaceInfo:
 @dataclass(frozen=True, slots=True)
 class FieldPlan:
     """What a migration does to one stored value: ``kept``, ``dropped``,
-    ``renamed`` (to ``to``), ``added`` (the default) or ``invalid``
-    (``reason``: the value would not fit)."""
+    ``renamed`` (to ``to``), ``replaced`` (a stored field a rename onto it
+    replaces, e.g. one a new release registered with its default),
+    ``added`` (the default) or ``invalid`` (``reason``: it would not fit)."""
 
     field: str
     action: str

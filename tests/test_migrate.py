@@ -187,3 +187,17 @@ def test_the_asyncio_bus_migrates(redis_url: str) -> None:
         await abus.aclose()
 
     asyncio.run(main())
+
+
+def test_a_rename_onto_a_field_the_new_release_registered_keeps_the_stored_value(
+    bus: hotparams.Bus,
+) -> None:
+    bus.register("chat", V1)
+    bus.set("chat", {"tokens": 1024})
+    bus.register("chat", V2)  # the rolling deploy: max_tokens stored with its default
+    assert bus.get("chat").values["max_tokens"] == 512
+    done = bus.migrate("chat", V2, drop=["legacy"], rename={"tokens": "max_tokens"})
+    assert plan_of(done)["max_tokens"] == ("replaced", None)
+    assert bus.get("chat", V2).values == {"temperature": 0.7, "max_tokens": 1024, "streaming": True}
+    with pytest.raises(hotparams.InvalidParams, match="is renamed to it too"):
+        bus.migrate("chat", V1, rename={"max_tokens": "tokens", "streaming": "tokens"})

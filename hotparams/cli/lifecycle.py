@@ -130,6 +130,7 @@ _ACTIONS = {
     "kept": "kept",
     "dropped": "dropped",
     "renamed": "renamed",
+    "replaced": "replaced",
     "added": "default added",
     "invalid": "would not fit",
 }

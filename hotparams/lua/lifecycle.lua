@@ -312,8 +312,9 @@ Each stored value (base and A/B variant overrides) must fit the new rules;
 a field that a variant overrides cannot be dropped or renamed (change the
 variant first).
 Returns the plan as JSON: {"version": V, "schema_rev": R, "applied": bool,
-"fields": [{"field", "action": kept|dropped|renamed|added|invalid, "to",
-"reason"}...]}; without dry_run a plan with an invalid field is an
+"fields": [{"field", "action": kept|dropped|renamed|replaced|added|invalid,
+"to", "reason"}...]}: "replaced" is a stored field that a rename onto it
+replaces; without dry_run a plan with an invalid field is an
 HP_INVALID error and nothing is written.
 ]]
 local function hp_migrate(keys, argv)
@@ -371,10 +372,9 @@ local function hp_migrate(keys, argv)
       problems[#problems + 1] = { from, 'cannot be renamed: it is in the new schema' }
     elseif dropped[from] then
       problems[#problems + 1] = { from, 'cannot be both dropped and renamed' }
-    elseif sources[to] ~= nil or (stored.fields[to] ~= nil and rename[to] == nil
-        and not dropped[to]) then
+    elseif sources[to] ~= nil then
       problems[#problems + 1] = { from, 'cannot be renamed to ' .. to
-        .. ': ' .. to .. ' is stored already' }
+        .. ': ' .. sources[to] .. ' is renamed to it too' }
     else
       renamed[from] = to
       sources[to] = from
@@ -414,6 +414,10 @@ local function hp_migrate(keys, argv)
       local reason = raw and check_value(rules.fields[to], raw, meta.max_value_bytes)
       if reason then entry(name, 'invalid', to, reason) else entry(name, 'renamed', to) end
       new[to] = raw
+    elseif sources[name] then
+      -- a field stored already (a release registered it first): the renamed
+      -- value takes its place
+      entry(name, 'replaced', nil, 'by the value of ' .. sources[name])
     elseif rules.fields[name] == nil then
       entry(name, 'invalid', nil, 'stored but not in the new schema: drop or rename it')
     elseif raw ~= nil then
