@@ -52,8 +52,9 @@ class Settings(BaseModel):
     #: upper bound of a Live handle's jittered, exponential reconnect backoff, seconds
     reconnect_max_wait: float = Field(5.0, gt=0)
     #: seconds between a Live handle's heartbeat reports (a report expires
-    #: after three intervals unless renewed; applied versions report at once)
-    report_interval: float = Field(5.0, gt=0)
+    #: after three intervals unless renewed, and lives at most an hour;
+    #: applied versions report at once)
+    report_interval: float = Field(5.0, gt=0, le=1200)
     #: seconds between a Live handle's flushes of A/B exposure counts
     exposure_interval: float = Field(5.0, gt=0)
     #: load the Lua library when Redis has none or an older release (needs

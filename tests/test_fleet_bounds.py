@@ -182,3 +182,24 @@ def test_the_fleet_calls_work_with_many_reports(redis_url: str, count: int) -> N
     slow = bus.client.slowlog_get(128)
     assert all(int(e["duration"]) < 200_000 for e in slow if b"hp_workers" in e["command"])
     bus.close()
+
+
+def test_status_lists_the_laggards_first_and_counts_the_rest(redis_url: str) -> None:
+    from tests.test_cli import run_cli
+
+    bus = hotparams.connect(redis_url)
+    v = bus.register("chat", ChatParams).version
+    epoch = bus.head("chat").epoch
+    pipe = bus.client.pipeline(transaction=False)
+    for i in range(10_000):
+        report = WorkerReport(f"w{i:05d}", "chat", v if i != 7777 else 0, epoch)
+        pipe.fcall("hp_report", 1, "chat", report.id, report.to_json(), 60_000)
+    pipe.execute()
+    out = run_cli(redis_url, "status", "chat")
+    assert out.code == 0, out.err
+    assert "w07777" in out.out  # the one behind is listed
+    assert "... and 9950 more workers, on v1 (--all lists them)" in out.out
+    assert "9999/10000 workers on v1" in out.out
+    doc = run_cli(redis_url, "status", "chat", "--json").json()
+    assert len(doc["workers"]) == 10_000 and doc["convergence"]["behind"] == ["w07777"]
+    bus.close()

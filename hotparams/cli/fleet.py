@@ -12,8 +12,8 @@ live worker at all there is nothing to wait for: it says so and succeeds.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -37,6 +37,8 @@ POLL_FIRST = 0.02
 POLL_MAX = 0.25
 #: laggards named in the one-line error of ``--wait``
 NAMED = 5
+#: workers ``status`` lists without ``--all`` (those behind, disconnected or failing first)
+STATUS_ROWS = 50
 
 
 # ------------------------------------------------------------------ reading
@@ -202,8 +204,7 @@ def waited_doc(waited: Waited) -> dict[str, Any]:
 
 
 def worker_doc(report: WorkerReport, on_target: bool, secrets: frozenset[str]) -> dict[str, Any]:
-    doc = asdict(report)
-    doc.pop("namespace", None)
+    doc = {f.name: getattr(report, f.name) for f in fields(report) if f.name != "namespace"}
     doc["on_target"] = on_target
     return {k: scrub(v, secrets) for k, v in doc.items()}
 
@@ -240,10 +241,29 @@ def report_wait(
 # ------------------------------------------------------------------ status
 
 
+def shown_workers(
+    reports: list[WorkerReport], conv: Convergence, limit: int | None
+) -> list[WorkerReport]:
+    """The rows of ``status``: every worker behind, disconnected or with an
+    error first, then the others, ``limit`` in all (None: every one), by id."""
+    if limit is None or len(reports) <= limit:
+        return reports
+    behind = {r.id for r in conv.behind}
+    first = [r for r in reports if r.id in behind or not r.connected or r.last_error]
+    rest = [r for r in reports if not (r.id in behind or not r.connected or r.last_error)]
+    return sorted((first + rest)[:limit], key=lambda r: r.id)
+
+
 def status(
     ctx: typer.Context,
     namespace: NamespaceArg,
     json_out: JsonOpt = False,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all", help=f"List every worker (else at most {STATUS_ROWS}, laggards first)."
+        ),
+    ] = False,
 ) -> None:
     """The current version of NS and the live workers: which version each runs, lag, errors."""
     state = state_of(ctx)
@@ -274,6 +294,13 @@ def status(
     )
     parts: list[RenderableType] = [header]
     if reports:
-        parts.append(workers_table(reports, conv, now_ms, secrets))
+        rows = shown_workers(reports, conv, None if every else STATUS_ROWS)
+        parts.append(workers_table(rows, conv, now_ms, secrets))
+        if len(rows) < len(reports):
+            hidden = len(reports) - len(rows)
+            behind_ids = {b.id for b in conv.behind}
+            late = len(behind_ids) - sum(1 for r in rows if r.id in behind_ids)
+            where = f"{late} of them behind" if late else f"on v{conv.target}"
+            parts.append(Text(f"... and {hidden} more workers, {where} (--all lists them)", "dim"))
     parts.append(convergence_line(conv))
     state.out.print(Group(*parts))
