@@ -21,7 +21,7 @@ import pytest
 from hotparams.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "gunicorn-admin-token"
+TOKEN = "gunicorn-admin-token-" + "g" * 16
 WORKERS = 3
 
 

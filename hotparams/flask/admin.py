@@ -12,9 +12,12 @@ the app's namespace over HTTP, with the CLI's checks and messages.
 ``POST   /<ns>/rollback``    ``{"version": N, "expect_version": M, "reason": "..."}``
 ===========================  ==================================================
 
-Every request is authorised first: a bearer token (``Authorization: Bearer
-<token>``; missing or wrong: 401) and/or a callable returning whether the
-current request may use the API (False: 403).  Errors are JSON
+Every request is authorised first: a bearer token of at least 32
+characters (``Authorization: Bearer <token>``; missing or wrong: 401)
+and/or a callable returning who makes the request (a name, the audit's
+author) or False (403).  A body over 1 MiB is 413, JSON nested too deep
+400, and a client address with too many failed authentications 429 (see
+:mod:`hotparams.flask.guard`).  Errors are JSON
 ``{"error": code, "message": text, ...}`` with the CLI's message: 400
 ``bad_request`` / ``invalid_params`` (with ``fields``), 404 ``not_found``
 (a namespace this app does not serve, or a version that is not retained),
@@ -25,14 +28,16 @@ current request may use the API (False: 403).  Errors are JSON
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..config import ConfigError
 from ..errors import HotParamsError, InvalidParams, VersionConflict
+from .guard import MIN_TOKEN_LENGTH, BodyTooLarge, FailedLogins, MalformedBody, parse_json
 from .operations import (
     BadRequest,
     NotServed,
@@ -51,21 +56,39 @@ from .operations import (
 if TYPE_CHECKING:
     from . import HotParamsState
 
-__all__ = ["AdminAPI", "admin_blueprint", "error_message"]
+__all__ = ["AdminAPI", "admin_blueprint", "admin_identity", "error_message"]
+
+log = logging.getLogger("hotparams.flask")
+
+#: the author of a change made with the bearer token alone
+TOKEN_IDENTITY = "admin-api"
+_IDENTITY_KEY = "_hotparams_admin_identity"
+_ADMIN_KEY = "_hotparams_admin"
 
 
 @dataclass(frozen=True, slots=True)
 class AdminAPI:
-    """Where the admin API is mounted and who may use it.
+    """Where the admin API is mounted, who may use it, and its limits.
 
-    ``token``: the bearer token (else ``app.config["HOTPARAMS_ADMIN_TOKEN"]``);
-    ``authorize``: called in the request, returns whether it may go on.
-    At least one of them is required; with both, both must pass.
+    ``token``: the bearer token (else ``app.config["HOTPARAMS_ADMIN_TOKEN"]``),
+    at least 32 characters; ``authorize``: called in the request, returns
+    who makes it (a name: the audit's author) or False to refuse it (403);
+    True lets it in as ``"admin-api"``.  At least one of them is required;
+    with both, both must pass.  The author of a change is this identity,
+    never a field of the body.
     """
 
     url_prefix: str = "/hotparams"
     token: str | None = None
-    authorize: Callable[[], bool] | None = None
+    authorize: Callable[[], bool | str | None] | None = None
+    #: the largest request body, in bytes (larger: 413, unread)
+    max_body_bytes: int = 1 << 20
+    #: the deepest nesting of lists and objects in a JSON body (deeper: 400)
+    max_json_depth: int = 32
+    #: failed authentications of one client address within ``auth_window``
+    #: seconds after which it gets 429 until the window has passed
+    auth_failures: int = 10
+    auth_window: float = 60.0
 
     def __repr__(self) -> str:  # the token never shows
         token = "******" if self.token else None
@@ -83,13 +106,22 @@ class AdminAPI:
                 "hotparams.flask: the admin API needs a token (HOTPARAMS_ADMIN_TOKEN) "
                 "or an authorize callable"
             )
+        if self.token is not None and len(self.token) < MIN_TOKEN_LENGTH:
+            raise ConfigError(
+                f"hotparams.flask: the admin API token is {len(self.token)} characters; "
+                f"use at least {MIN_TOKEN_LENGTH} random ones "
+                '(python -c "import secrets; print(secrets.token_urlsafe(32))")'
+            )
+        if self.max_body_bytes < 1 or self.max_json_depth < 2 or self.auth_failures < 1:
+            raise ConfigError("hotparams.flask: AdminAPI limits must be positive")
 
 
 class Denied(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: int = 0) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.retry_after = retry_after
 
 
 # ---------------------------------------------------------------- errors
@@ -109,7 +141,13 @@ def error_response(exc: BaseException) -> Response:
         response = _error(exc.status, exc.code, message)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="hotparams"'
+        if exc.retry_after:
+            response.headers["Retry-After"] = str(exc.retry_after)
         return response
+    if isinstance(exc, BodyTooLarge):
+        return _error(413, "too_large", message)
+    if isinstance(exc, MalformedBody):
+        return _error(400, "bad_request", message)
     status, code = status_of(exc)
     if status == 500:
         current_app.logger.error("hotparams admin API: %s: %s", type(exc).__name__, message)
@@ -129,7 +167,15 @@ def error_response(exc: BaseException) -> Response:
 
 
 def _body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
+    """The JSON object of the body, read within the admin API's limits."""
+    admin: AdminAPI = g.get(_ADMIN_KEY) or AdminAPI()
+    limit = admin.max_body_bytes
+    if not request.is_json:
+        raise BadRequest("the body must be a JSON object (Content-Type: application/json)")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise BodyTooLarge(limit)
+    data = parse_json(raw, admin.max_json_depth)
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object (Content-Type: application/json)")
     return data
@@ -157,9 +203,20 @@ def _text(doc: Mapping[str, Any], name: str, default: str = "") -> str:
     return value
 
 
+def admin_identity() -> str:
+    """Who makes the current admin request: what ``authorize`` returned, or
+    ``"admin-api"`` for the bearer token alone."""
+    return str(g.get(_IDENTITY_KEY) or TOKEN_IDENTITY)
+
+
 def _who(doc: Mapping[str, Any]) -> dict[str, str]:
+    if "author" in doc:
+        raise BadRequest(
+            '"author" is not taken from the body: it is the authenticated identity '
+            "(what AdminAPI.authorize returns)"
+        )
     return {
-        "author": _text(doc, "author") or "admin-api",
+        "author": admin_identity(),
         "reason": _text(doc, "reason"),
         "source": f"admin-api:{request.remote_addr or '?'}",
     }
@@ -231,11 +288,12 @@ def change(namespace: str) -> Response:
     state = _served(namespace)
     doc = _body()
     _checked_keys(doc, {"values", "expect_version", "reason", "author"})
+    who = _who(doc)
     values = doc.get("values")
     if not isinstance(values, dict) or not values:
         raise BadRequest('a change needs "values": an object of field: new value')
     expect = _optional_int(doc, "expect_version")
-    result = set_values(state.bus, namespace, values, expect_version=expect, **_who(doc))
+    result = set_values(state.bus, namespace, values, expect_version=expect, **who)
     return jsonify(result.doc())
 
 
@@ -243,38 +301,77 @@ def rollback(namespace: str) -> Response:
     state = _served(namespace)
     doc = _body()
     _checked_keys(doc, {"version", "expect_version", "reason", "author"})
+    who = _who(doc)
     if "version" not in doc:
         raise BadRequest("rollback needs the version to go back to")
     target = _int(doc["version"], "version", minimum=1)
     expect = _optional_int(doc, "expect_version")
-    result = rollback_op(state.bus, namespace, target, expect_version=expect, **_who(doc))
+    result = rollback_op(state.bus, namespace, target, expect_version=expect, **who)
     return jsonify(result.doc())
 
 
-def _authorise(admin: AdminAPI) -> None:
+def _authenticate(admin: AdminAPI) -> None:
+    """401 without the right bearer token; 403 when ``authorize`` refuses;
+    else the identity is kept for :func:`admin_identity`."""
     if admin.token:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
             raise Denied(401, "unauthorized", "this API needs Authorization: Bearer <token>")
         if not hmac.compare_digest(given.strip().encode(), admin.token.encode()):
             raise Denied(401, "unauthorized", "the bearer token is not valid")
-    if admin.authorize is not None and not admin.authorize():
-        raise Denied(403, "forbidden", "this request may not use the hotparams admin API")
+    identity: bool | str | None = True
+    if admin.authorize is not None:
+        identity = admin.authorize()
+        if not identity:
+            raise Denied(403, "forbidden", "this request may not use the hotparams admin API")
+    g.setdefault(_IDENTITY_KEY, identity if isinstance(identity, str) else TOKEN_IDENTITY)
 
 
 def admin_blueprint(admin: AdminAPI) -> Blueprint:
     """The admin API as a blueprint (``init_app`` registers it at ``admin.url_prefix``)."""
     bp = Blueprint("hotparams_admin", __name__)
+    failures = FailedLogins(admin.auth_failures, admin.auth_window)
 
     @bp.before_request
-    def authorise() -> Response | None:
+    def guard() -> Response | None:
+        address = request.remote_addr or "?"
+        setattr(g, _ADMIN_KEY, admin)
         try:
-            _authorise(admin)
-        except Denied as exc:
+            if (request.content_length or 0) > admin.max_body_bytes:
+                raise BodyTooLarge(admin.max_body_bytes)
+            wait = failures.blocked_for(address)
+            if wait:
+                raise Denied(
+                    429,
+                    "too_many_requests",
+                    "too many failed authentications from this address; try again later",
+                    retry_after=max(1, round(wait)),
+                )
+            try:
+                _authenticate(admin)
+            except Denied as exc:
+                log.warning(
+                    "hotparams admin API: failed authentication from %s: %s (%s %s)",
+                    address,
+                    exc,
+                    request.method,
+                    request.path,
+                    extra={"event": "auth_failed", "address": address, "status": exc.status},
+                )
+                if exc.status == 401 and failures.failed(address):
+                    log.warning(
+                        "hotparams admin API: %s failed %d times in %g s: refused for now",
+                        address,
+                        admin.auth_failures,
+                        admin.auth_window,
+                        extra={"event": "auth_blocked", "address": address},
+                    )
+                raise
+        except (Denied, BodyTooLarge) as exc:
             return error_response(exc)
         return None
 
-    for kind in (HotParamsError, BadRequest, NotServed):
+    for kind in (HotParamsError, BadRequest, NotServed, BodyTooLarge, MalformedBody):
         bp.register_error_handler(kind, error_response)
     bp.add_url_rule("/<namespace>", view_func=show, methods=["GET"])
     bp.add_url_rule("/<namespace>", view_func=change, methods=["PATCH"])
