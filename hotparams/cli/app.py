@@ -49,6 +49,7 @@ VERBS: dict[str, str] = {
     "status": ".fleet:status",
     "demo": ".demo:demo",
     "install": ".install:install",
+    "acl": ".acl:acl",
     "list": ".lifecycle:list_",
     "configure": ".lifecycle:configure",
     "migrate": ".lifecycle:migrate",
