@@ -69,7 +69,8 @@ LIST = ("scan",)
 FOLLOW = ("subscribe", "unsubscribe", "ssubscribe", "sunsubscribe")
 #: what hp_report, hp_leave and hp_expose write (the fleet's keys only)
 REPORT = ("zadd", "zrem", "hset", "hdel", "hincrby")
-#: what the write functions do: versions, meta, schema, audit, the event
+#: what the write functions do: versions, meta, schema, audit, request
+#: ids (kept a while: pexpire, oldest first: zpopmin), the event
 WRITE = (
     "hset",
     "hdel",
@@ -80,6 +81,8 @@ WRITE = (
     "xtrim",
     "zadd",
     "zrem",
+    "zpopmin",
+    "pexpire",
     "publish",
     "spublish",
 )

@@ -28,6 +28,12 @@ from .test_cli import run_cli
 LUA = Path(hotparams.__file__).parent / "lua"
 
 
+class ChatParamsPlus(ChatParams):
+    """A schema with one field more: a migration."""
+
+    note: str = ""
+
+
 @dataclass
 class Deployment:
     server: LocalRedis
@@ -90,11 +96,13 @@ def _writes(bus: hotparams.Bus, namespace: str = "chat") -> dict[str, Callable[[
     return {
         "set": lambda: bus.set(namespace, {"temperature": 1.5}),
         "unset": lambda: bus.unset(namespace, ["temperature"]),
-        "rollback": lambda: bus.rollback(namespace, 1),
         "variant set": lambda: bus.set_variant(namespace, "warm", {"temperature": 1.2}, percent=5),
         "variant remove": lambda: bus.remove_variant(namespace, "cool"),
+        "rollback": lambda: bus.rollback(namespace, 1),
         "restore": lambda: bus.restore(namespace, {"temperature": 0.9}, model=ChatParams),
-        "register": lambda: bus.register(namespace, ChatParams, retention=7),
+        "configure": lambda: bus.configure(namespace, retention=7),
+        "migrate": lambda: bus.migrate(namespace, ChatParamsPlus),
+        "delete": lambda: bus.delete(namespace),
     }
 
 
@@ -269,11 +277,15 @@ def test_an_editor_uses_every_write_verb_of_its_namespaces_and_nothing_else(
 ) -> None:
     url = deployment.user("editor", "ana-editor")
     with hotparams.connect(url) as editor:
-        for verb, write in _writes(editor).items():
+        writes = _writes(editor)
+        delete = writes.pop("delete")
+        for verb, write in writes.items():
             before = deployment.admin.head("chat").version
             write()
             assert deployment.admin.head("chat").version >= before, verb
         assert deployment.admin.get("chat").values["temperature"] == 0.9  # the restore
+        (chat,) = [n for n in deployment.admin.namespaces() if n.namespace == "chat"]
+        assert chat.settings.retention == 7  # the configure
         for write in _writes(editor, "other").values():
             _denied(write, deployment)
         raw = editor.client
@@ -289,11 +301,15 @@ def test_an_editor_uses_every_write_verb_of_its_namespaces_and_nothing_else(
         ["unset", "chat", "max_tokens"],
         ["variant", "set", "chat", "cool", "--percent", "20"],
         ["variant", "remove", "chat", "cool"],
-        ["rollback", "chat", "2"],
+        ["rollback", "chat", "10"],
     ):
         result = run_cli(url, *verb)
         assert result.code == 0, (verb, result.err)
     assert run_cli(url, "set", "other", "max_tokens=128").code == 8
+    with hotparams.connect(url) as editor:
+        assert [n.namespace for n in editor.namespaces()] == ["chat"]  # "other" is not its
+        delete()
+    assert [n.namespace for n in deployment.admin.namespaces()] == ["other"]
 
 
 def test_an_admin_installs_the_library_and_writes_but_reaches_no_other_key(
