@@ -63,6 +63,8 @@ READ = (
     "zrangebyscore",
     "zcount",
     "zcard",
+    "zscore",
+    "zscan",
 )
 LIST = ("scan",)
 #: a Live handle follows the namespace's channel (sharded in a cluster)
