@@ -68,7 +68,7 @@ from .tracker import View
 if TYPE_CHECKING:
     from .metrics import Metrics
 
-__all__ = ["Live", "live_changed"]
+__all__ = ["Live", "close_all", "live_changed", "serve_forks"]
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -123,7 +123,10 @@ class Live(Handle[M]):
         self._drive(first)
         assert self._tracker.view is not None
         self._install(self._tracker.view)
-        if self._tracker.origin == "redis":
+        self._dormant = _fork_server == os.getpid()
+        if self._dormant:  # gunicorn's master: only the processes it forks follow
+            log.debug("%s: made in a fork server: follows in forked processes", namespace)
+        elif self._tracker.origin == "redis":
             self._queue.put((None, self.current))  # save it to the cache
             self._start_threads()
             # normally subscribed and reported within milliseconds; never wait long
@@ -190,6 +193,10 @@ class Live(Handle[M]):
             return
         self._closed = True
         _handles.discard(self)
+        self._stop(timeout)
+
+    def _stop(self, timeout: float) -> None:
+        """Stop the threads, leave the fleet and drop the connections."""
         self._stopping.set()
         self._wake.set()  # the reporter sends its last counts and leaves the fleet
         self._interrupt()  # a read blocked on a frozen or partitioned Redis returns now
@@ -220,6 +227,7 @@ class Live(Handle[M]):
         """In a child process: the parent's threads are gone; start ours."""
         if self._closed:
             return
+        self._dormant = False
         # the parent's sockets are abandoned, never closed here: _init_runtime
         # forgets them, and redis-py makes the pool anew in this process
         self._tracker.restarted()
@@ -527,6 +535,37 @@ class Live(Handle[M]):
 # ---------------------------------------------------------------- fork safety
 
 _handles: weakref.WeakSet[Live[Any]] = weakref.WeakSet()
+
+
+#: the pid of the process declared a fork server (:func:`serve_forks`), if any
+_fork_server: int | None = None
+
+
+def serve_forks(timeout: float = 10.0) -> None:
+    """Declare this process a fork server: gunicorn's master with
+    ``--preload`` (see :mod:`hotparams.gunicorn`), which makes the app, then
+    forks the workers and serves no request itself.
+
+    A live handle made in it reads its first snapshot (so a bad URL or
+    namespace fails at start) but never follows, reports to the fleet or
+    keeps a connection: it is no worker.  A handle already running stops
+    and leaves the fleet.  Each process forked from it runs its handles in
+    full, under its own worker id.
+    """
+    global _fork_server
+    _fork_server = os.getpid()
+    for handle in list(_handles):
+        if not handle._closed and not handle._dormant:
+            handle._dormant = True
+            handle._stop(timeout)
+
+
+def close_all(timeout: float = 10.0) -> None:
+    """Close every live handle of this process; each leaves the fleet at
+    once (gunicorn's ``worker_exit``: ``set --wait`` right after a restart
+    waits for no dead worker)."""
+    for handle in list(_handles):
+        handle.close(timeout)
 
 
 def _after_fork_in_child() -> None:

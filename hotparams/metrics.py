@@ -23,10 +23,21 @@ or on a port of their own::
 
 All have the label ``namespace``.  Recording happens when the listener
 applies a version or meets a fault: never on the read path.
+
+Several processes (gunicorn workers): set ``PROMETHEUS_MULTIPROC_DIR`` to
+an empty directory before ``prometheus_client`` is imported (the example's
+``workers/gunicorn.conf.py`` does it through :mod:`hotparams.gunicorn`,
+which also calls ``mark_process_dead`` for each worker that exits).  Every
+process then writes its values to files there and :meth:`Metrics.exposition`
+(any worker's ``/metrics``) aggregates the live processes:
+``hotparams_applied_version`` is the lowest version a live process serves,
+``hotparams_connected`` the number of connected handles, counters and the
+lag histogram the sums.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -37,7 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .tracker import Observer
 
-__all__ = ["LAG_BUCKETS", "Metrics", "default_metrics"]
+__all__ = ["LAG_BUCKETS", "Metrics", "default_metrics", "multiprocess_dir"]
 
 #: apply-lag buckets, in seconds: from half a millisecond to a minute
 LAG_BUCKETS = (
@@ -62,6 +73,12 @@ LAG_BUCKETS = (
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+def multiprocess_dir() -> str | None:
+    """``PROMETHEUS_MULTIPROC_DIR``, if set (``prometheus_client`` then writes
+    each process's values to files there)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 class Metrics:
     """The metrics of live handles, registered once in ``registry``."""
 
@@ -74,12 +91,14 @@ class Metrics:
             "Version of the namespace this process serves",
             labels,
             registry=reg,
+            multiprocess_mode="livemin",  # several processes: the slowest live one
         )
         self.connected = Gauge(
             "hotparams_connected",
             "1 while the live handle is subscribed and in sync, else 0",
             labels,
             registry=reg,
+            multiprocess_mode="livesum",  # several processes: how many are connected
         )
         self.apply_lag = Histogram(
             "hotparams_apply_lag_seconds",
@@ -119,21 +138,33 @@ class Metrics:
 
     # ------------------------------------------------------------ exposition
 
+    def collecting_registry(self) -> CollectorRegistry:
+        """The registry to expose: in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``
+        set) and on the default registry, one that aggregates every live process."""
+        if multiprocess_dir() is None or self.registry is not prometheus_client.REGISTRY:
+            return self.registry
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+
     def exposition(self) -> bytes:
-        """The metrics in Prometheus' text format (``CONTENT_TYPE`` is its type)."""
-        return prometheus_client.generate_latest(self.registry)
+        """The metrics in Prometheus' text format (``CONTENT_TYPE`` is its type);
+        of every live process in multiprocess mode."""
+        return prometheus_client.generate_latest(self.collecting_registry())
 
     #: the Content-Type of :meth:`exposition`
     CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
     def wsgi_app(self) -> WSGIApp:
         """A WSGI app serving the exposition (mount it in an existing server)."""
-        app: WSGIApp = prometheus_client.make_wsgi_app(self.registry)
+        app: WSGIApp = prometheus_client.make_wsgi_app(self.collecting_registry())
         return app
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread]:
         """Serve ``/metrics`` on ``port`` from a daemon thread; ``server.shutdown()`` stops it."""
-        return prometheus_client.start_http_server(port, addr, registry=self.registry)
+        return prometheus_client.start_http_server(port, addr, registry=self.collecting_registry())
 
 
 class _Recorder(Observer):

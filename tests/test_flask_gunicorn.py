@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+import hotparams
 from hotparams.server import free_port
+from tests.helpers import wait_until
+from tests.test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "gunicorn-admin-token-" + "g" * 16
@@ -85,6 +89,56 @@ def sample(web: Web, pool: ThreadPoolExecutor) -> list[dict[str, Any]]:
     return list(
         pool.map(lambda _: web.call("/api/chat?user=zed", body, method="POST"), range(3 * WORKERS))
     )
+
+
+def scrape(web: Web) -> dict[str, float]:
+    """One scrape of ``/metrics`` (one worker answers): sample -> value for "chat"."""
+    with urllib.request.urlopen(web.base + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.labels.get("namespace") == "chat" and set(s.labels) <= {"namespace", "le"}:
+                key = s.name + (f"[{s.labels['le']}]" if "le" in s.labels else "")
+                out[key] = s.value
+    return out
+
+
+@pytest.mark.slow
+def test_gunicorn_lists_exactly_its_workers_aggregates_their_metrics_and_sigterm_leaves_none(
+    web: Web, redis_url: str
+) -> None:
+    bus = hotparams.connect(redis_url)
+    try:
+        # the master made the app (--preload) but is no worker: 3 listed, never 4
+        assert wait_until(lambda: len(bus.workers("chat")) == WORKERS, 30), bus.workers("chat")
+        pids = {w.pid for w in bus.workers("chat")}
+        assert len(pids) == WORKERS and web.proc.pid not in pids
+        status = run_cli(redis_url, "status", "chat", "--json")
+        assert status.code == 0, status.err
+        assert {w["pid"] for w in status.json()["workers"]} == pids
+
+        # one scrape (of whichever worker answers) aggregates every worker
+        assert wait_until(lambda: scrape(web).get("hotparams_connected") == WORKERS, 10)
+        version = bus.set("chat", {"temperature": 0.3}, author="test")
+        assert wait_until(lambda: bus.convergence("chat", version).complete, 10)
+        assert wait_until(lambda: scrape(web).get("hotparams_applied_version") == version, 10)
+        metrics = scrape(web)
+        assert metrics["hotparams_connected"] == WORKERS
+        assert metrics["hotparams_apply_lag_seconds_count"] >= WORKERS  # v2 in each worker
+
+        # a graceful stop: every worker leaves the fleet, none lingers for its TTL
+        sent = time.monotonic()
+        web.proc.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: bus.workers("chat") == [], 1.0, interval=0.01), [
+            (w.pid, w.connected) for w in bus.workers("chat")
+        ]
+        left_after = time.monotonic() - sent
+        assert left_after < 1.0
+        web.proc.wait(15)
+        assert bus.workers("chat") == []
+    finally:
+        bus.close()
 
 
 @pytest.mark.slow

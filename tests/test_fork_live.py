@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -130,3 +131,61 @@ def test_every_gunicorn_preload_worker_serves_the_new_version(
             gunicorn.wait()
         log.close()
         bus.close()
+
+
+FORK_SERVER = """
+import multiprocessing, os, sys, threading, time
+import hotparams
+from hotparams.live import close_all, serve_forks
+from tests.models import ChatParams
+
+bus = hotparams.connect(sys.argv[1])
+running = bus.watch("chat", ChatParams)      # made before: stops and leaves the fleet
+serve_forks()
+made = bus.watch("chat", ChatParams)         # made after: reads, never follows
+threads = [t.name for t in threading.enumerate() if t.name.startswith("hotparams-")]
+print("server", os.getpid(), made.current.version, made.connected, running.connected, threads)
+
+def worker(ready, done):
+    assert made.wait_until(lambda _: made.connected, 10)
+    deadline = time.monotonic() + 10
+    while len(bus.workers("chat")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ready.put(sorted(w.pid for w in bus.workers("chat")))
+    done.get(timeout=20)
+    close_all()                               # gunicorn's worker_exit: leave now
+    ready.put(sorted(w.pid for w in bus.workers("chat")))
+
+ctx = multiprocessing.get_context("fork")
+ready, done = ctx.Queue(), ctx.Queue()
+child = ctx.Process(target=worker, args=(ready, done))
+child.start()
+print("listed", child.pid, ready.get(timeout=20))
+done.put(1)
+print("after", ready.get(timeout=20))
+child.join(10)
+"""
+
+
+def test_a_fork_server_is_no_worker_and_its_children_are(redis_url: str) -> None:
+    """gunicorn's master with --preload (hotparams.gunicorn.prepare_master):
+    handles made there read once and never report; every forked process
+    reports as one worker (two handles each) and leaves when closed."""
+    bus = hotparams.connect(redis_url)
+    bus.register("chat", ChatParams)
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_SERVER, redis_url],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split()[0]: line.split(maxsplit=1)[1] for line in proc.stdout.splitlines()}
+    _server, version, made_connected, running_connected, threads = lines["server"].split(maxsplit=4)
+    assert (version, made_connected, running_connected, threads) == ("1", "False", "False", "[]")
+    child_pid, listed = lines["listed"].split(maxsplit=1)
+    assert listed == f"[{child_pid}, {child_pid}]"  # the child's two handles, not the server
+    assert lines["after"] == "[]"
+    assert bus.workers("chat") == []
+    bus.close()

@@ -11,6 +11,7 @@ with one snapshot, pinned at its start, for its user (``X-User-Id`` header,
 
 Routes: ``GET /`` (an HTML chat page), ``POST /api/chat`` (``{"message": ...}``),
 ``GET /api/params`` (the pinned version, secrets masked), ``GET /healthz``,
+``GET /metrics`` (Prometheus: every worker's, under gunicorn),
 and, when ``HOTPARAMS_ADMIN_TOKEN`` is set, the admin API under ``/hotparams``.
 """
 
@@ -157,6 +158,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         HOTPARAMS_NAMESPACE=env.get("HOTPARAMS_NAMESPACE", NAMESPACE),
         HOTPARAMS_ADMIN_TOKEN=env.get("HOTPARAMS_ADMIN_TOKEN") or None,
         HOTPARAMS_VERSION_HEADER="X-Hotparams-Version",
+        HOTPARAMS_METRICS_PATH="/metrics",
     )
     app.config.from_mapping(config or {})
     app.logger.setLevel(logging.INFO)

@@ -36,11 +36,15 @@ Configuration keys (``app.config``): ``HOTPARAMS_URL`` (else the
 environment's ``HOTPARAMS_URL``), ``HOTPARAMS_NAMESPACE``, ``HOTPARAMS_SETTINGS``
 (a dict of :class:`hotparams.Settings` fields), ``HOTPARAMS_ADMIN_TOKEN`` (the
 admin API's bearer token), ``HOTPARAMS_VERSION_HEADER`` (a response header
-naming the served version, e.g. ``X-Hotparams-Version``; unset: none).
+naming the served version, e.g. ``X-Hotparams-Version``; unset: none),
+``HOTPARAMS_METRICS_PATH`` (a route serving the live handles' Prometheus
+metrics, e.g. ``/metrics``; under gunicorn with :mod:`hotparams.gunicorn`,
+one scrape of any worker aggregates all of them; unset: none).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -221,6 +225,11 @@ class HotParams(Generic[M]):
         app.before_request(_pin_request)
         if state.version_header:
             app.after_request(_add_version_header)
+        metrics_path = app.config.get("HOTPARAMS_METRICS_PATH")
+        if metrics_path:
+            app.add_url_rule(
+                str(metrics_path), "hotparams_metrics", functools.partial(_metrics, live)
+            )
 
         def changed(old: Snapshot[M], new: Snapshot[M]) -> None:
             with app.app_context():
@@ -278,6 +287,12 @@ def _connect_for(app: Flask) -> Bus:
 
 def _pin_request() -> None:
     pinned()
+
+
+def _metrics(live: Live[Any]) -> Response:
+    """The Prometheus exposition of the live handles (of every worker, in multiprocess mode)."""
+    metrics = live.metrics
+    return Response(metrics.exposition(), content_type=metrics.CONTENT_TYPE)
 
 
 def _add_version_header(response: Response) -> Response:
