@@ -38,6 +38,7 @@ from .protocol import (
     decode_error,
 )
 from .snapshot import Change, FieldChange, Snapshot
+from .tls import TlsConnection
 from .variants import VariantSet
 
 if TYPE_CHECKING:
@@ -51,8 +52,12 @@ T = TypeVar("T")
 
 
 def make_client(url: str, settings: Settings) -> redis.Redis:
-    """A redis-py client whose retries are left to hotparams."""
-    return redis.Redis.from_url(url, **client_options(settings))
+    """A redis-py client whose retries are left to hotparams (over TLS, one
+    whose handshake fails fast and says why: :mod:`hotparams.tls`)."""
+    options = client_options(settings)
+    if url.lower().startswith("rediss://"):
+        options["connection_class"] = TlsConnection
+    return redis.Redis.from_url(url, **options)
 
 
 def send(client: redis.Redis, *args: Any) -> Any:

@@ -13,11 +13,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
-__all__ = ["LocalRedis", "free_port", "redis_server_binary"]
+__all__ = ["LocalRedis", "ServerTls", "free_port", "redis_server_binary"]
 
 
 def free_port() -> int:
@@ -30,10 +32,53 @@ def redis_server_binary() -> str | None:
     return shutil.which("redis-server")
 
 
-class LocalRedis:
-    """Start, stop, freeze and restart one redis-server process."""
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """The files of a TLS-only server: its certificate and key, the CA it
+    trusts for client certificates, and whether it requires one (mTLS)."""
 
-    def __init__(self, port: int | None = None, *, extra: list[str] | None = None) -> None:
+    cert_file: str
+    key_file: str
+    ca_file: str
+    auth_clients: bool = False
+    #: the client's own certificate and key (for mTLS), used by client()/url
+    client_cert: str = ""
+    client_key: str = ""
+
+    def args(self, port: int) -> list[str]:
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            self.cert_file,
+            "--tls-key-file",
+            self.key_file,
+            "--tls-ca-cert-file",
+            self.ca_file,
+            "--tls-auth-clients",
+            "yes" if self.auth_clients else "no",
+        ]
+
+    def query(self) -> str:
+        query = f"ssl_ca_certs={quote(self.ca_file)}"
+        if self.client_cert:
+            query += f"&ssl_certfile={quote(self.client_cert)}&ssl_keyfile={quote(self.client_key)}"
+        return query
+
+
+class LocalRedis:
+    """Start, stop, freeze and restart one redis-server process (with
+    ``tls``, one that listens on TLS alone)."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        extra: list[str] | None = None,
+        tls: ServerTls | None = None,
+    ) -> None:
         binary = redis_server_binary()
         if binary is None:
             raise FileNotFoundError("redis-server is not on PATH")
@@ -43,21 +88,32 @@ class LocalRedis:
         self.dir = Path(tempfile.mkdtemp(prefix="hotparams-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.frozen = False
+        self.tls = tls
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?{self.tls.query()}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self, **kwargs: object) -> redis.Redis:
+        if self.tls is not None:
+            kwargs = {
+                "ssl": True,
+                "ssl_ca_certs": self.tls.ca_file,
+                "ssl_certfile": self.tls.client_cert or None,
+                "ssl_keyfile": self.tls.client_key or None,
+                **kwargs,
+            }
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)  # type: ignore[arg-type]
 
     def start(self, timeout: float = 10.0) -> LocalRedis:
         if self.proc is not None and self.proc.poll() is None:
             return self
+        listen = self.tls.args(self.port) if self.tls else ["--port", str(self.port)]
         args = [
             self.binary,
-            "--port",
-            str(self.port),
+            *listen,
             "--bind",
             "127.0.0.1",
             "--save",
