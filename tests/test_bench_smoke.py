@@ -1,4 +1,6 @@
-"""The benchmark code (scripts/bench) still runs: each section on tiny sizes.
+"""The benchmark code (scripts/bench) still runs: each section on tiny sizes
+(reads, ``for_user`` and its exposure counts, propagation with the lag the
+fleet reports through ``bus.convergence``, scale, writes, the report).
 
 No timing is asserted: the numbers of such short runs mean nothing.  The
 benchmark itself is run by hand (``python -m scripts.bench``, see
@@ -35,16 +37,30 @@ def test_report_renders_tiny_runs(redis_url: str, tmp_path: Path) -> None:
     finally:
         live.close()
         bus.close()
-    assert {"floor", "live", "snapshot_via_holder", "locked_dict"} <= set(measured["cases"])
+    assert {"floor", "live", "snapshot_via_holder", "locked_dict", "pydantic_model"} <= set(
+        measured["cases"]
+    )
+    variants = reads.for_user(redis_url, rounds=2, scale=0.001)
+    assert set(variants["cases"]) == {"floor", "current", "for_user", "for_user_no_variants"}
+    assert variants["exposures_counted"] == variants["for_user_calls"]  # every call counted
+    assert set(variants["split"]) == {"None", "cool", "vip"}
     results["read"] = {
         "rounds": 2,
         "labels": {c.name: c.label for c in cases if c.name != "loop"},
         "reads_per_batch": {c.name: 10 for c in cases},
         "idle": measured,
         "busy": {**measured, "write_rate_per_s": 0.0, "versions_applied": 0, "resyncs": 0},
+        "for_user": variants,
+    }
+    results["propagation"] = {
+        "fleets": [propagation.fleet(redis_url, 1, updates=2, load_seconds=0)],
+        "polling": [],
+        "reconcile_interval_s": 5.0,
     }
     text = report.markdown(results)
-    assert "## Targets" in text and "## Read path" in text and "## Write path" in text
+    for part in ("## Targets", "## Read path", "## Propagation", "## Write path"):
+        assert part in text
+    assert "`live.for_user(user)`" in text and "`bus.convergence`" in text
     assert "`Bus.set`" in report.summary(results)
 
 
@@ -52,6 +68,8 @@ def test_propagation_and_scale_run_tiny_fleets(redis_url: str) -> None:
     one = propagation.fleet(redis_url, 1, updates=2, load_seconds=0)
     assert one["missing"] == {"live": 0, "bare": 0}
     assert one["live_per_worker_ms"]["n"] == 2 and one["bare_per_worker_ms"]["n"] == 2
+    lag = one["reported_lag_ms"]  # what the fleet reports, through bus.convergence
+    assert lag["incomplete"] == 0 and lag["pooled"]["n"] == propagation.CONVERGENCE_UPDATES
     polled = propagation.polling(redis_url, 1, interval=0.05, writes=2, load_seconds=0.1)
     assert polled["missing"] == 0 and polled["staleness_ms"]["n"] == 2
     fleet = scale.fleet(redis_url, handles=3, processes=2, updates=2, load_seconds=0)

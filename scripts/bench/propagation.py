@@ -18,6 +18,12 @@ function, reported separately.  Before the updates, a window with no writes
 measures the Redis load of the idle fleet (commands/s, by command, from
 INFO commandstats).
 
+Then the lag the workers report themselves (``applied_ms - committed_ms`` in
+their fleet reports, commit time by Redis's clock), as ``bus.convergence``
+summarises it: a few more updates, each once every Live worker reported it
+(reports are debounced, so these are not timed above): the median over
+updates of its p50 and p99, and the p50/p99 of every report pooled.
+
 Polling peers: K_poll processes read the parameter through django-constance's
 ``CachingRedisBackend`` with a TTL of 1 s, then 100 ms (a read every 2 ms, as
 a busy worker would; without the ``bench`` extra, a plain GET every interval).
@@ -58,6 +64,8 @@ from .common import (
 )
 
 BARE_CHANNEL = "bench:bare"
+#: updates whose fleet-reported lag is read (each waits for every report)
+CONVERGENCE_UPDATES = 10
 PLAIN_KEY = "bench:polled"
 POLL_READ_EVERY = 0.002
 MS = 1000.0
@@ -67,7 +75,7 @@ BLOCKS = 5
 # ---------------------------------------------------------------- worker processes
 
 
-def live_worker(url: str, reports: Any, go: Any, stop: Any) -> None:
+def live_worker(url: str, reports: Any, go: Any, timed: Any, stop: Any) -> None:
     bus = hotparams.connect(url)
     live = bus.watch(NS, BenchParams)
     pid = os.getpid()
@@ -82,13 +90,14 @@ def live_worker(url: str, reports: Any, go: Any, stop: Any) -> None:
     reports.put(("ready", pid, 0, 0.0, 0.0))
     go.wait()
     cpu = time.process_time()
-    stop.wait()
+    timed.wait()
     reports.put(("cpu", pid, "live", time.process_time() - cpu, 0.0))
+    stop.wait()
     live.close()
     bus.close()
 
 
-def bare_worker(url: str, reports: Any, go: Any, stop: Any) -> None:
+def bare_worker(url: str, reports: Any, go: Any, timed: Any, stop: Any) -> None:
     client = redis.Redis.from_url(url)
     pubsub = client.pubsub()
     pubsub.subscribe(BARE_CHANNEL)
@@ -99,16 +108,19 @@ def bare_worker(url: str, reports: Any, go: Any, stop: Any) -> None:
     pid = os.getpid()
     reports.put(("ready", pid, 0, 0.0, 0.0))
     cpu = None
+    reported = False
     while not stop.is_set():
         if cpu is None and go.is_set():
             cpu = time.process_time()
+        if not reported and timed.is_set():
+            reports.put(("cpu", pid, "bare", time.process_time() - (cpu or 0.0), 0.0))
+            reported = True
         message = pubsub.get_message(timeout=0.1)
         if message is None or message["type"] != "message":
             continue
         now = time.time()
         seq = int(message["data"].split(b"|", 1)[0])
         reports.put(("bare", pid, seq, now, now))
-    reports.put(("cpu", pid, "bare", time.process_time() - (cpu or 0.0), 0.0))
     pubsub.close()
     client.close()
 
@@ -175,7 +187,7 @@ def collect(
 
 
 def worker_cpu(reports: Any, count: int, timeout: float = 30.0) -> dict[str, list[float]]:
-    """CPU seconds each worker used from ``go`` to ``stop``, by kind (sent when they stop)."""
+    """CPU seconds each worker used over the timed updates (from ``go`` to ``timed``), by kind."""
     out: dict[str, list[float]] = {}
     deadline = time.monotonic() + timeout
     got = 0
@@ -229,11 +241,12 @@ def p99_ratio_blocks(per_update: dict[str, list[list[float]]], blocks: int) -> l
 
 def fleet(url: str, k: int, updates: int, load_seconds: float) -> dict[str, Any]:
     reports: Any = CTX.Queue()
-    go, stop = CTX.Event(), CTX.Event()
+    go, timed, stop = CTX.Event(), CTX.Event(), CTX.Event()
     procs = []
+    signals = (url, reports, go, timed, stop)
     for _ in range(k):  # started alternately: neither kind gets the warmer CPU caches
-        procs.append(CTX.Process(target=live_worker, args=(url, reports, go, stop), daemon=True))
-        procs.append(CTX.Process(target=bare_worker, args=(url, reports, go, stop), daemon=True))
+        procs.append(CTX.Process(target=live_worker, args=signals, daemon=True))
+        procs.append(CTX.Process(target=bare_worker, args=signals, daemon=True))
     bus = hotparams.connect(url)
     bus.register(NS, BenchParams)
     pad = "x" * max(0, event_size(url) - 8)
@@ -279,10 +292,13 @@ def fleet(url: str, k: int, updates: int, load_seconds: float) -> dict[str, Any]
                 paired.append(this["live"] / this["bare"])
         load_after = loadavg()
         calls = command_calls(client)
-        stop.set()
+        timed.set()
         cpu = worker_cpu(reports, 2 * k)
+        reported = reported_lag(bus, k, updates, CONVERGENCE_UPDATES)
+        stop.set()
     finally:
         go.set()
+        timed.set()
         stop.set()
         stop_all(procs)
         drain(reports)
@@ -314,6 +330,36 @@ def fleet(url: str, k: int, updates: int, load_seconds: float) -> dict[str, Any]
         "publish_ms": summary(publish_cost, MS),
         "idle_load": load,
         "loadavg": [load_before, load_after],
+        "reported_lag_ms": reported,
+    }
+
+
+def reported_lag(bus: hotparams.Bus, k: int, first: int, updates: int) -> dict[str, Any]:
+    """What the fleet reports: ``bus.convergence`` once all ``k`` workers reported each update."""
+    p50: list[float] = []
+    p99: list[float] = []
+    pooled: list[float] = []
+    incomplete = 0
+    for i in range(first, first + updates):
+        v = bus.set(NS, {"temperature": temperature(i)}, author="bench")
+        deadline = time.monotonic() + 10
+        while True:
+            conv = bus.convergence(NS, v)
+            if (conv.complete and conv.workers == k) or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        if not (conv.complete and conv.workers == k):
+            incomplete += 1
+            continue
+        p50.append(conv.lag_p50_ms or 0.0)
+        p99.append(conv.lag_p99_ms or 0.0)
+        pooled += [r.lag_ms for r in bus.workers(NS) if r.version == v]
+    return {
+        "updates": updates,
+        "incomplete": incomplete,
+        "convergence_p50_median": statistics.median(p50) if p50 else float("nan"),
+        "convergence_p99_median": statistics.median(p99) if p99 else float("nan"),
+        "pooled": summary(pooled),
     }
 
 

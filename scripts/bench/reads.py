@@ -26,10 +26,24 @@ Cases:
 
 Then again while a separate process writes 1,000 updates per second to both
 the hotparams namespace (``FCALL hp_set``) and the constance key.
+
+- ``pydantic_model``: ``holder.snap.params.temperature`` where ``params`` is
+  an instance of the model class as pydantic makes it (its ``__getattr__``
+  hook; hotparams serves a generated subclass without it, see
+  ``hotparams/fastread.py``): what the served model saves.
+
+A/B variants (idle): ``live.for_user(user).params.temperature`` on a
+namespace with a 50% variant and a 100-user allow-list, users cycled from a
+list of 1,000 ids, next to ``live.current.params.temperature`` and to the
+floor in the same loop shape, and ``for_user`` on a namespace without
+variants; interleaved round by round like the reads above.  Every
+``for_user`` call counts one exposure (sent by the handle's reporter
+thread, off the measured path); the run checks that Redis counted every one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import dis
 import statistics
 import textwrap
@@ -152,6 +166,12 @@ def build_cases(live: hotparams.Live[BenchParams], url: str | None) -> list[Case
             threading.Lock(),
             {"temperature": 0.7},
         ),
+        Case(
+            "pydantic_model",
+            "`holder.snap.params.temperature`, `params` of the model class as pydantic makes it",
+            "h.snap.params.temperature",
+            Holder(dataclasses.replace(live.current, params=BenchParams(**live.current.values))),
+        ),
         Case("loop", "(empty loop: overhead per read)", "pass", None),
     ]
     if url is not None:
@@ -213,6 +233,91 @@ def measure(
     return out
 
 
+# ---------------------------------------------------------------- A/B variants
+
+VNS = "bench-ab"
+USERS = [f"user-{i}" for i in range(1000)]
+
+
+def make_user_timer(stmt: str) -> Timer:
+    """``timed(n, h, users)``: nanoseconds for n passes over the users, ``stmt`` once per user."""
+    source = (
+        "def timed(n, h, k):\n"
+        "    t0 = perf_counter_ns()\n"
+        "    for _ in range(n):\n"
+        "        for u in k:\n"
+        f"            {stmt}\n"
+        "    return perf_counter_ns() - t0\n"
+    )
+    scope: dict[str, Any] = {"perf_counter_ns": time.perf_counter_ns}
+    exec(compile(source, f"<per user {stmt!r}>", "exec"), scope)
+    timed: Timer = scope["timed"]
+    return timed
+
+
+def for_user(url: str, rounds: int, scale: float) -> dict[str, Any]:
+    """``for_user`` next to ``current`` and the floor, per call, in one loop shape."""
+    setup = hotparams.connect(url)
+    setup.register(VNS, BenchParams)
+    setup.set_variant(VNS, "cool", {"temperature": 0.3}, percent=50)
+    setup.set_variant(VNS, "vip", {"model": "gpt-4o"}, users=USERS[::10])
+    live = setup.watch(VNS, BenchParams)
+    plain = setup.watch(NS, BenchParams)
+    cases: dict[str, tuple[Timer, Any]] = {
+        "floor": (make_user_timer("h.snap.attr"), Holder(Plain(0.7))),
+        "current": (make_user_timer("h.current.params.temperature"), live),
+        "for_user": (make_user_timer("h.for_user(u).params.temperature"), live),
+        "for_user_no_variants": (make_user_timer("h.for_user(u).params.temperature"), plain),
+    }
+    passes = max(1, int(50 * scale))
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    ratios: dict[str, list[float]] = {name: [] for name in cases}
+    calls = 0
+    try:
+        for timer, h in cases.values():  # warm up: specialise, fill the users' picks
+            timer(passes, h, USERS)
+        calls += passes * len(USERS)
+        names = list(cases)
+        for r in range(rounds):
+            this: dict[str, float] = {}
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                timer, h = cases[name]
+                this[name] = timer(passes, h, USERS) / (passes * len(USERS))
+            calls += passes * len(USERS)
+            for name, value in this.items():
+                times[name].append(value)
+                ratios[name].append(value / this["current"])
+        split: dict[str, int] = {}
+        for user in USERS:
+            variant = str(live.for_user(user).variant)
+            split[variant] = split.get(variant, 0) + 1
+        calls += len(USERS)
+    finally:
+        live.close()  # sends the exposure counts still pending
+        plain.close()
+    exposures = sum(setup.exposures(VNS).values())
+    setup.close()
+    return {
+        "users": len(USERS),
+        "rounds": rounds,
+        "calls_per_batch": passes * len(USERS),
+        "cases": {
+            name: {
+                "ns_p50": statistics.median(times[name]),
+                "ns_p99": pct(times[name], 0.99),
+                "x_current": statistics.median(ratios[name]),
+                "x_floor": statistics.median(
+                    [a / b for a, b in zip(times[name], times["floor"], strict=True)]
+                ),
+            }
+            for name in cases
+        },
+        "split": split,
+        "for_user_calls": calls,
+        "exposures_counted": exposures,
+    }
+
+
 def writer(url: str, rate: float, go: Any, stop: Any, result: Any, constance: bool) -> None:
     """Write ``rate`` updates per second (FCALL hp_set, the redis-cli path, and constance's key)."""
     client = hotparams.connect(url).client
@@ -266,6 +371,7 @@ def run(url: str, *, quick: bool, rate: float = 1000.0, scale: float = 1.0) -> d
         proc.join(10)
         live.close()
         bus.close()
+    variants = for_user(url, rounds // 3, scale)
     return {
         "unroll": UNROLL,
         "rounds": rounds,
@@ -277,4 +383,5 @@ def run(url: str, *, quick: bool, rate: float = 1000.0, scale: float = 1.0) -> d
         "idle": idle,
         "busy": busy,
         "busy_rate_target": rate,
+        "for_user": variants,
     }
