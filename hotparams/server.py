@@ -68,6 +68,10 @@ class ServerTls:
         return query
 
 
+class _PortTaken(RuntimeError):
+    """Internal: redis-server could not bind its port."""
+
+
 class LocalRedis:
     """Start, stop, freeze and restart one redis-server process (with
     ``tls``, one that listens on TLS alone)."""
@@ -83,6 +87,7 @@ class LocalRedis:
         if binary is None:
             raise FileNotFoundError("redis-server is not on PATH")
         self.binary = binary
+        self._pick_port = port is None  # a port taken meanwhile: pick another
         self.port = port or free_port()
         self.extra = list(extra or [])
         self.dir = Path(tempfile.mkdtemp(prefix="hotparams-redis-"))
@@ -110,6 +115,17 @@ class LocalRedis:
     def start(self, timeout: float = 10.0) -> LocalRedis:
         if self.proc is not None and self.proc.poll() is None:
             return self
+        for _ in range(4 if self._pick_port else 0):
+            try:
+                return self._start(timeout)
+            except _PortTaken:  # another process bound the free port first
+                self.port = free_port()
+            finally:
+                if self.proc is not None:  # a restart keeps its URL
+                    self._pick_port = False
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> LocalRedis:
         listen = self.tls.args(self.port) if self.tls else ["--port", str(self.port)]
         args = [
             self.binary,
@@ -135,9 +151,15 @@ class LocalRedis:
             while True:
                 if self.proc.poll() is not None:
                     err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    log = self.dir / "redis.log"
+                    text = f"{err} {log.read_text() if log.exists() else ''}"
+                    self.proc = None
+                    if "Address already in use" in text:
+                        raise _PortTaken(self.port)
                     raise RuntimeError(f"redis-server exited at start: {err.strip()}")
                 try:
-                    if probe.ping():
+                    # the server answering must be ours, not another one on that port
+                    if probe.info("server").get("process_id") == self.proc.pid:
                         return self
                 except redis.exceptions.RedisError:
                     pass

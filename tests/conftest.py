@@ -1,5 +1,13 @@
 """Shared fixtures: a private redis-server per session, fakeredis as a second backend.
 
+The suite runs in parallel (pytest-xdist, ``scripts/test``): each worker
+process is a session of its own, with its own redis-server on a port the
+kernel picked (``LocalRedis`` checks that the server answering is its own).
+So a test may flush or restart the session server, but nothing may be shared
+between tests through a fixed port, a fixed file or the environment: use
+``tmp_path``, ``private_redis``, ``hotparams.server.free_port`` for a server
+a test starts and ``tests.helpers.dead_port`` for an address nobody answers.
+
 Set HOTPARAMS_REQUIRE_REDIS=1 (as .ci/run does) to fail instead of skipping
 when no redis-server binary is on PATH.
 """

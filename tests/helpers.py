@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,3 +53,16 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, interval: float
             return True
         time.sleep(interval)
     return check()
+
+
+_HELD: list[socket.socket] = []
+
+
+def dead_port() -> int:
+    """A port of 127.0.0.1 that refuses connections for as long as this
+    process lives: bound, never listening, so no other test process (pytest
+    workers run side by side) can start a server on it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return int(sock.getsockname()[1])

@@ -3,6 +3,7 @@ written as a Live handle writes them (``hp_report``) by fake workers."""
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -79,6 +80,7 @@ def test_status_shows_each_worker_highlights_laggards_and_masks_secrets(
     store: hotparams.Bus, redis_url: str
 ) -> None:
     v = store.set("chat", {"api_key": SECRET})
+    started = time.time()
     report(store, "web-1:4242", v, host="web-1", pid=4242, lag_ms=4.0)
     report(store, "api-7", v, host="web-2", pid=77, name="api", lag_ms=8.0)
     report(
@@ -94,14 +96,18 @@ def test_status_shows_each_worker_highlights_laggards_and_masks_secrets(
     for r in (text, doc):
         assert (r.code, r.err) == (0, "")
         assert SECRET not in r.out
-    rows = [re.sub(r"\b[0-2] s ago", "<now>", row) for row in _lines(text.out)]
+    # the ages the CLI may print: from the reports to its output (a loaded machine is slow)
+    took = math.ceil(time.time() - started) + 1
+    now = "|".join(str(s) for s in range(took + 1))
+    rows = [re.sub(rf"\b({now}) s ago", "<now>", row) for row in _lines(text.out)]
     head = store.head("chat")
     assert rows[0].startswith(f"chat version {v} epoch {head.epoch} committed ")
     assert rows[1].split() == ["worker", "version", "connected", "lag", "confirmed", "error"]
     assert f"api-7 (web-2:77 api) {v} yes 8 ms <now>" in rows
     assert f"web-1:4242 {v} yes 4 ms <now>" in rows
     assert f"old:1 {v + 5} (other history) yes 2 ms <now>" in rows
-    web3 = re.compile(rf"web-3:977 {v - 1} \(behind\) no 12 ms 9[5-7] s ago AUTH \*{{6}} refused")
+    then = "|".join(str(s) for s in range(95, 95 + took + 1))
+    web3 = re.compile(rf"web-3:977 {v - 1} \(behind\) no 12 ms ({then}) s ago AUTH \*{{6}} refused")
     assert any(web3.fullmatch(row) for row in rows), "\n".join(rows)
     assert not any("gone:1" in row for row in rows)
     assert rows[-1] == f"2/4 workers on v{v}, p50 6 ms, p99 8 ms"
@@ -179,7 +185,7 @@ def test_wait_times_out_with_exit_7_naming_the_laggards(
     started = time.monotonic()
     r = run_cli(redis_url, "set", "chat", "tone=friendly", "--wait", "--timeout", "1")
     assert r.code == 7
-    assert 1 <= time.monotonic() - started < 5
+    assert time.monotonic() - started >= 1  # it waited (how long exactly: --json, below)
     assert _lines(r.out) == ["chat: version 1 -> 2", 'tone "plain" -> "friendly"']
     assert r.err == (
         "hotparams: error: not every worker applied version 2 of 'chat' within 1 s: "
@@ -190,6 +196,7 @@ def test_wait_times_out_with_exit_7_naming_the_laggards(
     assert r.code == 7
     wait = r.json()["wait"]
     assert (wait["complete"], wait["workers"], wait["on_target"]) == (False, 3, 2)
+    assert 0.5 <= wait["waited_s"] < 1.5 and wait["timeout_s"] == 0.5
     assert (wait["behind"], wait["disconnected"]) == (["stuck:9"], ["stuck:9"])
     assert r.err.count("\n") == 1 and "stuck:9 (v1, disconnected)" in r.err
 

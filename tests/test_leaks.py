@@ -17,17 +17,16 @@ from pydantic import BaseModel, SecretStr, field_validator, model_validator
 import hotparams
 from hotparams import lkg
 from hotparams.redact import redact_url, terminal_safe, url_secrets
-from hotparams.server import free_port
 from hotparams.variants import Variant, VariantSet
 
-from .helpers import wait_until
+from .helpers import dead_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 HOTPARAMS = str(Path(sys.executable).parent / "hotparams")
 SECRET = "sk-quoted-SECRET-77"
 
 # a password in every form a URL can hold it; the port is closed (nothing listens)
-PORT = free_port()
+PORT = dead_port()  # refuses connections: every URL below is unreachable
 URLS = {
     "user-info": (f"redis://ana:Us3r-PW1@127.0.0.1:{PORT}/0", "Us3r-PW1"),
     "no user": (f"redis://:NoUser-PW2@127.0.0.1:{PORT}/0", "NoUser-PW2"),

@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 import hotparams
 from hotparams import lkg
-from hotparams.server import LocalRedis, free_port
+from hotparams.server import LocalRedis
 
-from .helpers import wait_until
+from .helpers import dead_port, wait_until
 from .models import ChatParams, PairParams
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,7 +207,7 @@ def test_restore_writes_a_workers_last_good_snapshot_back(
 
 
 def test_watch_without_redis_raises_unless_defaults_are_asked_for() -> None:
-    bus = hotparams.connect(f"redis://127.0.0.1:{free_port()}/0", retry_attempts=1, **FAST)
+    bus = hotparams.connect(f"redis://127.0.0.1:{dead_port()}/0", retry_attempts=1, **FAST)
     with pytest.raises(hotparams.ConnectionFailed):
         bus.watch("chat", ChatParams)
     live = bus.watch("chat", ChatParams, defaults=True)
