@@ -27,6 +27,7 @@ import redis
 
 import hotparams
 from hotparams import aio
+from hotparams.config import SETTING_CAPS
 from hotparams.keys import keys_for
 
 from .common import (
@@ -174,7 +175,13 @@ def memory(url: str, namespaces: int, versions: int) -> dict[str, Any]:
             bus.register(f"mem-{i}", BenchParams)
         m1 = used_memory(client)
         ns = "mem-versions"
-        bus.register(ns, BenchParams, retention=versions + 10, audit_maxlen=versions + 10)
+        low = {name: SETTING_CAPS[name][0] for name in ("retention", "audit_maxlen")}
+        bus.register(
+            ns,
+            BenchParams,
+            retention=max(low["retention"], versions + 10),
+            audit_maxlen=max(low["audit_maxlen"], versions + 10),
+        )
         m2 = used_memory(client)
         batch = 100
         for start in range(0, versions, batch):
