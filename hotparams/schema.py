@@ -290,7 +290,10 @@ def _frozen(model: type[M], secrets: frozenset[str]) -> type[M]:
         "__qualname__": model.__qualname__,
         "__doc__": model.__doc__,
         "__eq__": __eq__,
-        "__hash__": __hash__,
+        # a frozen model keeps pydantic's hash: equal to its own instances' hash
+        "__hash__": model.__hash__
+        if model.model_config.get("frozen") and not secrets
+        else __hash__,
         "__repr_args__": __repr_args__,
         "__reduce__": __reduce__,
     }

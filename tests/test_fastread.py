@@ -83,6 +83,12 @@ def test_a_served_model_keeps_the_pydantic_contract(model: type[BaseModel]) -> N
         params.temperature = 1.0  # type: ignore[misc]
 
 
+def test_a_frozen_model_served_hashes_like_its_own_instances() -> None:
+    params = ParamSchema.of(Frozen).validate("ns", {"temperature": 0.5})
+    mine = Frozen(temperature=0.5)
+    assert params == mine and hash(params) == hash(mine) and len({params, mine}) == 1
+
+
 def test_models_that_need_getattr_keep_it() -> None:
     private = ParamSchema.of(Private).validate("ns", {})
     assert private._calls == 3 and not reads_are_generic(type(private))
