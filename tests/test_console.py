@@ -138,13 +138,32 @@ def test_a_wrong_token_is_401_and_short_or_duplicate_tokens_are_refused_at_start
         Console().check()
 
 
-def test_the_session_cookie_is_httponly_samesite_and_secure_behind_tls(app: Flask) -> None:
+def test_signing_out_ends_the_session(app: Flask) -> None:
+    client, csrf = client_as(app, "editor")
+    assert client.get("/ns/chat").status_code == 200
+    assert client.post("/logout", data={}).status_code == 400  # without its CSRF token
+    r = client.post("/logout", data={"csrf": csrf})
+    assert r.status_code == 303 and r.headers["Location"].endswith("/login")
+    assert client.get("/ns/chat").status_code == 302
+
+
+def test_the_session_cookie_is_httponly_samesite_and_secure_behind_tls(
+    app: Flask, bus: hotparams.Bus
+) -> None:
     plain = app.test_client()
     cookie = plain.get("/login").headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
     tls = app.test_client()
     cookie = tls.get("/login", base_url="https://console.example").headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie
+    from hotparams.console.server import ConsoleServer
+
+    proxied = ConsoleServer(bus, USERS, port=0, behind_proxy=True)
+    try:
+        forwarded = proxied.app.test_client().get("/login", headers={"X-Forwarded-Proto": "https"})
+        assert "Secure" in forwarded.headers["Set-Cookie"]
+    finally:
+        proxied.close()
     r = plain.get("/login")
     assert "script-src 'self'" in r.headers["Content-Security-Policy"]
     assert r.headers["X-Frame-Options"] == "DENY"
@@ -356,12 +375,15 @@ def test_variants_create_widen_narrow_edit_and_remove_with_exposures(
         "temperature": 1.1,
         "model": "gpt-4o",
     }
+    assert post(name="warm", users="u1\nu2", reason="two testers").status_code == 303
+    assert bus.variants("chat").variants["warm"].users == {"u1", "u2"}
+    assert "u1\nu2</textarea>" in client.get("/ns/chat/variants").text
     bus.record_exposures("chat", bus.variants("chat").salt, {"warm": 7, None: 30})
     page = client.get("/ns/chat/variants").text
     assert "20%" in page and "<td>7</td>" in page and "<td>30</td>" in page
     assert post(name="warm", action="remove", reason="done").status_code == 303
     assert bus.variants("chat").variants == {}
-    assert [c.author for c in bus.history("chat", limit=5)] == ["root"] * 5
+    assert [c.author for c in bus.history("chat", limit=6)] == ["root"] * 6
 
 
 def test_the_fleet_page_lists_a_live_worker_on_the_current_version(

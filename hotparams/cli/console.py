@@ -37,6 +37,14 @@ def console(
         float,
         typer.Option("--wait", min=0, metavar="S", help="How long Publish waits for the fleet."),
     ] = 3.0,
+    behind_proxy: Annotated[
+        bool,
+        typer.Option(
+            "--behind-proxy",
+            help="TLS ends at a reverse proxy: trust its X-Forwarded-Proto/-For/-Host "
+            "(the session cookie is then Secure).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the operators' console (a web UI) for the Redis at --url."""
     state = state_of(ctx)
@@ -48,7 +56,15 @@ def console(
         ) from None
     people = read_users(users) if users is not None else (login_user(),)
     bus = state.bus()
-    server = ConsoleServer(bus, people, host=host, port=port, namespaces=namespace or (), wait=wait)
+    server = ConsoleServer(
+        bus,
+        people,
+        host=host,
+        port=port,
+        namespaces=namespace or (),
+        wait=wait,
+        behind_proxy=behind_proxy,
+    )
     out = state.out
     out.print(f"hotparams console on {server.url} (Ctrl-C to stop)")
     if users is None:

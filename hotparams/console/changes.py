@@ -414,6 +414,7 @@ def _variants_page(
         form=form,
         errors=errors,
         overrides_text=overrides_text,
+        users_text={name: "\n".join(users) for name, users in view.variant_users.items()},
     )
     return page, status
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from ..bus import Bus
@@ -56,6 +57,7 @@ class ConsoleServer:
         port: int = 8600,
         namespaces: Sequence[str] = (),
         wait: float = 3.0,
+        behind_proxy: bool = False,
     ) -> None:
         secret = os.environ.get("HOTPARAMS_CONSOLE_SECRET") or secrets.token_urlsafe(32)
         console = Console(
@@ -66,6 +68,10 @@ class ConsoleServer:
             wait=wait,
         )
         self.app = create_app(bus, console)
+        if behind_proxy:  # TLS ends at a proxy: trust its X-Forwarded-* (Secure cookies)
+            self.app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+                self.app.wsgi_app, x_for=1, x_proto=1, x_host=1
+            )
         self.server: BaseWSGIServer = make_server(host, port, self.app, threaded=True)
         self._thread: threading.Thread | None = None
 

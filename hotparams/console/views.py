@@ -76,6 +76,7 @@ class NamespaceView:
     secrets: frozenset[str]
     base_exposures: int
     changed: frozenset[str]  # fields whose value is not their default (secrets left out)
+    variant_users: dict[str, list[str]]  # each variant's allow-list
 
     def default_text(self, name: str) -> str:
         rule = field_rules(self.rules).get(name, {})
@@ -111,6 +112,7 @@ def namespace_view(bus: Bus, namespace: str, snap: Snapshot[Any] | None = None) 
         secrets=secrets,
         base_exposures=exposures.get(None, 0),
         changed=changed,
+        variant_users={n: sorted(v.users) for n, v in snap.variants.variants.items()},
     )
 
 
