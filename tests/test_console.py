@@ -24,6 +24,7 @@ import hotparams
 from hotparams.config import ConfigError
 from hotparams.console import Console, Identity, User, create_app
 from hotparams.flask import AdminAPI, HotParams
+from hotparams.server import LocalRedis
 from workers.params import ChatParams
 
 from .helpers import dump_namespace, wait_until
@@ -145,6 +146,33 @@ def test_signing_out_ends_the_session(app: Flask) -> None:
     r = client.post("/logout", data={"csrf": csrf})
     assert r.status_code == 303 and r.headers["Location"].endswith("/login")
     assert client.get("/ns/chat").status_code == 302
+
+
+def test_a_login_never_redirects_off_the_site(app: Flask) -> None:
+    for target in ("//evil.example/", "https://evil.example/", "/\t/evil.example", "/\\evil"):
+        client = app.test_client()
+        page = client.get("/login")
+        data = {"csrf": csrf_of(page.text), "token": TOKENS["viewer"], "next": target}
+        r = client.post("/login", data=data)
+        assert r.status_code == 303 and r.headers["Location"] == "/", target
+    client = app.test_client()
+    page = client.get("/login")
+    data = {"csrf": csrf_of(page.text), "token": TOKENS["viewer"], "next": "/ns/chat/history"}
+    assert client.post("/login", data=data).headers["Location"] == "/ns/chat/history"
+
+
+def test_pages_answer_503_with_the_clis_message_when_redis_is_unreachable(
+    private_redis: LocalRedis,
+) -> None:
+    with hotparams.connect(private_redis.url) as setup:
+        setup.register("chat", ChatParams)
+    down = hotparams.connect(private_redis.url, retry_attempts=1, connect_timeout=0.5)
+    app = create_app(down, Console(url_prefix="/", users=USERS, secret_key="k" * 32))
+    client, _ = client_as(app, "viewer")
+    private_redis.stop()
+    r = client.get("/ns/chat")
+    assert r.status_code == 503 and "Redis unreachable at" in r.text
+    down.close()
 
 
 def test_the_session_cookie_is_httponly_samesite_and_secure_behind_tls(

@@ -4,7 +4,8 @@ Modules: :mod:`.app` (the typer app, exit codes in one place),
 :mod:`.context` (connection, options, exit-code table), :mod:`.values`
 (``key=value`` parsing by the stored schema), :mod:`.render` (tables and
 JSON), :mod:`.commands` (the verbs), :mod:`.watch` (the live tail),
-:mod:`.fleet` (``status`` and ``--wait``), :mod:`.variant` (A/B variants).
+:mod:`.fleet` (``status`` and ``--wait``), :mod:`.variant` (A/B variants),
+:mod:`.console` (the web console, served by :mod:`hotparams.console`).
 """
 
 from .app import app, main, run

@@ -307,7 +307,9 @@ def _identity(console: Console, session: Session) -> Identity | None:
 
 def _safe_next(target: str | None) -> str | None:
     """A redirect target inside this site only (never ``//host`` or ``http:``)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return None
+    if "\\" in target or any(c.isspace() or ord(c) < 32 for c in target):
         return None
     return target.rstrip("?") or None
 

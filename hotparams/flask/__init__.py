@@ -39,7 +39,9 @@ admin API's bearer token), ``HOTPARAMS_VERSION_HEADER`` (a response header
 naming the served version, e.g. ``X-Hotparams-Version``; unset: none),
 ``HOTPARAMS_METRICS_PATH`` (a route serving the live handles' Prometheus
 metrics, e.g. ``/metrics``; under gunicorn with :mod:`hotparams.gunicorn`,
-one scrape of any worker aggregates all of them; unset: none).
+one scrape of any worker aggregates all of them; unset: none),
+``HOTPARAMS_CONSOLE_SECRET`` (signs the console's session cookie; else
+``SECRET_KEY``).
 """
 
 from __future__ import annotations
