@@ -15,8 +15,14 @@ Exposure counts: at most ``MAX_EXPOSE_INCREMENT`` per counter and call,
 ``MAX_EXPOSE_PAIRS`` counters per call, a counter never passes 2^53 - 1.
 
 Who sent a report: Lua cannot ask Redis who the caller is (``ACL WHOAMI``
-is not allowed in a function), so a report carries the ACL user the client
-connects as (``user``), as the client claims it.
+is not allowed in a function), so the client says which ACL user it
+connects as (``user``, from its URL) and the report is filed in that
+user's own key, ``hp:{ns}:workers:u:<user>``.  Functions write with the
+caller's rights, so under an ACL that lets each worker user write only its
+own key (and the shared index ``hp:{ns}:workers``), a worker cannot
+overwrite or remove another user's report, and ``user`` in a listed report
+is the key it was found in.  The shared index it can still edit: it can
+hide another user's report until that worker's next heartbeat re-lists it.
 """
 
 from __future__ import annotations
@@ -107,10 +113,12 @@ class WorkerReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        """The report as sent; long texts are cut so it stays within MAX_REPORT_BYTES."""
+        """The report as sent (``user`` and ``reported_ms`` are written by
+        Redis); long texts are cut so it stays within MAX_REPORT_BYTES."""
         data = asdict(self)
         data.pop("reported_ms")
-        for name in ("last_error", "name", "host", "user"):
+        data.pop("user")
+        for name in ("last_error", "name", "host"):
             data[name] = data[name][:_MAX_TEXT]
         out = dumps(data)
         if len(out.encode()) > MAX_REPORT_BYTES:
@@ -132,13 +140,14 @@ class WorkerReport:
 
 
 def report_op(namespace: str, report: WorkerReport, ttl_s: float) -> Op[int]:
+    """Send ``report``, filed under its ``user`` (``default`` if empty)."""
     ttl_ms = str(min(MAX_TTL_MS, max(1, int(ttl_s * 1000))))
-    reply = yield FCall("hp_report", namespace, (report.id, report.to_json(), ttl_ms))
-    return int(reply)
+    args = (report.id, report.to_json(), ttl_ms, report.user or "default")
+    return int((yield FCall("hp_report", namespace, args)))
 
 
-def leave_op(namespace: str, worker: str) -> Op[bool]:
-    reply = yield FCall("hp_leave", namespace, (worker,))
+def leave_op(namespace: str, worker: str, user: str = "default") -> Op[bool]:
+    reply = yield FCall("hp_leave", namespace, (worker, user))
     return bool(int(reply))
 
 
@@ -147,19 +156,19 @@ _MAX_PAGES = 10 * MAX_REPORTS // WORKERS_PAGE
 
 
 def workers_op(namespace: str) -> Op[tuple[int, list[WorkerReport]]]:
-    """Redis's time (ms) and the live workers' reports, by id, read page by
-    page (each ``hp_workers`` call is bounded work; a report seen twice
-    during the walk counts once)."""
-    found: dict[str, WorkerReport] = {}
+    """Redis's time (ms) and the live workers' reports, by id (then user),
+    read page by page (each ``hp_workers`` call is bounded work; a report
+    seen twice during the walk counts once)."""
+    found: dict[tuple[str, str], WorkerReport] = {}
     cursor = "0"
     for _ in range(_MAX_PAGES):
         reply = yield FCall("hp_workers", namespace, (cursor, str(WORKERS_PAGE)), readonly=True)
         now, cursor = int(reply[0]), text(reply[1])
         for i in range(2, len(reply), 2):
-            worker = text(reply[i])
-            found[worker] = WorkerReport.from_json(worker, reply[i + 1])
+            report = WorkerReport.from_json(text(reply[i]), reply[i + 1])
+            found[(report.id, report.user)] = report
         if cursor == "0":
-            return now, [found[worker] for worker in sorted(found)]
+            return now, [found[key] for key in sorted(found)]
     raise ProtocolError(f"hp_workers on {namespace!r} did not finish in {_MAX_PAGES} pages")
 
 

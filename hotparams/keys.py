@@ -68,13 +68,17 @@ class Keys:
 
     @property
     def workers(self) -> str:
-        """Sorted set: live worker id -> expiry of its report (ms)."""
+        """Sorted set: "<acl user>\\n<worker id>" -> expiry of its report (ms)."""
         return f"{self.base}:workers"
 
     @property
     def workers_info(self) -> str:
-        """Hash: worker id -> its last report (JSON)."""
-        return f"{self.base}:workers:info"
+        """The prefix of the per-user report keys (see :meth:`reports_of`)."""
+        return f"{self.base}:workers:u:"
+
+    def reports_of(self, user: str) -> str:
+        """Hash: worker id -> its last report (JSON), of one ACL user."""
+        return f"{self.base}:workers:u:{user}"
 
     @property
     def exposures(self) -> str:

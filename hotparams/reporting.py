@@ -316,7 +316,7 @@ def farewell(r: Reporter) -> Generator[Action, Any, None]:
     if not r.reports:
         return
     try:
-        yield Write(leave_op(r.namespace, r.id))
+        yield Write(leave_op(r.namespace, r.id, r.user))
     except Exception as exc:
         log.debug("%s: cannot leave the fleet: %s", r.namespace, describe(exc))
 

@@ -25,10 +25,10 @@ def dump_namespace(
     while Live handles run, so they are left out unless asked for.
     """
     keys = keys_for(namespace)
-    fleet = {keys.workers, keys.workers_info, keys.exposures}
+    fleet = {keys.workers, keys.exposures}
     out: dict[str, Any] = {}
     for key in sorted(_s(k) for k in client.scan_iter(match=keys.pattern)):
-        if key in fleet and not include_fleet:
+        if (key in fleet or key.startswith(keys.workers_info)) and not include_fleet:
             continue
         kind = _s(client.type(key))
         if kind == "hash":

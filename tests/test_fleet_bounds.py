@@ -6,7 +6,7 @@ bounded, and the fleet calls page through 10,000+ reports."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from hotparams.fleet import (
     WorkerReport,
     acl_user,
     exposures_op,
+    leave_op,
     report_op,
 )
 from tests.helpers import dump_namespace
@@ -101,7 +102,10 @@ def test_hp_report_checks_everything_before_writing(bus: hotparams.Bus, raw: red
         ("w" * 257, "{}", 1000),
         (b"w\xff", "{}", 1000),
         ("w2", "{}"),
-        ("w2", "{}", 1000, "extra"),
+        ("w2", "{}", 1000, "two words"),  # not an ACL user name
+        ("w2", "{}", 1000, ""),
+        ("w2", "{}", 1000, "u" * 129),
+        ("w2", "{}", 1000, "default", "extra"),
     ]:
         _refused(raw, report(*args), "HP_BADARG")
 
@@ -109,7 +113,7 @@ def test_hp_report_checks_everything_before_writing(bus: hotparams.Bus, raw: red
 def test_hp_leave_checks_its_argument(bus: hotparams.Bus, raw: redis.Redis) -> None:
     bus.register("chat", ChatParams)
     _report(bus, "w1")
-    for args in [(), ("",), ("w" * 257,), ("w1", "extra")]:
+    for args in [(), ("",), ("w" * 257,), ("w1", "two words"), ("w1", "default", "extra")]:
         _refused(raw, lambda args=args: raw.fcall("hp_leave", 1, "chat", *args), "HP_BADARG")
     assert raw.fcall("hp_leave", 1, "chat", "w1") == 1
 
@@ -203,3 +207,82 @@ def test_status_lists_the_laggards_first_and_counts_the_rest(redis_url: str) -> 
     doc = run_cli(redis_url, "status", "chat", "--json").json()
     assert len(doc["workers"]) == 10_000 and doc["convergence"]["behind"] == ["w07777"]
     bus.close()
+
+
+# ---------------------------------------------------------------- ACL users
+
+
+@pytest.fixture
+def worker_urls(redis_url: str) -> Iterator[dict[str, str]]:
+    """Two worker users, each allowed to write the fleet index and its own report key."""
+    admin = redis.Redis.from_url(redis_url)
+    host = redis_url.split("//", 1)[1]
+    urls = {}
+    for name in ("wk1", "wk2"):
+        admin.execute_command(
+            "ACL", "SETUSER", name, "reset", "on", ">pw-" + name,
+            "%R~hp:{chat}:*", "~chat", "~hp:{chat}:workers", f"~hp:{{chat}}:workers:u:{name}",
+            "&hp:{chat}:events", "+@all", "-function",
+        )  # fmt: skip
+        urls[name] = f"redis://{name}:pw-{name}@{host}"
+    yield urls
+    for name in urls:
+        admin.acl_deluser(name)
+    admin.close()
+
+
+def test_a_worker_cannot_overwrite_or_remove_another_users_report(
+    redis_url: str, worker_urls: dict[str, str]
+) -> None:
+    installer = hotparams.connect(redis_url)
+    installer.register("chat", ChatParams)
+    raw = installer.client
+    wk1 = hotparams.connect(worker_urls["wk1"], auto_install=False)
+    wk2 = hotparams.connect(worker_urls["wk2"], auto_install=False)
+    wk2.run(report_op("chat", WorkerReport("web-2:9", "chat", 1, "e", user="wk2"), 30))
+    before = dump_namespace(raw, "chat", include_fleet=True)
+    forged = WorkerReport("web-2:9", "chat", 99, "e", user="wk2")
+    with pytest.raises(hotparams.PermissionDenied, match=r"hp:\{chat\}:workers:u:wk2"):
+        wk1.run(report_op("chat", forged, 30))  # says it is wk2
+    with pytest.raises(hotparams.PermissionDenied):
+        wk1.run(leave_op("chat", "web-2:9", "wk2"))
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        wk1.client.hset("hp:{chat}:workers:u:wk2", "web-2:9", "{}")  # raw, too
+    assert dump_namespace(raw, "chat", include_fleet=True) == before
+    # its own report may say anything; the user and the time are Redis's
+    wk1.client.fcall(
+        "hp_report",
+        1,
+        "chat",
+        "web-1:1",
+        '{"version":1,"user":"wk2","reported_ms":1}',
+        30_000,
+        "wk1",
+    )
+    listed = {(r.id, r.user): r for r in installer.workers("chat")}
+    assert set(listed) == {("web-1:1", "wk1"), ("web-2:9", "wk2")}
+    assert listed[("web-1:1", "wk1")].reported_ms > 1
+    assert listed[("web-2:9", "wk2")].version == 1
+    # what a worker can still do: drop another's entry from the shared index,
+    # which hides it until that worker's next heartbeat lists it again
+    wk1.client.zrem("hp:{chat}:workers", "wk2\nweb-2:9")
+    assert [r.user for r in installer.workers("chat")] == ["wk1"]
+    wk2.run(report_op("chat", WorkerReport("web-2:9", "chat", 1, "e", user="wk2"), 30))
+    assert {r.user for r in installer.workers("chat")} == {"wk1", "wk2"}
+    for bus in (installer, wk1, wk2):
+        bus.close()
+
+
+def test_a_live_handle_files_its_reports_under_its_acl_user(
+    redis_url: str, worker_urls: dict[str, str]
+) -> None:
+    installer = hotparams.connect(redis_url)
+    installer.register("chat", ChatParams)
+    worker = hotparams.connect(worker_urls["wk1"], auto_install=False)
+    live = worker.watch("chat", ChatParams)
+    (report,) = installer.workers("chat")
+    assert (report.id, report.user) == (live.worker_id, "wk1")
+    live.close()
+    assert installer.workers("chat") == []  # it left, as itself
+    worker.close()
+    installer.close()

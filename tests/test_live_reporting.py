@@ -262,6 +262,6 @@ def test_exposures_are_flushed_per_salt_and_leave_is_sent_on_close() -> None:
     call = fcall(next(phase))
     assert (call.function, call.args) == ("hp_expose", ("salt1", "hi", "1", "", "1"))
     call = fcall(phase.send(2))
-    assert (call.function, call.args) == ("hp_leave", (r.id,))
+    assert (call.function, call.args) == ("hp_leave", (r.id, "default"))
     with pytest.raises(StopIteration):
         phase.send(1)

@@ -3,12 +3,22 @@
 -- run; operators read the reports.
 --
 -- Keys of a namespace's fleet
---   hp:{ns}:workers       sorted set  worker id -> expiry (ms since epoch)
---   hp:{ns}:workers:info  hash        worker id -> its last report (JSON)
+--   hp:{ns}:workers           sorted set  "<acl user>\n<worker id>" -> expiry
+--                                         (ms since epoch): the index of live reports
+--   hp:{ns}:workers:u:<user>  hash        worker id -> its last report (JSON), one
+--                                         key per ACL user, living as long as
+--                                         that user's longest report
+--
+-- A report lives in its ACL user's own key, and functions write with the
+-- caller's rights: an ACL that lets a worker user write only its own
+-- hp:{ns}:workers:u:<user> (and the index) keeps it from writing or
+-- removing any other user's report body.  The index is shared: a member
+-- naming another user without a body there is skipped by hp_workers.
 
 -- Bounds (hotparams/fleet.py holds the same numbers for the client)
 local MAX_REPORT_BYTES = 4096
 local MAX_WORKER_ID = 256
+local MAX_ACL_USER = 128
 local MAX_REPORTS = 50000        -- live reports per namespace
 local MAX_TTL_MS = 3600000       -- a report lives at most an hour unless renewed
 local MAX_WORKERS_PAGE = 1000    -- reports per hp_workers page
@@ -34,39 +44,80 @@ local function check_worker_id(id)
   return nil
 end
 
--- Drop reports whose expiry has passed (bounded work per call).
-local function expire_workers(ns, now)
-  local zkey, hkey = key_of(ns, 'workers'), key_of(ns, 'workers:info')
-  local dead = redis.call('ZRANGEBYSCORE', zkey, '-inf', '(' .. now, 'LIMIT', 0, 100)
-  if #dead > 0 then
-    redis.call('ZREM', zkey, unpack(dead))
-    redis.call('HDEL', hkey, unpack(dead))
+-- The ACL user a report is filed under (ARGV[4]; "default" when left out).
+local function report_user(user)
+  user = user or 'default'
+  if #user == 0 or #user > MAX_ACL_USER or not valid_utf8(user) or user:find('[%c%s]') then
+    return nil, redis.error_reply('HP_BADARG the ACL user must be 1-128 bytes of UTF-8 '
+      .. 'without spaces or control characters')
   end
+  return user, nil
 end
 
-local function check_fleet_acl(ns)
-  local zkey, hkey = key_of(ns, 'workers'), key_of(ns, 'workers:info')
+local function body_key(ns, user)
+  return key_of(ns, 'workers:u:' .. user)
+end
+
+local function member_of(user, id)
+  return user .. '\n' .. id
+end
+
+local function split_member(member)
+  local user, id = member:match('^([^\n]+)\n(.+)$')
+  return user, id
+end
+
+-- Drop index entries whose expiry has passed (bounded work per call), and
+-- the bodies of the caller's own (another user's dead bodies go with their
+-- key's time to live: the caller may not write them).
+local function expire_workers(ns, now, user)
+  local zkey = key_of(ns, 'workers')
+  local dead = redis.call('ZRANGEBYSCORE', zkey, '-inf', '(' .. now, 'LIMIT', 0, 100)
+  if #dead == 0 then return end
+  redis.call('ZREM', zkey, unpack(dead))
+  local mine = {}
+  for _, member in ipairs(dead) do
+    local owner, id = split_member(member)
+    if owner == user then mine[#mine + 1] = id end
+  end
+  if #mine > 0 then redis.call('HDEL', body_key(ns, user), unpack(mine)) end
+end
+
+local function check_fleet_acl(ns, user)
+  local zkey, bkey = key_of(ns, 'workers'), body_key(ns, user)
   return check_acl({
     { 'ZADD', zkey, '1', 'x' }, { 'ZREM', zkey, 'x' },
-    { 'HSET', hkey, 'x', 'v' }, { 'HDEL', hkey, 'x' },
+    { 'HSET', bkey, 'x', 'v' }, { 'HDEL', bkey, 'x' }, { 'PEXPIRE', bkey, '1' },
   })
+end
+
+-- The report as stored: Redis's time and the user it is filed under are
+-- written last, so they win over fields of the same name the caller sent.
+local function stamp(report, now, user)
+  local tail = '"reported_ms":' .. now .. ',"user":' .. cjson.encode(user) .. '}'
+  if report:match('^%s*{%s*}%s*$') then return '{' .. tail end
+  return (report:gsub('}%s*$', function() return ',' .. tail end, 1))
 end
 
 --[[ hp_report (a Live handle's heartbeat)
 KEYS[1] namespace
 ARGV[1] worker id (host:pid:name), 1-256 bytes of UTF-8 without control characters
-ARGV[2] the report: a JSON object of at most 4 KiB ("reported_ms" is set here,
-        from Redis's clock; "user" is the ACL user the client says it is)
+ARGV[2] the report: a JSON object of at most 4 KiB ("reported_ms", Redis's
+        clock, and "user" are added here)
 ARGV[3] time to live in milliseconds (1 to 3600000): the report vanishes unless renewed
-Returns Redis's time in ms.  A new id is refused (HP_LIMIT) while the
+ARGV[4] the ACL user the caller connects as ("default" if left out): the
+        report goes into that user's key, so Redis's ACL refuses a user
+        that says it is another (HP_NOPERM)
+Returns Redis's time in ms.  A new report is refused (HP_LIMIT) while the
 namespace holds 50,000 live reports.
 ]]
 local function hp_report(keys, argv)
   local ns = keys[1]
   local err = check_namespace(ns)
   if err then return err end
-  if #argv ~= 3 then
-    return redis.error_reply('HP_BADARG usage: hp_report 1 <ns> <worker id> <report> <ttl ms>')
+  if #argv ~= 3 and #argv ~= 4 then
+    return redis.error_reply('HP_BADARG usage: hp_report 1 <ns> <worker id> <report> '
+      .. '<ttl ms> [<acl user>]')
   end
   local id, report = argv[1], argv[2]
   err = check_worker_id(id)
@@ -75,64 +126,71 @@ local function hp_report(keys, argv)
   if not ttl or ttl < 1 then
     return redis.error_reply('HP_BADARG ttl must be 1 to 3600000 ms')
   end
+  local user
+  user, err = report_user(argv[4])
+  if err then return err end
   if #report > MAX_REPORT_BYTES or not report:match('^%s*{') or not valid_utf8(report)
       or not is_strict_json(report) then
     return redis.error_reply('HP_BADARG report must be a JSON object of at most 4 KiB of UTF-8')
   end
   local now = now_ms()
-  local zkey = key_of(ns, 'workers')
-  local expiry = tonumber(redis.call('ZSCORE', zkey, id))
+  local zkey, bkey = key_of(ns, 'workers'), body_key(ns, user)
+  local member = member_of(user, id)
+  local expiry = tonumber(redis.call('ZSCORE', zkey, member))
   if (not expiry or expiry < now)
       and redis.call('ZCOUNT', zkey, now, '+inf') >= MAX_REPORTS then
     return redis.error_reply('HP_LIMIT the namespace already holds 50000 live worker reports')
   end
-  err = check_fleet_acl(ns)
+  err = check_fleet_acl(ns, user)
   if err then return err end
-  local stamped = report:gsub('^%s*{', '{"reported_ms":' .. now .. ',', 1)
-  if report:match('^%s*{%s*}%s*$') then stamped = '{"reported_ms":' .. now .. '}' end
-  expire_workers(ns, now)
-  redis.call('ZADD', zkey, now + ttl, id)
-  redis.call('HSET', key_of(ns, 'workers:info'), id, stamped)
+  expire_workers(ns, now, user)
+  redis.call('ZADD', zkey, now + ttl, member)
+  redis.call('HSET', bkey, id, stamp(report, now, user))
+  if redis.call('PTTL', bkey) < ttl then redis.call('PEXPIRE', bkey, ttl) end
   return now
 end
 
 --[[ hp_leave (a Live handle that closes cleanly)
 KEYS[1] namespace
 ARGV[1] worker id
+ARGV[2] the ACL user it reported as ("default" if left out)
 Returns 1 if the worker was listed, else 0
 ]]
 local function hp_leave(keys, argv)
   local ns = keys[1]
   local err = check_namespace(ns)
   if err then return err end
-  if #argv ~= 1 then
-    return redis.error_reply('HP_BADARG usage: hp_leave 1 <ns> <worker id>')
+  if #argv ~= 1 and #argv ~= 2 then
+    return redis.error_reply('HP_BADARG usage: hp_leave 1 <ns> <worker id> [<acl user>]')
   end
   err = check_worker_id(argv[1])
   if err then return err end
-  err = check_fleet_acl(ns)
+  local user
+  user, err = report_user(argv[2])
   if err then return err end
-  redis.call('HDEL', key_of(ns, 'workers:info'), argv[1])
-  return redis.call('ZREM', key_of(ns, 'workers'), argv[1])
+  err = check_fleet_acl(ns, user)
+  if err then return err end
+  redis.call('HDEL', body_key(ns, user), argv[1])
+  return redis.call('ZREM', key_of(ns, 'workers'), member_of(user, argv[1]))
 end
 
 --[[ hp_workers (read-only)
 KEYS[1] namespace
 ARGV[1] a cursor: "0" to start, then the one the previous page returned
-ARGV[2] how many reports to look at (1 to 1000; a hint, as for ZSCAN)
+ARGV[2] how many index entries to look at (1 to 1000; a hint, as for ZSCAN)
 Returns {now ms, next cursor ("0": done), id, report JSON, id, report JSON, ...}
 of the live workers of one page; every report live during the whole walk is
-returned at least once (a caller drops repeats by id).
+returned at least once (a caller drops repeats by user and id).
 Without ARGV (calling convention 1): {now ms, id, report, ...} of every live
 worker at once (work grows with the fleet: clients of convention 2 page).
 ]]
 local function live_reports(ns, now, members, out)
-  local hkey = key_of(ns, 'workers:info')
   for i = 1, #members, 2 do
     if tonumber(members[i + 1]) >= now then
-      local report = redis.call('HGET', hkey, members[i])
+      local user, id = split_member(members[i])
+      local report = user and redis.call('HGET', body_key(ns, user), id)
       if report then
-        out[#out + 1] = members[i]
+        out[#out + 1] = id
         out[#out + 1] = report
       end
     end
