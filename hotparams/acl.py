@@ -65,12 +65,13 @@ READ = (
     "zcard",
     "zscore",
     "zscan",
+    "pttl",
 )
 LIST = ("scan",)
 #: a Live handle follows the namespace's channel (sharded in a cluster)
 FOLLOW = ("subscribe", "unsubscribe", "ssubscribe", "sunsubscribe")
 #: what hp_report, hp_leave and hp_expose write (the fleet's keys only)
-REPORT = ("zadd", "zrem", "hset", "hdel", "hincrby")
+REPORT = ("zadd", "zrem", "hset", "hdel", "hincrby", "pexpire")
 #: what the write functions do: versions, meta, schema, audit, request
 #: ids (kept a while: pexpire, oldest first: zpopmin), the event
 WRITE = (
@@ -90,8 +91,10 @@ WRITE = (
 )
 INSTALL = ("function|load", "function|list")
 
-#: the fleet keys a worker writes (suffixes of ``hp:{<ns>}:``)
-WORKER_KEYS = ("workers", "workers:info", "exposures")
+#: the fleet keys a worker writes (suffixes of ``hp:{<ns>}:``), besides
+#: its own reports' ``workers:u:<user>`` (hotparams/lua/fleet.lua): it may
+#: not write another user's reports
+WORKER_KEYS = ("workers", "exposures")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +223,7 @@ def acl_user(
             rules.append(f"%R~{base}:*")
             if spec.reports:
                 rules += [f"~{base}:{suffix}" for suffix in WORKER_KEYS]
+                rules.append(f"~{base}:workers:u:{user}")
         rules.append(f"&{base}:events")
     rules += [f"+{command}" for command in dict.fromkeys(spec.commands)]
     # the bare names (FCALL's KEYS[1]) for the call commands alone
