@@ -123,12 +123,19 @@ def test_every_page_answers_200_for_a_viewer_and_a_signed_out_person_is_sent_to_
 
 
 def test_a_wrong_token_is_401_and_short_or_duplicate_tokens_are_refused_at_start(
-    app: Flask,
+    app: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = app.test_client()
-    page = client.get("/login")
-    r = client.post("/login", data={"csrf": csrf_of(page.text), "token": "x" * 32})
-    assert r.status_code == 401 and "this token is not valid" in r.text
+    csrf = csrf_of(client.get("/login").text)
+    for _ in range(10):
+        r = client.post("/login", data={"csrf": csrf, "token": "x" * 32})
+        assert r.status_code == 401 and "this token is not valid" in r.text
+    assert "a failed login from 127.0.0.1" in caplog.text and "x" * 32 not in caplog.text
+    r = client.post("/login", data={"csrf": csrf, "token": TOKENS["admin"]})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1  # even the right one
+    assert client.get("/ns/chat").status_code == 302  # not signed in
+    big = client.post("/login", data={"csrf": csrf, "token": "t" * (2 * 1024 * 1024)})
+    assert big.status_code == 413
     with pytest.raises(ConfigError, match="shorter than 32"):
         User("ana", "editor", "change-me")
     with pytest.raises(ConfigError, match="role"):

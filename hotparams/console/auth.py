@@ -23,6 +23,7 @@ from typing import Any, Literal
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from ..config import ConfigError
+from ..flask.guard import MIN_TOKEN_LENGTH  # the admin API's floor: one rule for both
 
 __all__ = [
     "COOKIE",
@@ -39,8 +40,6 @@ __all__ = [
 Role = Literal["viewer", "editor", "admin"]
 #: from the least to the most: each role may do what the ones before it may
 ROLES: tuple[Role, ...] = ("viewer", "editor", "admin")
-#: a shorter login token is refused when the console starts
-MIN_TOKEN_LENGTH = 32
 #: the session cookie's name, and how long a session lasts (seconds)
 COOKIE = "hotparams_console"
 MAX_AGE = 12 * 3600

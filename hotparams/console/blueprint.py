@@ -17,6 +17,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from ..bus import Bus
 from ..config import ConfigError
 from ..errors import HotParamsError
+from ..flask.guard import FailedLogins
 from ..flask.operations import BadRequest, NotServed, error_message, status_of
 from ..variants import BUCKETS
 from .auth import COOKIE, MAX_AGE, Identity, Role, Session, Sessions, User, find_user
@@ -43,7 +44,10 @@ class Console:
     ``HOTPARAMS_CONSOLE_SECRET`` or ``SECRET_KEY``); ``namespaces``:
     the names (``fnmatch`` patterns) it shows, all when empty; ``wait``:
     how long Publish waits for the fleet to apply a change before it says
-    how many workers did.
+    how many workers did.  A form over ``max_body_bytes`` is refused (413),
+    and an address with ``auth_failures`` failed logins within
+    ``auth_window`` seconds gets 429 (as the admin API,
+    :mod:`hotparams.flask.guard`).
     """
 
     url_prefix: str = "/hotparams/console"
@@ -52,6 +56,11 @@ class Console:
     secret_key: str | None = field(default=None, repr=False)
     namespaces: tuple[str, ...] = ()
     wait: float = 3.0
+    #: a form larger than this is refused (413) before it is read
+    max_body_bytes: int = 1024 * 1024
+    #: failed logins from one address within ``auth_window`` seconds before 429
+    auth_failures: int = 10
+    auth_window: float = 60.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "users", tuple(self.users))
@@ -127,6 +136,7 @@ class _Gate:
         self.bus = bus
         self.key = ""
         self.sessions: Sessions | None = None
+        self.failures = FailedLogins(console.auth_failures, console.auth_window)
 
     def setup(self, setup_state: Any) -> None:
         self.key = _secret_key(self.console, setup_state.app)
@@ -141,6 +151,11 @@ class _Gate:
         g.hotparams_console = Here(self.console, self.bus(), session, identity, self.key, fresh)
         if request.endpoint == f"{BLUEPRINT}.static":
             return None
+        size = request.content_length
+        if size is not None and size > self.console.max_body_bytes:
+            return _render_error(
+                413, f"the form is larger than {self.console.max_body_bytes} bytes"
+            )
         if request.method == "POST" and not session.csrf_ok(request.form.get("csrf")):
             log.warning("console: a POST to %s without a valid CSRF token", request.path)
             return _render_error(
@@ -190,16 +205,24 @@ class _Gate:
             "uses_login": self.console.authorize is None,
         }
 
-    def login(self) -> BaseResponse | str | tuple[str, int]:
+    def login(self) -> BaseResponse | str | tuple[str, int] | tuple[str, int, dict[str, str]]:
         now = here()
         target = _safe_next(request.values.get("next"))
         if self.console.authorize is not None:
             return redirect(target or url_for(f"{BLUEPRINT}.namespaces"))
         if request.method == "GET":
             return render_template("hotparams_console/login.html", next=target, error="")
+        address = request.remote_addr or "?"
+        wait = self.failures.blocked_for(address)
+        if wait > 0:
+            page, status = _render_error(
+                429, f"too many failed sign-ins from {address}: try again in {wait:.0f} s"
+            )
+            return page, status, {"Retry-After": str(max(1, round(wait)))}
         user = find_user(self.console.users, request.form.get("token", "").strip())
         if user is None:
-            log.warning("console: a failed login from %s", request.remote_addr)
+            self.failures.failed(address)
+            log.warning("console: a failed login from %s", address)  # never the token
             page = render_template(
                 "hotparams_console/login.html", next=target, error="this token is not valid"
             )
