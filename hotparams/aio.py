@@ -241,6 +241,7 @@ class AsyncBus(BusCore):
         retention: int | None = None,
         audit_maxlen: int | None = None,
         max_value_bytes: int | None = None,
+        allow_raw_writes: bool = False,
     ) -> Registered:
         """As :meth:`hotparams.Bus.register`."""
         return await self.run(
@@ -254,6 +255,7 @@ class AsyncBus(BusCore):
                 retention=retention,
                 audit_maxlen=audit_maxlen,
                 max_value_bytes=max_value_bytes,
+                allow_raw_writes=allow_raw_writes,
             )
         )
 

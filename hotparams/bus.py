@@ -192,6 +192,7 @@ class Bus(BusCore):
         retention: int | None = None,
         audit_maxlen: int | None = None,
         max_value_bytes: int | None = None,
+        allow_raw_writes: bool = False,
     ) -> Registered:
         """Store ``model``'s schema for ``namespace`` (idempotent).
 
@@ -204,6 +205,12 @@ class Bus(BusCore):
         and ``max_value_bytes`` are the settings of a new namespace; for an
         existing one that has other settings they raise ConfigError
         (change settings with :meth:`configure`).
+
+        Fields (or a model validator) that only Python can check are refused
+        to raw writers (redis-cli, a Bus without the model, ``hotparams set``
+        without ``--schema``) unless ``allow_raw_writes``: then those writers
+        are held to the Lua rules alone and workers refuse what the model
+        refuses (guarantee 5's second half).
         """
         return self.run(
             self.op_register(
@@ -216,6 +223,7 @@ class Bus(BusCore):
                 retention=retention,
                 audit_maxlen=audit_maxlen,
                 max_value_bytes=max_value_bytes,
+                allow_raw_writes=allow_raw_writes,
             )
         )
 

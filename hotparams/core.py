@@ -166,6 +166,7 @@ class BusCore:
         retention: int | None,
         audit_maxlen: int | None,
         max_value_bytes: int | None,
+        allow_raw_writes: bool = False,
     ) -> Op[Registered]:
         keys = keys_for(namespace)
         schema = self.bind(namespace, model)
@@ -185,6 +186,7 @@ class BusCore:
             initial=initial,
             settings=self._namespace_settings(**explicit),
             explicit=explicit,
+            allow_raw_writes=allow_raw_writes,
         )
         self._states.pop(namespace, None)
         return result

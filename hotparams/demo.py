@@ -133,6 +133,20 @@ def fleet_root() -> Path:
     return root
 
 
+def fleet_model() -> type[Any]:
+    """The fleet's parameter model (``workers/params.py``), for the demo's
+    writes: its model validator is Python-only, so the demo writes with the
+    model, as a service's admin would (Redis refuses raw writers there)."""
+    path = fleet_root() / "workers" / "params.py"
+    spec = importlib.util.spec_from_file_location("hotparams_demo_fleet_params", path)
+    if spec is None or spec.loader is None:  # pragma: no cover - fleet_root checked it
+        raise DemoError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the model's annotations through it
+    spec.loader.exec_module(module)
+    return module.ChatParams  # type: ignore[no-any-return]
+
+
 @dataclass
 class WorkerView:
     """What the demo knows of one worker process."""

@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar
@@ -142,9 +142,31 @@ class LibraryExists(Exception):
 
 
 def text(value: Any) -> str:
+    """A reply as text; ProtocolError (a HotParamsError) if it is not UTF-8."""
     if isinstance(value, bytes):
-        return value.decode()
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise ProtocolError(
+                f"Redis answered bytes that are not UTF-8 ({_shown(value)})"
+            ) from None
     return str(value)
+
+
+def _shown(value: bytes, limit: int = 40) -> str:
+    shown = value[:limit].decode(errors="backslashreplace")
+    return shown + ("..." if len(value) > limit else "")
+
+
+def lenient_text(value: Any) -> tuple[str, bool]:
+    """A reply as text, bytes that are not UTF-8 shown escaped (``\\xed``);
+    the flag tells whether any were."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode(), False
+        except UnicodeDecodeError:
+            return value.decode(errors="backslashreplace"), True
+    return str(value), False
 
 
 def is_function_missing(exc: ResponseError) -> bool:
@@ -279,9 +301,28 @@ class Stored:
     raw: Mapping[str, str] = field(repr=False)
     #: the A/B variants document (JSON) or None; overrides may be secret
     variants: str | None = field(default=None, repr=False)
+    #: fields whose stored bytes are not UTF-8 (written around the Lua
+    #: functions, e.g. by a raw HSET): field -> reason; such a version is invalid
+    damaged: Mapping[str, str] = field(default_factory=dict)
 
-    def values(self) -> dict[str, Any]:
-        return {name: loads(raw) for name, raw in self.raw.items()}
+    def values(self, replacing: Collection[str] = ()) -> dict[str, Any]:
+        """The decoded values; InvalidParams if the stored bytes are damaged
+        (fields in ``replacing``, about to be overwritten, are left out instead)."""
+        damaged = {k: v for k, v in self.damaged.items() if k not in replacing}
+        if damaged:
+            raise InvalidParams(self.namespace, damaged)
+        out: dict[str, Any] = {}
+        bad: dict[str, str] = {}
+        for name, raw in self.raw.items():
+            if name in self.damaged:
+                continue
+            try:
+                out[name] = loads(raw)
+            except ValueError:
+                bad[name] = "the stored value is not valid JSON"
+        if bad:
+            raise InvalidParams(self.namespace, bad)
+        return out
 
     def snapshot(
         self, schema: ParamSchema[Any] | None, secrets: frozenset[str] = frozenset()
@@ -309,7 +350,17 @@ class Stored:
 def parse_stored(namespace: str, reply: Sequence[Any]) -> Stored:
     if not isinstance(reply, (list, tuple)) or len(reply) < 4 or len(reply) % 2:
         raise ProtocolError(f"unexpected hp_get reply for {namespace!r}")
-    raw = {text(reply[i]): text(reply[i + 1]) for i in range(4, len(reply), 2)}
+    raw: dict[str, str] = {}
+    damaged: dict[str, str] = {}
+    for i in range(4, len(reply), 2):
+        name, bad_name = lenient_text(reply[i])
+        value, bad_value = lenient_text(reply[i + 1])
+        raw[name] = value
+        if bad_name or bad_value:
+            damaged[name] = (
+                "the stored bytes are not UTF-8 (written around hotparams' functions?); "
+                "write a new value or roll back"
+            )
     variants = raw.pop(VARIANTS_FIELD, None)
     return Stored(
         namespace=namespace,
@@ -319,6 +370,7 @@ def parse_stored(namespace: str, reply: Sequence[Any]) -> Stored:
         schema_rev=int(reply[3]),
         raw=raw,
         variants=variants,
+        damaged=frozen_mapping(damaged),
     )
 
 
@@ -397,6 +449,7 @@ def register_op(
     initial: Mapping[str, Any] | None,
     settings: Mapping[str, int],
     explicit: Mapping[str, int] | None = None,
+    allow_raw_writes: bool = False,
 ) -> Op[Registered]:
     """Register ``schema``: ``settings`` for a new namespace, ``explicit``
     settings that must hold for an existing one (else ConfigError).
@@ -424,7 +477,9 @@ def register_op(
     pairs: list[str] = []
     for name, raw in values.items():
         pairs += [name, raw]
-    rules_json = schema.rules_json
+    # the opt-in travels in the rules document (a new schema revision when it changes)
+    model_rules = {**schema.rules, "allow_raw_writes": True} if allow_raw_writes else schema.rules
+    rules_json = dumps(model_rules) if allow_raw_writes else schema.rules_json
     kept: tuple[str, ...] = ()
     for _ in range(MAX_REGISTER_RETRIES):
         try:
@@ -434,7 +489,7 @@ def register_op(
             raw = yield Command(ns, ("HGET", keys.schema, str(head.schema_rev)))
             if not raw:
                 continue
-            merged, kept = extended_rules(loads(raw), schema.rules)
+            merged, kept = extended_rules(loads(raw), model_rules)
             rules_json = dumps(merged)
             options["base_rev"] = head.schema_rev
             continue
@@ -474,35 +529,70 @@ def history_op(keys: Keys, limit: int = 50) -> Op[list[Change]]:
     return [parse_change(keys.namespace, entry_id, fields) for entry_id, fields in reply]
 
 
+def _decoded(data: Mapping[str, str], key: str, default: Any, damaged: list[str]) -> Any:
+    """An audit entry's JSON field (``default`` when missing; when damaged, noted)."""
+    if key not in data:
+        return default
+    try:
+        return loads(data[key])
+    except ValueError:
+        damaged.append(key)
+        return default
+
+
+def _int(value: str | None) -> int:
+    """An audit entry's number (0 when missing or damaged)."""
+    try:
+        return int(value or "0")
+    except ValueError:
+        return 0
+
+
 def parse_change(namespace: str, entry_id: Any, fields: Any) -> Change:
-    if isinstance(fields, dict):
-        data = {text(k): text(v) for k, v in fields.items()}
-    else:
-        data = {text(fields[i]): text(fields[i + 1]) for i in range(0, len(fields), 2)}
-    changes = {
-        name: FieldChange(pair[0], pair[1])
-        for name, pair in loads(data.get("changes", "{}")).items()
-    }
+    pairs = (
+        list(fields.items())
+        if isinstance(fields, dict)
+        else list(zip(fields[::2], fields[1::2], strict=True))
+    )
+    data: dict[str, str] = {}
+    damaged: list[str] = []
+    for key, value in pairs:
+        name, bad_name = lenient_text(key)
+        data[name], bad_value = lenient_text(value)
+        if bad_name or bad_value:
+            damaged.append(name)
+    try:
+        decoded = loads(data.get("changes", "{}"))
+        changes = {name: FieldChange(pair[0], pair[1]) for name, pair in decoded.items()}
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+        changes = {}
+        damaged.append("changes")
     target = data.get("target")
-    variants = loads(data["variants"]) if "variants" in data else None
-    settings = {
-        name: FieldChange(pair[0], pair[1])
-        for name, pair in loads(data.get("settings", "{}")).items()
-    }
+    variants = _decoded(data, "variants", None, damaged)
+    try:
+        settings = {
+            name: FieldChange(pair[0], pair[1])
+            for name, pair in _decoded(data, "settings", {}, damaged).items()
+        }
+    except (TypeError, AttributeError, IndexError, KeyError):
+        settings = {}
+        damaged.append("settings")
+    migration = _decoded(data, "migration", {}, damaged)
     return Change(
         namespace=namespace,
-        version=int(data["v"]),
-        previous=int(data.get("prev", "0")),
+        version=_int(data.get("v")),
+        previous=_int(data.get("prev")),
         op=data.get("op", ""),
         author=data.get("author", ""),
         reason=data.get("reason", ""),
         source=data.get("source", ""),
-        committed_ms=int(data.get("ts", "0")),
-        schema_rev=int(data.get("schema", "0")),
+        committed_ms=_int(data.get("ts")),
+        schema_rev=_int(data.get("schema")),
         changes=frozen_mapping(changes),
-        target=int(target) if target else None,
-        entry_id=text(entry_id),
+        target=_int(target) if target else None,
+        entry_id=lenient_text(entry_id)[0],
         variants=(variants or {}) if "variants" in data else None,
         settings=frozen_mapping(settings),
-        migration=frozen_mapping(loads(data.get("migration", "{}"))),
+        migration=frozen_mapping(migration if isinstance(migration, dict) else {}),
+        damaged=tuple(sorted(set(damaged))),
     )

@@ -19,6 +19,7 @@ from .codec import MASK, dumps, encode_value, revealed
 from .errors import CROSS_FIELD, InvalidParams, SchemaError
 from .fastread import generic_reads
 from .messages import field_reason
+from .python_only import field_reasons, model_reason
 from .redact import redact_text
 
 __all__ = ["AnyParams", "ParamSchema", "compile_rules", "errors_of"]
@@ -50,19 +51,6 @@ class AnyParams(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
-def _resolve(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
-    """Inline ``$ref`` / single-item ``allOf`` so constraints are visible."""
-    out = dict(prop)
-    while "$ref" in out:
-        ref = out.pop("$ref")
-        name = ref.rsplit("/", 1)[-1]
-        out = {**defs.get(name, {}), **out}
-    if "allOf" in out and len(out["allOf"]) == 1:
-        inner = _resolve(out.pop("allOf")[0], defs)
-        out = {**inner, **out}
-    return out
-
-
 def _types_of(prop: Mapping[str, Any]) -> list[str]:
     if "enum" in prop and "type" not in prop:
         return sorted({_json_type(value) for value in prop["enum"]})
@@ -91,42 +79,142 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-def _rule(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
-    prop = _resolve(prop, defs)
-    rule: dict[str, Any] = {}
-    options = prop.get("anyOf") or prop.get("oneOf")
-    if options:
-        subs = [_resolve(o, defs) for o in options]
-        non_null = [s for s in subs if s.get("type") != "null"]
-        nullable = len(non_null) < len(subs)
-        if len(non_null) == 1:
-            rule = _rule(non_null[0], defs)
-            if nullable and "null" not in rule["types"] and "any" not in rule["types"]:
-                rule["types"] = [*rule["types"], "null"]
-        else:
-            kinds: set[str] = set()
-            for sub in non_null:
-                kinds.update(_types_of(sub))
-            if nullable:
-                kinds.add("null")
-            rule["types"] = ["any"] if "any" in kinds else sorted(kinds)
+#: JSON schema keywords the Lua rules enforce exactly, or that do not
+#: constrain a value; any other keyword makes the field Python-only
+_KNOWN_KEYWORDS = {
+    *_NUMERIC,
+    "type",
+    "enum",
+    "const",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "propertyNames",
+    "minProperties",
+    "maxProperties",
+    "uniqueItems",  # a set: duplicates are accepted and dropped
+    "discriminator",  # the anyOf alternatives decide alone
+    "title",
+    "description",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "secret",
+    "format",  # "password" only, see _Compiler.rule
+}
+
+
+class _Compiler:
+    """A property of the model's JSON schema, at any depth, as a Lua rule;
+    what the rule cannot express is collected in ``python_only``."""
+
+    def __init__(self, defs: Mapping[str, Any]) -> None:
+        self.defs = defs
+        self.python_only: set[str] = set()
+
+    def _resolved(
+        self, prop: Mapping[str, Any], refs: tuple[str, ...]
+    ) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+        """``prop`` with its ``$ref`` and single ``allOf`` inlined (None: not
+        expressible, already recorded as Python-only)."""
+        out = dict(prop)
+        while True:
+            if "$ref" in out:
+                name = str(out.pop("$ref")).rsplit("/", 1)[-1]
+                if name in refs:
+                    self.python_only.add(f"{name} is recursive")
+                    return None, refs
+                refs = (*refs, name)
+                out = {**self.defs.get(name, {}), **out}
+            elif "allOf" in out:
+                every = out.pop("allOf")
+                if len(every) != 1:
+                    self.python_only.add("allOf")
+                    return None, refs
+                out = {**dict(every[0]), **out}
+            else:
+                return out, refs
+
+    def rule(self, given: Mapping[str, Any], refs: tuple[str, ...] = ()) -> dict[str, Any]:
+        prop, refs = self._resolved(given, refs)
+        if prop is None:
+            return {"types": ["any"]}
+        for key in prop:
+            if key not in _KNOWN_KEYWORDS:
+                self.python_only.add(f"JSON schema {key!r}")
+        if "format" in prop and prop["format"] != "password":
+            self.python_only.add(f"format {prop['format']!r}")
+        options = prop.get("anyOf") or prop.get("oneOf")
+        if options:
+            return {**self._union(options, refs), **_common(prop)}
+        rule: dict[str, Any] = {"types": _types_of(prop)}
+        choices = prop["enum"] if "enum" in prop else [prop["const"]] if "const" in prop else None
+        if choices is not None:
+            if any(isinstance(c, (list, dict)) for c in choices):
+                self.python_only.add("a choice of arrays or objects")
+            else:
+                rule["enum"] = list(choices)
+        for key, short in _NUMERIC.items():
+            if key in prop and isinstance(prop[key], (int, float)):
+                rule[short] = prop[key]
+        self._array(prop, rule, refs)
+        self._object(prop, rule, refs)
         rule.update(_common(prop))
         return rule
-    rule["types"] = _types_of(prop)
-    if "enum" in prop:
-        rule["enum"] = list(prop["enum"])
-    elif "const" in prop:
-        rule["enum"] = [prop["const"]]
-    for key, short in _NUMERIC.items():
-        if key in prop and isinstance(prop[key], (int, float)):
-            rule[short] = prop[key]
-    items = prop.get("items")
-    if isinstance(items, Mapping):
-        item_types = _types_of(_resolve(items, defs))
-        if "any" not in item_types:
-            rule["items"] = item_types
-    rule.update(_common(prop))
-    return rule
+
+    def _union(self, options: list[Any], refs: tuple[str, ...]) -> dict[str, Any]:
+        subs = [self.rule(o, refs) for o in options]
+        non_null = [s for s in subs if s.get("types") != ["null"]]
+        nullable = len(non_null) < len(subs)
+        if len(non_null) == 1 and "anyof" not in non_null[0]:
+            rule = dict(non_null[0])
+            if nullable and not {"null", "any"} & set(rule["types"]):
+                rule["types"] = [*rule["types"], "null"]
+            return rule
+        if any(s.get("types") == ["any"] and len(s) == 1 for s in subs):
+            return {"types": ["any"]}
+        return {"anyof": subs}
+
+    def _array(self, prop: Mapping[str, Any], rule: dict[str, Any], refs: tuple[str, ...]) -> None:
+        prefix = prop.get("prefixItems")
+        if isinstance(prefix, list):
+            rule["prefix"] = [self.rule(p, refs) for p in prefix]
+        items = prop.get("items")
+        if isinstance(items, Mapping):
+            item = self.rule(items, refs)
+            if item != {"types": ["any"]}:
+                rule["item"] = item
+        elif items is False and isinstance(prefix, list) and "maxitems" not in rule:
+            rule["maxitems"] = len(prefix)
+
+    def _object(self, prop: Mapping[str, Any], rule: dict[str, Any], refs: tuple[str, ...]) -> None:
+        props = prop.get("properties")
+        if isinstance(props, Mapping):
+            rule["props"] = {str(k): self.rule(v, refs) for k, v in props.items()}
+        required = prop.get("required")
+        if isinstance(required, list) and required:
+            rule["req"] = [str(r) for r in required]
+        extra = prop.get("additionalProperties")
+        if extra is False:
+            rule["extra"] = False
+        elif isinstance(extra, Mapping):
+            sub = self.rule(extra, refs)
+            if sub != {"types": ["any"]}:
+                rule["extra"] = sub
+        names = prop.get("propertyNames")
+        if isinstance(names, Mapping):
+            rule["keys"] = {**self.rule({"type": "string", **names}, refs)}
+        for key, short in (("minProperties", "minprops"), ("maxProperties", "maxprops")):
+            if isinstance(prop.get(key), int):
+                rule[short] = prop[key]
 
 
 def _common(prop: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,13 +227,21 @@ def _common(prop: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def compile_rules(model: type[BaseModel]) -> dict[str, Any]:
-    """The Lua validation rules of ``model`` (a JSON-able dict)."""
+    """The Lua validation rules of ``model`` (a JSON-able dict).
+
+    Parts Lua cannot check exactly are marked Python-only: a field rule's
+    ``py`` (and the rules' ``py`` for model validators) says why; raw
+    writers are refused on them (see "Raw
+    writers" in hotparams/lua/hotparams.lua; the namespace's opt-in,
+    ``allow_raw_writes``, is added by the register call).
+    """
     try:
         schema = model.model_json_schema(mode="validation")
     except Exception as exc:  # pydantic raises several kinds here
         raise SchemaError(f"{model.__name__} has no JSON schema: {exc}") from None
     defs = schema.get("$defs", {})
     props = schema.get("properties", {})
+    typed = field_reasons(model)
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         key = info.alias or name
@@ -153,7 +249,11 @@ def compile_rules(model: type[BaseModel]) -> dict[str, Any]:
             raise SchemaError(f"{model.__name__}.{name}: aliases are not supported")
         if not name.isidentifier() or name.startswith("_"):
             raise SchemaError(f"{model.__name__}.{name}: not a usable field name")
-        rule = _rule(props.get(name, {}), defs)
+        compiler = _Compiler(defs)
+        rule = compiler.rule(props.get(name, {}))
+        reasons = sorted({*compiler.python_only, *([typed[name]] if name in typed else [])})
+        if reasons:
+            rule["py"] = "; ".join(reasons)
         if not info.is_required():
             try:
                 default = info.get_default(call_default_factory=True)
@@ -173,6 +273,9 @@ def compile_rules(model: type[BaseModel]) -> dict[str, Any]:
         "fields": fields,
         "model": f"{model.__module__}:{model.__qualname__}",
     }
+    whole = model_reason(model)
+    if whole:
+        rules["py"] = whole
     checks = _compiled_checks(model, fields)
     if checks:
         rules["checks"] = checks
@@ -189,7 +292,7 @@ def _compiled_checks(model: type[BaseModel], fields: dict[str, Any]) -> list[lis
         for name in (check.left, check.right):
             if name not in fields:
                 raise SchemaError(f"{model.__name__}: check {check.message!r}: no field {name!r}")
-        kinds = [set(fields[n]["types"]) - {"null"} for n in (check.left, check.right)]
+        kinds = [set(fields[n].get("types", ["any"])) - {"null"} for n in (check.left, check.right)]
         if not all(k <= {"number", "integer"} for k in kinds) and not all(
             k == {"string"} for k in kinds
         ):

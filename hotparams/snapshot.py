@@ -79,6 +79,10 @@ class Change:
     #: a ``migrate``'s fields dropped and renamed ({"drop": [...],
     #: "rename": {old: new}}); empty otherwise
     migration: Mapping[str, Any] = field(default_factory=dict)
+    #: audit fields whose stored bytes were not UTF-8 (shown escaped, as
+    #: ``\xed``) or not JSON (left out): the entry was written around
+    #: hotparams' functions
+    damaged: tuple[str, ...] = ()
 
     @property
     def at(self) -> datetime:

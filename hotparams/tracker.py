@@ -464,12 +464,16 @@ class Tracker(Generic[M]):
         else:
             self._read_version = stored.version
         self._confirm()
+        try:
+            values = stored.values()
+        except InvalidParams as exc:  # stored bytes that are not UTF-8 / JSON
+            return self._reject(stored.epoch, stored.version, exc)
         return self._adopt(
             stored.epoch,
             stored.version,
             stored.committed_ms,
             stored.schema_rev,
-            stored.values(),
+            values,
             VariantSet.from_json(stored.variants),
             "read",
         )

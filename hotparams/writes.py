@@ -44,6 +44,23 @@ __all__ = [
 #: how often a Python writer re-validates after a concurrent change
 MAX_STALE_RETRIES = 64
 
+#: the marker of a writer that validated the whole new state with the
+#: model: Redis then accepts fields only Python can check (see "Raw
+#: writers" in hotparams/lua/hotparams.lua); sent only when a model is held
+VALIDATED = ("@validated", "1")
+
+
+def check_field_names(ns: str, names: Sequence[Any]) -> None:
+    """Field names are identifiers; anything else (an "@option" above all)
+    is refused before it reaches Redis, whoever the writer is."""
+    bad = {
+        str(n): 'not a field name (field names are identifiers; "@..." are options)'
+        for n in names
+        if not (isinstance(n, str) and n.isidentifier() and n.isascii())
+    }
+    if bad:
+        raise InvalidParams(ns, bad)
+
 
 @dataclass(frozen=True, slots=True)
 class Committed:
@@ -94,7 +111,7 @@ def commit_op(
             raise VersionConflict(ns, expect, state.version)
         doc = variants if set_variants else state.variants
         encoded, new_raw = _validated(ns, schema, state, changes, unset, replace, doc)
-        args = (*_pairs(encoded), *options, "@base", str(state.version))
+        args = (*_pairs(encoded), *options, "@base", str(state.version), *VALIDATED)
         try:
             version = int((yield FCall("hp_commit", ns, args)))
         except Stale:
@@ -133,12 +150,12 @@ def check_op(
         args += ["@unset", name]
     if expect is not None:
         args += ["@expect", str(expect)]
-    version = int((yield FCall("hp_commit", ns, (*args, "@check", "1"))))
-    if schema is not None:
+    if schema is not None:  # the model first: then Redis may trust it (@validated)
         _check_change(ns, schema, changes, names, expect)
         state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
         _validated(ns, schema, state, changes, names, False, state.variants)
-    return version
+        args += VALIDATED
+    return int((yield FCall("hp_commit", ns, (*args, "@check", "1"))))
 
 
 def set_many_op(
@@ -171,7 +188,7 @@ def set_many_op(
         if state is None:
             state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
         encoded, new_raw = _validated(ns, schema, state, changes, (), False, state.variants)
-        args = (*_pairs(encoded), *who.args(), *rid, "@base", str(state.version))
+        args = (*_pairs(encoded), *who.args(), *rid, "@base", str(state.version), *VALIDATED)
         calls.append(FCall("hp_commit", ns, args))
         if new_raw != dict(state.raw):
             state = Stored(
@@ -252,6 +269,7 @@ def _check_change(
     ):
         raise InvalidParams(ns, {"expect_version": "must be a version number"})
     names = list(dict.fromkeys(unset))
+    check_field_names(ns, [*changes, *names])
     overlap = set(names) & set(changes)
     if overlap:
         raise InvalidParams(ns, {n: "both set and unset" for n in sorted(overlap)})
@@ -301,7 +319,7 @@ def _validated(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The stored text of the changed fields, and the whole new state
     (validated with each of the ``variants`` merged in)."""
-    merged = {} if replace else state.values()
+    merged = {} if replace else state.values(replacing={*changes, *unset})
     merged.update(changes)
     for name in unset:
         merged.pop(name, None)
@@ -331,8 +349,10 @@ def variant_op(
 ) -> Op[Committed]:
     """Create, change or remove one A/B variant: a new version (op "variant")."""
     ns = keys.namespace
-    if overrides is not None and schema is not None:
-        schema.check_names(ns, overrides)
+    if overrides is not None:
+        check_field_names(ns, list(overrides))
+        if schema is not None:
+            schema.check_names(ns, overrides)
     rid = new_request_id()
     state = known
     for _ in range(MAX_STALE_RETRIES):
@@ -356,6 +376,8 @@ def variant_op(
         ]
         if expect is not None:
             args += ["@expect", str(expect)]
+        if schema is not None:
+            args += VALIDATED
         try:
             version = int((yield FCall("hp_commit", ns, (*args, *who.args()))))
         except Stale:
@@ -446,5 +468,7 @@ def rollback_op(
     args = [str(target), "@rid", new_request_id()]
     if expect is not None:
         args += ["@expect", str(expect)]
+    if schema is not None:
+        args += VALIDATED
     args += who.args()
     return int((yield FCall("hp_rollback", ns, tuple(args))))

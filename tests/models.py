@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr
+
+from hotparams import Check
 
 
 class Tone(StrEnum):
@@ -14,6 +16,9 @@ class Tone(StrEnum):
 
 
 class ChatParams(BaseModel):
+    #: a declared check, so Redis enforces it for raw writers too
+    hotparams_checks: ClassVar[tuple[Check, ...]] = (Check("quiet_from", "<=", "quiet_to"),)
+
     model: Literal["gpt-4o", "gpt-4o-mini", "claude-sonnet"] = "gpt-4o-mini"
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -26,12 +31,6 @@ class ChatParams(BaseModel):
     quiet_from: int = Field(0, ge=0, le=24)
     quiet_to: int = Field(0, ge=0, le=24)
     api_key: SecretStr = SecretStr("sk-test-default")
-
-    @model_validator(mode="after")
-    def quiet_hours_in_order(self) -> ChatParams:
-        if self.quiet_from > self.quiet_to:
-            raise ValueError("quiet_from must be <= quiet_to")
-        return self
 
 
 class PairParams(BaseModel):

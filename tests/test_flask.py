@@ -82,6 +82,8 @@ def make_app(
 def fleet_app(redis_url: str) -> Iterator[tuple[Flask, HotParams[ChatParams], hotparams.Bus]]:
     app, hp = make_app(redis_url)
     bus = hotparams.connect(redis_url)
+    # the fleet's model has a model validator (Python-only): write with the model
+    bus.bind("chat", ChatParams)
     yield app, hp, bus
     hp.close(app)
     bus.close()

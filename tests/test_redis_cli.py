@@ -145,7 +145,7 @@ BAD_FCALLS = [
     ("float-for-int", "hp_set chat max_tokens 1.5", "max_tokens: expected integer, got number"),
     ("enum", "hp_set chat model gpt-5", 'HP_INVALID model: must be one of "gpt-4o"'),
     ("too-short", "hp_set chat system_prompt ''", "must be at least 1 characters (got 0)"),
-    ("items", "hp_set chat stop '[1]'", "HP_INVALID stop: item 1 must be string, got integer"),
+    ("items", "hp_set chat stop '[1]'", "HP_INVALID stop: item 1: expected string, got integer"),
     (
         "unknown-field",
         "hp_set chat colour red temperature 3",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 import hotparams
 from hotparams.keys import keys_for
@@ -164,20 +164,31 @@ def test_rollback_to_every_retained_version(bus: hotparams.Bus) -> None:
     assert {v: bus.client.hgetall(keys_for("chat").version(v)) for v in range(1, 6)} == old_hashes
 
 
+class OrderedByValidator(BaseModel):
+    """Ordered by a model validator (Python-only), not a declared Check."""
+
+    low: int = 0
+    high: int = 0
+
+    @model_validator(mode="after")
+    def in_order(self) -> OrderedByValidator:
+        if self.low > self.high:
+            raise ValueError("low must be <= high")
+        return self
+
+
 def test_rollback_is_checked_by_the_full_model(bus: hotparams.Bus) -> None:
     plain = hotparams.Bus(bus.client)  # no model: only the Lua rules
-    bus.register("chat", ChatParams)
-    plain.set("chat", {"quiet_from": 5, "quiet_to": 10})
-    plain.set("chat", {"quiet_from": 20, "quiet_to": 22})
-    plain.set("chat", {"quiet_to": 24})
-    # version 3 is fine; but the model rejects rolling back a version the
-    # Lua-only writer made inconsistent
-    plain.set("chat", {"quiet_from": 23, "quiet_to": 1})  # v5: breaks the cross-field rule
-    before = dump_namespace(bus.client, "chat")
+    # the opt-in lets raw writers past the model validator Lua cannot run
+    bus.register("ord", OrderedByValidator, allow_raw_writes=True)
+    plain.set("ord", {"low": 5, "high": 10})
+    plain.set("ord", {"low": 20, "high": 22})
+    plain.set("ord", {"low": 23, "high": 1})  # v4: breaks the model validator
+    before = dump_namespace(bus.client, "ord")
     with pytest.raises(hotparams.InvalidParams) as info:
-        bus.rollback("chat", 5)
-    assert "quiet_from must be <= quiet_to" in info.value.errors["*"]
-    assert dump_namespace(bus.client, "chat") == before
+        bus.rollback("ord", 4)
+    assert "low must be <= high" in info.value.errors["*"]
+    assert dump_namespace(bus.client, "ord") == before
 
 
 def test_retention_trims_old_versions(bus: hotparams.Bus) -> None:

@@ -27,6 +27,7 @@ from ..demo import (
     Embedded,
     Fleet,
     WorkerView,
+    fleet_model,
     merge_reports,
     start_backend,
     terminate_as_interrupt,
@@ -359,6 +360,7 @@ def _run(
 ) -> None:
     out = state.out
     bus = connect(url, retry_attempts=3, retry_deadline=5.0)
+    bus.bind(namespace, fleet_model())
     fleet = Fleet(url, namespace, size)
     try:
         fleet.start()

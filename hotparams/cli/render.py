@@ -151,6 +151,13 @@ def change_block(change: Change) -> RenderableType:
     if change.reason:
         header.append(f"  {safe(json.dumps(change.reason, ensure_ascii=False))}", style=DIM)
     parts: list[RenderableType] = [header]
+    if change.damaged:
+        parts.append(
+            Text(
+                f"  damaged: {', '.join(change.damaged)} not UTF-8 (shown escaped) or not JSON",
+                style="yellow",
+            )
+        )
     if change.changes:
         parts.append(changes_table(change.changes, initial=change.op == "init"))
     if change.settings:
@@ -195,6 +202,7 @@ def change_doc(change: Change, epoch: str | None = None) -> dict[str, Any]:
         "variants": None if variants is None else dict(variants),
         "settings": changes_doc(change.settings),
         "migration": dict(change.migration),
+        "damaged": list(change.damaged),
     }
 
 
@@ -203,8 +211,11 @@ def change_doc(change: Change, epoch: str | None = None) -> dict[str, Any]:
 
 def type_of(rule: Mapping[str, Any]) -> str:
     """A field's type as people read it: ``number``, ``array of string | null``."""
+    if rule.get("anyof"):
+        return " | ".join(type_of(alt) for alt in rule["anyof"])
     types = [str(t) for t in rule.get("types") or ["any"]]
-    items = rule.get("items")
+    item = rule.get("item")
+    items = [type_of(item)] if isinstance(item, Mapping) else rule.get("items")
     if "array" in types and items:
         types = [f"array of {' | '.join(items)}" if t == "array" else t for t in types]
     return " | ".join(types)

@@ -16,11 +16,39 @@ Calling convention (all functions)
   KEYS[1]  the namespace name, e.g. "chat".  Every key the function touches
            is "hp:{<namespace>}:...", which hashes to the same cluster slot
            as the bare name, so KEYS[1] routes the call to the right node.
-  ARGV     field/value pairs, then options written as "@name value" pairs
-           (field names are identifiers, so "@" can never start one).
+  ARGV     field/value pairs, then options written as "@name value" pairs.
+           Field names are identifiers (hotparams/schema.py refuses any
+           other), so "@" can never start one: every "@name" argument is an
+           option, a name that is neither an identifier nor a known option
+           is refused, and the Python API refuses such names before sending.
+           Text options (@author, @reason, @source) are strict UTF-8 of at
+           most 4 KiB.
            Every write takes "@rid <request id>" (1-64 of [A-Za-z0-9_-]):
            a write whose id already committed a version answers that
            version and writes nothing (a client's retry after a lost reply).
+
+Values
+  Every value is strict JSON (no NaN, no hex, no lone surrogates) and strict
+  UTF-8 at every depth (no encoded surrogates, no overlong forms, nothing
+  above U+10FFFF); sizes are checked before any per-byte work.  The rules
+  of a schema revision (hp:{ns}:schema, compiled from the model's JSON
+  schema by hotparams/schema.py) describe every depth: types, enum, bounds,
+  lengths, array items ("item", "prefix"), object properties ("props",
+  "req", "extra", "keys") and unions ("anyof").
+
+Raw writers
+  What Lua cannot check exactly (a regex pattern, a string format, a field
+  validator, a custom type) is marked in the rules: a field rule's "py" (and,
+  for a model validator that is not a declared hotparams.Check, the rules'
+  top-level "py") says why.  A writer that validated the complete new state
+  with the pydantic model says so with "@validated 1" (hp_commit and
+  hp_rollback; the Python API sends it only when it holds the model).  Any
+  other writer (redis-cli, a Bus without the model, `hotparams set` without
+  --schema) is a raw writer and is refused on such fields (or namespaces)
+  with HP_INVALID naming what to use instead, unless the namespace was
+  registered with allow_raw_writes (rules "allow_raw_writes": true).
+  "@validated" is a declaration, not a proof: who may call hp_commit is a
+  matter of ACLs (hotparams acl).
 
 Keys of a namespace (see the README's "Implementation" section)
   hp:{ns}:meta      hash   version, epoch, ts, schema_rev, oldest, created,
@@ -82,9 +110,48 @@ local function is_json_number(tok)
     or tok:match('^%-?%d+%.%d+[eE][%+%-]?%d+$') ~= nil
 end
 
--- Replace every string literal by "" so the bare tokens can be checked.
--- Returns nil on a malformed string: unterminated, a raw control character,
--- a bad escape, or a lone UTF-16 surrogate (which no JSON decoder accepts).
+-- The index just after the string literal opening at s[q] (a '"'), or nil
+-- when it is malformed: unterminated, a raw control character, a bad
+-- escape, or a lone UTF-16 surrogate (which no JSON decoder accepts).
+local function string_end(s, q)
+  local j = q + 1
+  local high = false -- a high surrogate waits for its low half
+  while true do
+    local c = s:find('[%z\1-\31"\\]', j)
+    if not c or (high and c ~= j) then return nil end
+    local ch = s:sub(c, c)
+    if ch == '"' then
+      if high then return nil end
+      return c + 1
+    elseif ch ~= '\\' then
+      return nil
+    end
+    local e = s:sub(c + 1, c + 1)
+    if e == 'u' then
+      local hex = s:sub(c + 2, c + 5)
+      if not hex:match('^%x%x%x%x$') then return nil end
+      local code = tonumber(hex, 16)
+      if code >= 0xD800 and code <= 0xDBFF then
+        if high then return nil end
+        high = true
+      elseif code >= 0xDC00 and code <= 0xDFFF then
+        if not high then return nil end
+        high = false
+      elseif high then
+        return nil
+      end
+      j = c + 6
+    elseif e ~= '' and ('"\\/bfnrt'):find(e, 1, true) then
+      if high then return nil end
+      j = c + 2
+    else
+      return nil
+    end
+  end
+end
+
+-- Replace every string literal by "" so the bare tokens can be checked;
+-- nil on a malformed string (see string_end).
 local function strip_strings(s)
   local out, i, n = {}, 1, #s
   while i <= n do
@@ -94,41 +161,8 @@ local function strip_strings(s)
       break
     end
     out[#out + 1] = s:sub(i, q - 1)
-    local j = q + 1
-    local high = false -- a high surrogate waits for its low half
-    while true do
-      local c = s:find('[%z\1-\31"\\]', j)
-      if not c or (high and c ~= j) then return nil end
-      local ch = s:sub(c, c)
-      if ch == '"' then
-        if high then return nil end
-        j = c + 1
-        break
-      elseif ch ~= '\\' then
-        return nil
-      end
-      local e = s:sub(c + 1, c + 1)
-      if e == 'u' then
-        local hex = s:sub(c + 2, c + 5)
-        if not hex:match('^%x%x%x%x$') then return nil end
-        local code = tonumber(hex, 16)
-        if code >= 0xD800 and code <= 0xDBFF then
-          if high then return nil end
-          high = true
-        elseif code >= 0xDC00 and code <= 0xDFFF then
-          if not high then return nil end
-          high = false
-        elseif high then
-          return nil
-        end
-        j = c + 6
-      elseif e ~= '' and ('"\\/bfnrt'):find(e, 1, true) then
-        if high then return nil end
-        j = c + 2
-      else
-        return nil
-      end
-    end
+    local j = string_end(s, q)
+    if not j then return nil end
     out[#out + 1] = '""'
     i = j
   end
@@ -147,35 +181,25 @@ local function is_strict_json(s)
   return true
 end
 
-local function all_finite(v)
-  local t = type(v)
-  if t == 'number' then
-    return v == v and v ~= math.huge and v ~= -math.huge
-  elseif t == 'table' then
-    for _, item in pairs(v) do
-      if not all_finite(item) then return false end
-    end
-  end
-  return true
-end
+-- Strict UTF-8 (RFC 3629): no encoded surrogates (ED A0..BF), no overlong
+-- forms (C0, C1, E0 80..9F, F0 80..8F), nothing above U+10FFFF (F4 90.., F5..).
+-- Each well-formed sequence becomes "x" (so two neighbours never join into
+-- a false sequence); any byte >= 0x80 left over is malformed.  Pattern work
+-- runs in C: a 64 KiB value costs well under a millisecond.
+local UTF8_SEQUENCES = {
+  '[\194-\223][\128-\191]',
+  '\224[\160-\191][\128-\191]',
+  '[\225-\236\238\239][\128-\191][\128-\191]',
+  '\237[\128-\159][\128-\191]',
+  '\240[\144-\191][\128-\191][\128-\191]',
+  '[\241-\243][\128-\191][\128-\191][\128-\191]',
+  '\244[\128-\143][\128-\191][\128-\191]',
+}
 
 local function valid_utf8(s)
-  local i, n = 1, #s
-  while i <= n do
-    local c = s:byte(i)
-    local extra
-    if c < 0x80 then extra = 0
-    elseif c >= 0xC2 and c <= 0xDF then extra = 1
-    elseif c >= 0xE0 and c <= 0xEF then extra = 2
-    elseif c >= 0xF0 and c <= 0xF4 then extra = 3
-    else return false end
-    for k = 1, extra do
-      local b = s:byte(i + k)
-      if not b or b < 0x80 or b > 0xBF then return false end
-    end
-    i = i + extra + 1
-  end
-  return true
+  if not s:find('[\128-\255]') then return true end
+  for _, seq in ipairs(UTF8_SEQUENCES) do s = s:gsub(seq, 'x') end
+  return not s:find('[\128-\255]')
 end
 
 local function utf8_len(s)
@@ -183,31 +207,99 @@ local function utf8_len(s)
   return count
 end
 
--- ------------------------------------------------------------------ validation
+-- ------------------------------------------------------------------ decoding
 
--- The JSON type of a decoded value ("integer" also counts as "number").
-local function json_type(raw, v)
-  if v == cjson.null then return 'null' end
-  local t = type(v)
-  if t == 'boolean' then return 'boolean' end
-  if t == 'string' then return 'string' end
-  if t == 'number' then
-    if raw:match('^%s*%-?%d+%s*$') then return 'integer' end
-    if v == math.floor(v) and not raw:find('[eE]') then return 'integer' end
-    return 'number'
-  end
-  if t == 'table' then
-    if raw:match('^%s*%[') then return 'array' end
-    return 'object'
-  end
-  return 'unknown'
+-- A strict JSON decoder (cjson alone accepts NaN, hex numbers and bad
+-- escapes, and decodes [] and {} alike).  Decoded arrays carry the ARRAY
+-- metatable so the checks tell them from objects; null is cjson.null.
+local ARRAY = {}
+local MAX_DEPTH = 64
+
+local function skip_ws(s, i)
+  return s:find('[^ \t\r\n]', i) or (#s + 1)
 end
 
-local function type_allowed(types, jt, v)
+local function decode_at(s, i, depth)
+  i = skip_ws(s, i)
+  local c = s:sub(i, i)
+  if c == '"' then
+    local j = string_end(s, i)
+    if not j then return nil, 'not valid JSON' end
+    local literal = s:sub(i, j - 1)
+    if not literal:find('\\', 1, true) then return literal:sub(2, -2), j end
+    local ok, v = pcall(cjson.decode, literal)
+    if not ok or type(v) ~= 'string' then return nil, 'not valid JSON' end
+    return v, j
+  elseif c == '{' or c == '[' then
+    if depth >= MAX_DEPTH then return nil, 'nested deeper than ' .. MAX_DEPTH .. ' levels' end
+    local close = c == '{' and '}' or ']'
+    local t = {}
+    if c == '[' then setmetatable(t, ARRAY) end
+    local n = 0
+    i = skip_ws(s, i + 1)
+    if s:sub(i, i) == close then return t, i + 1 end
+    while true do
+      local key
+      if c == '{' then
+        if s:sub(i, i) ~= '"' then return nil, 'not valid JSON' end
+        key, i = decode_at(s, i, depth + 1)
+        if key == nil then return nil, i end
+        i = skip_ws(s, i)
+        if s:sub(i, i) ~= ':' then return nil, 'not valid JSON' end
+        i = i + 1
+      end
+      local v
+      v, i = decode_at(s, i, depth + 1)
+      if v == nil then return nil, i end
+      if key ~= nil then t[key] = v else n = n + 1; t[n] = v end
+      i = skip_ws(s, i)
+      local sep = s:sub(i, i)
+      if sep == close then return t, i + 1 end
+      if sep ~= ',' then return nil, 'not valid JSON' end
+      i = skip_ws(s, i + 1)
+    end
+  elseif c == 't' and s:sub(i, i + 3) == 'true' then return true, i + 4
+  elseif c == 'f' and s:sub(i, i + 4) == 'false' then return false, i + 5
+  elseif c == 'n' and s:sub(i, i + 3) == 'null' then return cjson.null, i + 4
+  end
+  local tok = s:match('^%-?%d+%.?%d*[eE]?[%+%-]?%d*', i)
+  if not tok or not is_json_number(tok) then return nil, 'not valid JSON' end
+  local v = tonumber(tok)
+  if not v or v ~= v or v == math.huge or v == -math.huge then
+    return nil, 'numbers must be finite'
+  end
+  return v, i + #tok
+end
+
+-- The decoded value of JSON text `s`, or nil and a reason.
+local function decode_json(s)
+  local v, i = decode_at(s, 1, 0)
+  if v == nil then return nil, i end
+  if skip_ws(s, i) <= #s then return nil, 'not valid JSON' end
+  return v, nil
+end
+
+-- ------------------------------------------------------------------ validation
+
+-- The JSON type of a decoded value; a whole number counts as "integer".
+local function kind_of(v)
+  if v == cjson.null then return 'null' end
+  local t = type(v)
+  if t == 'table' then
+    if getmetatable(v) == ARRAY then return 'array' end
+    return 'object'
+  end
+  if t == 'number' then
+    if v == math.floor(v) then return 'integer' end
+    return 'number'
+  end
+  return t
+end
+
+local function type_allowed(types, jt)
   for _, allowed in ipairs(types) do
     if allowed == 'any' or allowed == jt then return true end
     if allowed == 'number' and jt == 'integer' then return true end
-    if allowed == 'integer' and jt == 'number' and v == math.floor(v) then return true end
   end
   return false
 end
@@ -224,22 +316,116 @@ local function clause(prefix, v, secret)
   return prefix
 end
 
--- Check one value against one field rule; returns nil or a reason.
-local function check_value(rule, raw, max_bytes)
-  if #raw > max_bytes then
-    return 'value is ' .. #raw .. ' bytes, more than the limit of ' .. max_bytes
+-- How a key appears in a message: bare when it is a plain name.
+local function label(key)
+  if type(key) == 'string' and #key <= 64 and key:match('^[%w_%-%.]+$') then return key end
+  return cjson.encode(key)
+end
+
+local function ordered(t)
+  local names = {}
+  for name in pairs(t) do names[#names + 1] = name end
+  table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+  return names
+end
+
+local check_node
+
+local function check_number(rule, types, v, secret)
+  local integral_only = true
+  for _, t in ipairs(types) do
+    if t == 'number' then integral_only = false end
   end
-  if not is_strict_json(raw) then return 'not valid JSON' end
-  local ok, v = pcall(cjson.decode, raw)
-  if not ok then return 'not valid JSON' end
-  if not all_finite(v) then return 'numbers must be finite' end
-  local jt = json_type(raw, v)
+  if integral_only and math.abs(v) > MAX_SAFE_INT then
+    return 'integers must be between -2^53 and 2^53'
+  end
+  if rule.min ~= nil and v < rule.min then return clause('must be >= ' .. rule.min, v, secret) end
+  if rule.max ~= nil and v > rule.max then return clause('must be <= ' .. rule.max, v, secret) end
+  if rule.xmin ~= nil and v <= rule.xmin then return clause('must be > ' .. rule.xmin, v, secret) end
+  if rule.xmax ~= nil and v >= rule.xmax then return clause('must be < ' .. rule.xmax, v, secret) end
+  if rule.multiple ~= nil and rule.multiple > 0 then
+    local q = v / rule.multiple
+    if math.abs(q - math.floor(q + 0.5)) > 1e-9 then
+      return clause('must be a multiple of ' .. rule.multiple, v, secret)
+    end
+  end
+  return nil
+end
+
+local function check_array(rule, v, secret)
+  local count = #v
+  if rule.minitems ~= nil and count < rule.minitems then
+    return 'must have at least ' .. rule.minitems .. ' items (got ' .. count .. ')'
+  end
+  if rule.maxitems ~= nil and count > rule.maxitems then
+    return 'must have at most ' .. rule.maxitems .. ' items (got ' .. count .. ')'
+  end
+  local prefix = rule.prefix or {}
+  for i = 1, count do
+    local sub = prefix[i] or rule.item
+    local reason
+    if sub then
+      reason = check_node(sub, v[i], secret)
+    elseif rule.items then -- rules of older clients: the item types only
+      local it = kind_of(v[i])
+      if not type_allowed(rule.items, it) then
+        reason = 'expected ' .. table.concat(rule.items, ' or ') .. ', got ' .. it
+      end
+    end
+    if reason then return 'item ' .. i .. ': ' .. reason end
+  end
+  return nil
+end
+
+local function check_object(rule, v, secret)
+  local count = 0
+  for _, key in ipairs(ordered(v)) do
+    count = count + 1
+    local sub = rule.props and rule.props[key]
+    local reason
+    if rule.keys then
+      reason = check_node(rule.keys, key, secret)
+      if reason then return 'key ' .. label(key) .. ': ' .. reason end
+    end
+    if sub then
+      reason = check_node(sub, v[key], secret)
+    elseif rule.extra == false then
+      reason = 'unexpected field (the model allows no others)'
+    elseif type(rule.extra) == 'table' then
+      reason = check_node(rule.extra, v[key], secret)
+    end
+    if reason then return label(key) .. ': ' .. reason end
+  end
+  for _, name in ipairs(rule.req or {}) do
+    if v[name] == nil then return label(name) .. ': required' end
+  end
+  if rule.minprops ~= nil and count < rule.minprops then
+    return 'must have at least ' .. rule.minprops .. ' entries (got ' .. count .. ')'
+  end
+  if rule.maxprops ~= nil and count > rule.maxprops then
+    return 'must have at most ' .. rule.maxprops .. ' entries (got ' .. count .. ')'
+  end
+  return nil
+end
+
+-- Check one decoded value against one rule (at any depth); nil or a reason.
+check_node = function(rule, v, secret)
+  secret = secret or rule.secret
+  if rule.anyof then
+    local first
+    for _, alt in ipairs(rule.anyof) do
+      local reason = check_node(alt, v, secret)
+      if not reason then return nil end
+      first = first or reason
+    end
+    return 'matches none of the allowed forms (first: ' .. (first or '?') .. ')'
+  end
+  local jt = kind_of(v)
   local types = rule.types or { 'any' }
-  if not type_allowed(types, jt, v) then
+  if not type_allowed(types, jt) then
     return 'expected ' .. table.concat(types, ' or ') .. ', got ' .. jt
   end
   if jt == 'null' then return nil end
-  local secret = rule.secret
   if rule.enum then
     local found = false
     for _, e in ipairs(rule.enum) do
@@ -252,21 +438,8 @@ local function check_value(rule, raw, max_bytes)
     end
   end
   if jt == 'number' or jt == 'integer' then
-    if (jt == 'integer' or not type_allowed(types, 'number', 0.5)) and math.abs(v) > MAX_SAFE_INT then
-      return 'integers must be between -2^53 and 2^53'
-    end
-    if rule.min ~= nil and v < rule.min then return clause('must be >= ' .. rule.min, v, secret) end
-    if rule.max ~= nil and v > rule.max then return clause('must be <= ' .. rule.max, v, secret) end
-    if rule.xmin ~= nil and v <= rule.xmin then return clause('must be > ' .. rule.xmin, v, secret) end
-    if rule.xmax ~= nil and v >= rule.xmax then return clause('must be < ' .. rule.xmax, v, secret) end
-    if rule.multiple ~= nil and rule.multiple > 0 then
-      local q = v / rule.multiple
-      if math.abs(q - math.floor(q + 0.5)) > 1e-9 then
-        return clause('must be a multiple of ' .. rule.multiple, v, secret)
-      end
-    end
+    return check_number(rule, types, v, secret)
   elseif jt == 'string' then
-    if not valid_utf8(v) then return 'not valid UTF-8' end
     local len = utf8_len(v)
     if rule.minlen ~= nil and len < rule.minlen then
       return 'must be at least ' .. rule.minlen .. ' characters (got ' .. len .. ')'
@@ -275,23 +448,33 @@ local function check_value(rule, raw, max_bytes)
       return 'must be at most ' .. rule.maxlen .. ' characters (got ' .. len .. ')'
     end
   elseif jt == 'array' then
-    local count = #v
-    if rule.minitems ~= nil and count < rule.minitems then
-      return 'must have at least ' .. rule.minitems .. ' items (got ' .. count .. ')'
-    end
-    if rule.maxitems ~= nil and count > rule.maxitems then
-      return 'must have at most ' .. rule.maxitems .. ' items (got ' .. count .. ')'
-    end
-    if rule.items then
-      for i, item in ipairs(v) do
-        local it = json_type(cjson.encode(item), item)
-        if not type_allowed(rule.items, it, item) then
-          return 'item ' .. i .. ' must be ' .. table.concat(rule.items, ' or ') .. ', got ' .. it
-        end
-      end
-    end
+    return check_array(rule, v, secret)
+  elseif jt == 'object' then
+    return check_object(rule, v, secret)
   end
   return nil
+end
+
+-- Why a raw writer may not write a field the model checks in Python only.
+local function python_only(what, why)
+  return what .. ' is checked by Python only (' .. why .. '): write it with the model '
+    .. '(a Bus or `hotparams set --schema` with the model), or register the '
+    .. 'namespace with allow_raw_writes=True'
+end
+
+-- Check one stored value (JSON text) against its field rule; nil or a
+-- reason.  Sizes first (cheap), then UTF-8, then the decoded structure.
+-- `raw_writer`: the caller did not validate with the model, so fields the
+-- rules mark Python-only ("py") are refused.
+local function check_value(rule, raw, max_bytes, raw_writer)
+  if #raw > max_bytes then
+    return 'value is ' .. #raw .. ' bytes, more than the limit of ' .. max_bytes
+  end
+  if raw_writer and rule.py then return python_only('this field', rule.py) end
+  if not valid_utf8(raw) then return 'not valid UTF-8' end
+  local v, err = decode_json(raw)
+  if v == nil then return err end
+  return check_node(rule, v, rule.secret)
 end
 
 local function invalid(problems)

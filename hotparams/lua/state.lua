@@ -4,8 +4,34 @@
 
 -- ------------------------------------------------------------------ arguments
 
--- Split ARGV (from index `first`) into field/value pairs and @options.
-local function parse_args(argv, first)
+local MAX_OPTION_BYTES = 4096
+-- the options of hp_commit (the Python API's write); hp_set and hp_unset
+-- take only the documented ones (see their headers)
+local COMMIT_OPTIONS = {
+  expect = true, base = true, author = true, reason = true, source = true,
+  replace = true, op = true, variants = true, validated = true, unset = true, check = true,
+  rid = true,
+}
+local EDIT_OPTIONS = { expect = true, author = true, reason = true, source = true, rid = true }
+local TEXT_OPTIONS = { author = true, reason = true, source = true, op = true }
+
+-- A field name is an identifier (hotparams/schema.py refuses others), so
+-- it never starts with "@": the prefix of every option.
+local function check_field_name(name)
+  if #name > 128 or not name:match('^[%a_][%w_]*$') then
+    local shown = (#name <= 128 and valid_utf8(name)) and cjson.encode(name) or 'a name'
+    return redis.error_reply('HP_INVALID ' .. shown .. ': not a field name (field names '
+      .. 'are identifiers; "@name" arguments are options)')
+  end
+  return nil
+end
+
+-- Split ARGV (from index `first`) into field/value pairs and @options
+-- (`allowed`: the option names the function takes, default hp_commit's).
+-- Only counts and sizes are checked here: values are checked later,
+-- sizes first.
+local function parse_args(argv, first, allowed)
+  allowed = allowed or COMMIT_OPTIONS
   local fields, opts, unset = {}, {}, {}
   if (#argv - first + 1) % 2 ~= 0 then
     return nil, redis.error_reply('HP_BADARG arguments must be field/value pairs '
@@ -16,20 +42,32 @@ local function parse_args(argv, first)
     local name, value = argv[i], argv[i + 1]
     if name:sub(1, 1) == '@' then
       local opt = name:sub(2)
+      if not allowed[opt] then
+        local known = {}
+        for _, o in ipairs(ordered(allowed)) do known[#known + 1] = '@' .. o end
+        local shown = (#name <= 64 and valid_utf8(name)) and (' ' .. name) or ''
+        return nil, redis.error_reply('HP_BADARG unknown option' .. shown
+          .. ' (known: ' .. table.concat(known, ' ') .. ')')
+      end
+      if TEXT_OPTIONS[opt] and (#value > MAX_OPTION_BYTES or not valid_utf8(value)) then
+        return nil, redis.error_reply('HP_BADARG ' .. name .. ' must be valid UTF-8 of at most '
+          .. MAX_OPTION_BYTES .. ' bytes')
+      end
       if opt == 'unset' then
         unset[#unset + 1] = value
-      elseif opt == 'expect' or opt == 'base' or opt == 'author' or opt == 'reason'
-          or opt == 'source' or opt == 'replace' or opt == 'op' or opt == 'variants'
-          or opt == 'check' or opt == 'rid' then
-        opts[opt] = value
       else
-        return nil, redis.error_reply('HP_BADARG unknown option ' .. name
-          .. ' (known: @expect @author @reason @source @rid)')
+        opts[opt] = value
       end
     else
+      local err = check_field_name(name)
+      if err then return nil, err end
       fields[#fields + 1] = { name, value }
     end
     i = i + 2
+  end
+  for _, name in ipairs(unset) do
+    local err = check_field_name(name)
+    if err then return nil, err end
   end
   for _, name in ipairs({ 'expect', 'base' }) do
     if opts[name] ~= nil and not opts[name]:match('^%d+$') then
@@ -39,6 +77,9 @@ local function parse_args(argv, first)
   if opts.rid ~= nil and (#opts.rid > 64 or not opts.rid:match('^[%w_%-]+$')) then
     return nil, redis.error_reply('HP_BADARG @rid must be 1-64 characters of letters, '
       .. 'digits, "_" or "-"')
+  end
+  if opts.validated ~= nil and opts.validated ~= '1' then
+    return nil, redis.error_reply('HP_BADARG @validated must be 1')
   end
   return { fields = fields, opts = opts, unset = unset }, nil
 end
@@ -158,15 +199,16 @@ local function check_expect(meta, opts)
   return nil
 end
 
--- Validate the fields of `new` named in `names` against `rules`.
-local function check_fields(rules, new, names, max_bytes)
+-- Validate the fields of `new` named in `names` against `rules`
+-- (`raw_writer`: refuse Python-only fields, see check_value).
+local function check_fields(rules, new, names, max_bytes, raw_writer)
   local problems = {}
   for _, name in ipairs(names) do
     local rule = rules.fields[name]
     if not rule then
       problems[#problems + 1] = { name, 'unknown field' }
     else
-      local reason = check_value(rule, new[name], max_bytes)
+      local reason = check_value(rule, new[name], max_bytes, raw_writer)
       if reason then problems[#problems + 1] = { name, reason } end
     end
   end

@@ -14,13 +14,14 @@ end
 -- Check the variants document (see hotparams/variants.py); returns nil or
 -- an error reply.  Overrides obey the field rules; bucket ranges of all
 -- variants are disjoint; a user is on one allow-list at most.
-local function check_variants(rules, text, max_bytes)
+local function check_variants(rules, text, max_bytes, raw_writer)
   local function bad(msg) return redis.error_reply('HP_INVALID @variants: ' .. msg) end
   if #text > MAX_VARIANTS_BYTES then return bad('larger than 1 MiB') end
-  if not is_strict_json(text) then return bad('not valid JSON') end
-  local ok, doc = pcall(cjson.decode, text)
-  if not ok or type(doc) ~= 'table' or type(doc.variants) ~= 'table'
-      or type(doc.salt) ~= 'string' or #doc.salt == 0 then
+  if not valid_utf8(text) then return bad('not valid UTF-8') end
+  local doc, why = decode_json(text)
+  if doc == nil then return bad(why) end
+  if kind_of(doc) ~= 'object' or kind_of(doc.variants) ~= 'object'
+      or type(doc.salt) ~= 'string' or #doc.salt == 0 or #doc.salt > 64 then
     return bad('must be {"salt": "...", "variants": {...}}')
   end
   local problems, spans, owner = {}, {}, {}
@@ -29,22 +30,33 @@ local function check_variants(rules, text, max_bytes)
     if type(name) ~= 'string' or #name > 64 or not name:match('^[%w][%w_%.%-]*$') then
       return bad('variant name ' .. cjson.encode(name) .. ' is not valid')
     end
-    if type(spec) ~= 'table' then return bad('variant ' .. name .. ' must be an object') end
+    if kind_of(spec) ~= 'object' then return bad('variant ' .. name .. ' must be an object') end
     local overrides = spec.overrides or {}
-    if type(overrides) ~= 'table' or (next(overrides) ~= nil and overrides[1] ~= nil) then
+    if kind_of(overrides) ~= 'object' then
       return bad('variant ' .. name .. ': overrides must be an object')
     end
     for _, field in ipairs(sorted_keys(overrides)) do
       local rule = rules.fields[field]
-      local label = 'variant ' .. name .. ' ' .. field
-      if not rule then
-        problems[#problems + 1] = { label, 'unknown field' }
-      else
-        local reason = check_value(rule, cjson.encode(overrides[field]), max_bytes)
-        if reason then problems[#problems + 1] = { label, reason } end
+      if not field:match('^[%a_][%w_]*$') or #field > 128 then
+        return bad('variant ' .. name .. ': ' .. cjson.encode(field) .. ' is not a field name')
       end
+      local where = 'variant ' .. name .. ' ' .. field
+      local reason
+      if not rule then
+        reason = 'unknown field'
+      elseif #cjson.encode(overrides[field]) > max_bytes then
+        reason = 'value is more than the limit of ' .. max_bytes .. ' bytes'
+      elseif raw_writer and rule.py then
+        reason = python_only('this field', rule.py)
+      else
+        reason = check_node(rule, overrides[field], rule.secret)
+      end
+      if reason then problems[#problems + 1] = { where, reason } end
     end
     local buckets = spec.buckets or {}
+    if kind_of(buckets) ~= 'array' and next(buckets) ~= nil then
+      return bad('variant ' .. name .. ': buckets must be a list')
+    end
     if not is_array(buckets) then return bad('variant ' .. name .. ': buckets must be a list') end
     for _, r in ipairs(buckets) do
       if not is_array(r) or #r ~= 2 or type(r[1]) ~= 'number' or type(r[2]) ~= 'number'
@@ -56,10 +68,13 @@ local function check_variants(rules, text, max_bytes)
       spans[#spans + 1] = { r[1], r[2], name }
     end
     local users = spec.users or {}
+    if kind_of(users) ~= 'array' and next(users) ~= nil then
+      return bad('variant ' .. name .. ': users must be a list')
+    end
     if not is_array(users) then return bad('variant ' .. name .. ': users must be a list') end
     for _, user in ipairs(users) do
-      if type(user) ~= 'string' then
-        return bad('variant ' .. name .. ': user ids must be strings')
+      if type(user) ~= 'string' or #user == 0 or #user > 256 then
+        return bad('variant ' .. name .. ': user ids must be strings of 1-256 bytes')
       end
       if owner[user] and owner[user] ~= name then
         return bad('user ' .. cjson.encode(user) .. ' is on the allow-lists of '

@@ -137,18 +137,50 @@ local function hp_register(keys, argv)
   return { v, new_rev, 0, 1 }
 end
 
+-- Whether a write comes from a raw writer: one that did not validate the
+-- new state with the pydantic model (no "@validated 1"), on a namespace
+-- that does not allow raw writes.  Such a writer is refused on the fields
+-- (and, for model validators, the namespace) only Python can check.
+local function raw_writer(rules, opts)
+  return opts.validated ~= '1' and rules.allow_raw_writes ~= true
+end
+
+-- The refusal of a raw write to a namespace whose model has validators
+-- Lua cannot run (rules.py), or nil.
+local function check_raw_namespace(rules, raw)
+  if raw and rules.py then
+    return redis.error_reply('HP_INVALID *: ' .. python_only('this namespace', rules.py))
+  end
+  return nil
+end
+
 -- The shared body of hp_commit and hp_set.  `raw_strings`: values of
 -- string-typed fields are taken as plain text (the redis-cli convenience).
 local function change(ns, args, raw_strings)
   local meta, err = require_meta(ns)
   if err then return err end
   local opts = args.opts
+  -- sizes first: no per-byte work on a value that is too large
+  local problems = {}
+  for _, pair in ipairs(args.fields) do
+    if #pair[2] > meta.max_value_bytes then
+      problems[#problems + 1] = { pair[1], 'value is ' .. #pair[2]
+        .. ' bytes, more than the limit of ' .. meta.max_value_bytes }
+    end
+  end
+  if #problems > 0 then return invalid(problems) end
+  if opts.variants ~= nil and #opts.variants > MAX_VARIANTS_BYTES then
+    return redis.error_reply('HP_INVALID @variants: larger than 1 MiB')
+  end
   local done = replayed(ns, opts)
   if done then return done end
   err = check_expect(meta, opts)
   if err then return err end
   local rev = meta.schema_rev
   local rules = load_rules(ns, rev)
+  local raw = raw_writer(rules, opts)
+  err = check_raw_namespace(rules, raw)
+  if err then return err end
   local old = load_values(ns, meta.version) or {}
   local vold = load_variants(ns, meta.version)
   local vnew = vold
@@ -159,9 +191,8 @@ local function change(ns, args, raw_strings)
   local new, names = {}, {}
   local replace = opts.replace == '1'
   if not replace then
-    for name, raw in pairs(old) do new[name] = raw end
+    for name, value in pairs(old) do new[name] = value end
   end
-  local problems = {}
   for _, pair in ipairs(args.fields) do
     local name, value = pair[1], pair[2]
     local rule = rules.fields[name]
@@ -172,8 +203,11 @@ local function change(ns, args, raw_strings)
       end
       -- a value that is not JSON is plain text for a string field
       if takes_string and not (value == 'null' and #rule.types > 1) then
-        local quoted = value:sub(1, 1) == '"' and is_strict_json(value)
-          and pcall(cjson.decode, value)
+        local quoted = false
+        if value:sub(1, 1) == '"' and valid_utf8(value) then
+          local decoded = decode_json(value)
+          quoted = type(decoded) == 'string'
+        end
         if not quoted then
           if not valid_utf8(value) then
             problems[#problems + 1] = { name, 'not valid UTF-8' }
@@ -202,10 +236,10 @@ local function change(ns, args, raw_strings)
     err = fill_defaults(rules, new)
     if err then return err end
   end
-  err = check_fields(rules, new, names, meta.max_value_bytes)
+  err = check_fields(rules, new, names, meta.max_value_bytes, raw)
   if err then return err end
   if vnew and vnew ~= vold then
-    err = check_variants(rules, vnew, meta.max_value_bytes)
+    err = check_variants(rules, vnew, meta.max_value_bytes, raw)
     if err then return err end
   end
   err = check_cross(rules, new, vnew)
@@ -228,6 +262,8 @@ ARGV    field, JSON value pairs, then options:
         @op OP      set | unset | restore | variant (audit label)
         @variants J the whole A/B variants document (JSON; "" removes all),
                     see hotparams/variants.py
+        @validated 1  the writer validated the whole new state with the
+                    pydantic model (see "Raw writers" in hotparams.lua)
         @check 1    a dry run: every check of the change, nothing written
         @author A  @reason R  @source S
         @rid ID     the request's id: a retry answers the version it committed
@@ -245,7 +281,8 @@ end
 
 --[[ hp_set (quick edits from redis-cli)
 KEYS[1] namespace
-ARGV    field value [field value ...] [@expect N] [@author A] [@reason R] [@rid ID]
+ARGV    field value [field value ...] [@expect N] [@author A] [@reason R]
+        [@source S] [@rid ID] (no other option: see "Raw writers" in hotparams.lua).
         A value of a string field is taken as plain text; other values are
         JSON (0.9, 42, true, ["a","b"], null).
 Returns the new version (the current one when nothing changed)
@@ -255,7 +292,7 @@ local function hp_set(keys, argv)
   local err = check_namespace(ns)
   if err then return err end
   local args
-  args, err = parse_args(argv, 1)
+  args, err = parse_args(argv, 1, EDIT_OPTIONS)
   if err then return err end
   if #args.fields == 0 then
     return redis.error_reply('HP_BADARG usage: FCALL hp_set 1 <namespace> <field> <value> ...')
@@ -277,10 +314,16 @@ local function hp_unset(keys, argv)
   local i = 1
   while i <= #argv do
     if argv[i]:sub(1, 1) == '@' then
+      if argv[i + 1] == nil then
+        return redis.error_reply('HP_BADARG option ' .. (valid_utf8(argv[i]) and #argv[i] <= 64
+          and argv[i] or '') .. ' needs a value')
+      end
       rest[#rest + 1] = argv[i]
-      rest[#rest + 1] = argv[i + 1] or ''
+      rest[#rest + 1] = argv[i + 1]
       i = i + 2
     else
+      err = check_field_name(argv[i])
+      if err then return err end
       names[#names + 1] = argv[i]
       i = i + 1
     end
@@ -289,7 +332,7 @@ local function hp_unset(keys, argv)
     return redis.error_reply('HP_BADARG usage: FCALL hp_unset 1 <namespace> <field> ...')
   end
   local args
-  args, err = parse_args(rest, 1)
+  args, err = parse_args(rest, 1, EDIT_OPTIONS)
   if err then return err end
   args.unset = names
   if args.opts.source == nil then args.opts.source = 'redis-cli' end
@@ -300,9 +343,13 @@ end
 --[[ hp_rollback
 KEYS[1] namespace
 ARGV[1] the version whose values become current again (must be retained)
-ARGV[2..] options: @expect N @author A @reason R @source S @rid ID
+ARGV[2..] options: @expect N @author A @reason R @source S @rid ID, and
+          @validated 1 (the caller validated the target's values with the model)
 Returns the new version: a rollback never rewrites history
 ]]
+local ROLLBACK_OPTIONS = { expect = true, author = true, reason = true, source = true,
+  validated = true, rid = true }
+
 local function hp_rollback(keys, argv)
   local ns = keys[1]
   local err = check_namespace(ns)
@@ -312,8 +359,12 @@ local function hp_rollback(keys, argv)
     return redis.error_reply('HP_BADARG usage: FCALL hp_rollback 1 <namespace> <version>')
   end
   local args
-  args, err = parse_args(argv, 2)
+  args, err = parse_args(argv, 2, ROLLBACK_OPTIONS)
   if err then return err end
+  if #args.fields > 0 then
+    return redis.error_reply('HP_BADARG usage: FCALL hp_rollback 1 <namespace> <version> '
+      .. '[@expect N] [@author A] [@reason R] [@source S]')
+  end
   local meta
   meta, err = require_meta(ns)
   if err then return err end
@@ -329,17 +380,20 @@ local function hp_rollback(keys, argv)
   end
   local rev = meta.schema_rev
   local rules = load_rules(ns, rev)
+  local raw = raw_writer(rules, args.opts)
+  err = check_raw_namespace(rules, raw)
+  if err then return err end
   local new = {}
-  for name, raw in pairs(values) do
-    if rules.fields[name] then new[name] = raw end
+  for name, value in pairs(values) do
+    if rules.fields[name] then new[name] = value end
   end
   err = fill_defaults(rules, new)
   if err then return err end
-  err = check_fields(rules, new, sorted_keys(new), meta.max_value_bytes)
+  err = check_fields(rules, new, sorted_keys(new), meta.max_value_bytes, raw)
   if err then return err end
   local vtarget = load_variants(ns, target)
   if vtarget then
-    err = check_variants(rules, vtarget, meta.max_value_bytes)
+    err = check_variants(rules, vtarget, meta.max_value_bytes, raw)
     if err then return err end
   end
   err = check_cross(rules, new, vtarget)

@@ -1,0 +1,101 @@
+"""Size limits come first and cost nothing: a 120 MB argument is refused
+before any per-byte work, in well under 100 ms of Redis time (SLOWLOG)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+import hotparams
+from hotparams.server import LocalRedis
+from tests.helpers import dump_namespace
+from tests.models import ChatParams
+
+BIG = 120 * 1024 * 1024
+#: Redis time a refusal may take beyond what Redis spends on carrying the
+#: argument into Lua at all (a function that does nothing with it, measured
+#: alongside); the 120 MB refusal took 13.8 s before sizes came first
+BUDGET_US = 100_000
+
+
+@pytest.fixture
+def big_redis() -> Iterator[redis.Redis]:
+    """A server of this test alone, with SLOWLOG timing every command."""
+    server = LocalRedis().start()
+    client = server.client()
+    client.config_set("slowlog-log-slower-than", 0)
+    yield client
+    client.close()
+    server.close()
+
+
+def _redis_time_us(client: redis.Redis, *call: bytes | str) -> tuple[int, str]:
+    """The Redis time (µs, from SLOWLOG) of one FCALL and its error ("" if none)."""
+    client.slowlog_reset()
+    error = ""
+    try:
+        client.execute_command(*call)
+    except redis.ResponseError as exc:
+        error = str(exc)
+    entries = [e for e in client.slowlog_get(10) if e["command"].startswith(b"FCALL")]
+    assert len(entries) == 1
+    return int(entries[0]["duration"]), error
+
+
+def _median_us(client: redis.Redis, *call: bytes | str, runs: int = 3) -> tuple[int, str]:
+    timings, errors = zip(*(_redis_time_us(client, *call) for _ in range(runs)), strict=True)
+    return int(statistics.median(timings)), errors[0]
+
+
+def test_a_120mb_value_is_refused_before_any_per_byte_work(big_redis: redis.Redis) -> None:
+    bus = hotparams.Bus(big_redis)
+    bus.register("chat", ChatParams)
+    before = dump_namespace(big_redis, "chat")
+    huge = b"x" * BIG  # for the no-op call: the same size
+    prompt = b'"' + b"\xc3\xa9" * (BIG // 2 - 1) + b'"'  # valid UTF-8 and JSON: the slow kind
+    floor, _ = _median_us(big_redis, "FCALL", "hp_libversion", "0", huge)
+    timings = {}
+    for label, call in {
+        "hp_set json": ("hp_set", "system_prompt", prompt),
+        "hp_commit json": ("hp_commit", "system_prompt", prompt),
+    }.items():
+        took, error = _median_us(big_redis, "FCALL", call[0], "1", "chat", *call[1:])
+        assert error.startswith("HP_INVALID system_prompt: value is 125829120 bytes"), error
+        timings[label] = took
+    assert dump_namespace(big_redis, "chat") == before
+    print(f"\n120 MB: Redis time of a no-op FCALL {floor} us; refusals (us): {timings}")
+    for label, took in timings.items():
+        assert took < floor + BUDGET_US, (label, took, floor)
+
+
+def test_every_write_checks_sizes_first(big_redis: redis.Redis) -> None:
+    """8 MB in each argument of each write function: refused in about the
+    time Redis needs to carry 8 MB into Lua (per-byte Lua work on 8 MB
+    takes seconds)."""
+    bus = hotparams.Bus(big_redis)
+    bus.register("chat", ChatParams)
+    before = dump_namespace(big_redis, "chat")
+    big = b"\xc3\xa9" * (4 * 1024 * 1024)
+    floor, _ = _median_us(big_redis, "FCALL", "hp_libversion", "0", big)
+    calls = {
+        "hp_set value": ("hp_set", "system_prompt", big),
+        "hp_commit value": ("hp_commit", "stop", b'["' + big + b'"]'),
+        "hp_commit @variants": ("hp_commit", "@variants", big, "@op", "variant"),
+        "hp_set @reason": ("hp_set", "max_tokens", "100", "@reason", big),
+        "hp_commit @author": ("hp_commit", "max_tokens", "100", "@author", big),
+        "hp_unset @source": ("hp_unset", "max_tokens", "@source", big),
+        "hp_rollback @reason": ("hp_rollback", "1", "@reason", big),
+    }
+    timings = {}
+    for label, (function, *args) in calls.items():
+        took, error = _median_us(big_redis, "FCALL", function, "1", "chat", *args)
+        assert error.split(" ", 1)[0] in {"HP_INVALID", "HP_BADARG"}, (label, error)
+        assert "bytes" in error or "1 MiB" in error, (label, error)
+        timings[label] = took
+    assert dump_namespace(big_redis, "chat") == before
+    print(f"\n8 MB: Redis time of a no-op FCALL {floor} us; refusals (us): {timings}")
+    for label, took in timings.items():
+        assert took < floor + BUDGET_US, (label, took, floor)
