@@ -27,7 +27,7 @@ from .keys import keys_for
 from .reporting import Reporter
 from .schema import ParamSchema
 from .snapshot import Snapshot
-from .tracker import LiveStatus, Rejected, Tracker, View, touches
+from .tracker import LiveStatus, Observer, Rejected, Tracker, View, touches
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -66,6 +66,49 @@ class _Served(Generic[M]):
         self.picks: dict[str, _Pick[M]] = {}
 
 
+class Observers(Observer):
+    """The metrics recorder and the observers added with ``Handle.observe``,
+    told in turn; the tuple is replaced whole, never mutated (no lock on
+    the listener's side)."""
+
+    def __init__(self, *observers: Observer) -> None:
+        self._all: tuple[Observer, ...] = observers
+        self._lock = threading.Lock()
+
+    def add(self, observer: Observer) -> None:
+        with self._lock:
+            self._all = (*self._all, observer)
+
+    def remove(self, observer: Observer) -> None:
+        with self._lock:
+            self._all = tuple(o for o in self._all if o is not observer)
+
+    def _each(self, name: str, *args: Any) -> None:
+        for observer in self._all:
+            try:
+                getattr(observer, name)(*args)
+            except Exception:
+                log.exception("an observer failed in %s", name)
+
+    def applied(self, version: int, lag_s: float) -> None:
+        self._each("applied", version, lag_s)
+
+    def resynced(self) -> None:
+        self._each("resynced")
+
+    def rejected(self) -> None:
+        self._each("rejected")
+
+    def reconnected(self) -> None:
+        self._each("reconnected")
+
+    def connection(self, connected: bool) -> None:
+        self._each("connection", connected)
+
+    def callback_failed(self) -> None:
+        self._each("callback_failed")
+
+
 class Handle(Generic[M]):
     """What the sync and asyncio handles share, free of I/O: the served
     snapshot, its freshness, and the change callbacks."""
@@ -98,7 +141,7 @@ class Handle(Generic[M]):
         self.schema = schema
         self.cache = Path(cache) if cache is not None else None
         self.metrics = metrics if metrics is not None else default_metrics()
-        self._observer = self.metrics.observer(namespace)
+        self._observer = Observers(self.metrics.observer(namespace))
         self._keys = keys_for(namespace)
         self._tracker: Tracker[M] = Tracker(
             namespace, schema, reconcile_interval=reconcile_interval, observer=self._observer
@@ -221,6 +264,20 @@ class Handle(Generic[M]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    # ------------------------------------------------------------ observers
+
+    def observe(self, observer: Observer) -> None:
+        """Tell ``observer`` (a :class:`hotparams.tracker.Observer`) what this
+        handle decides: each applied version with its lag, each change of its
+        connection, re-reads, rejections.  Its methods run in the listener
+        (thread or task): they must be quick and must not block; one that
+        raises is logged and stops nothing (the OpenFeature provider and the
+        OpenTelemetry instrumentation observe this way)."""
+        self._observer.add(observer)
+
+    def unobserve(self, observer: Observer) -> None:
+        self._observer.remove(observer)
 
     # ------------------------------------------------------------ callbacks
 
