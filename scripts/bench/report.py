@@ -428,7 +428,9 @@ def _read(read: dict[str, Any]) -> str:
     head = ["read", "idle p50", "idle p99", "x floor", "busy p50", "busy p99", "x floor"]
     return (
         table(head, rows)
-        + f"\n\nTime per read: median and p99 over {read['rounds']} rounds of the mean of a batch "
+        + "\n\nTime per read (the reading thread's CPU time; the wall clock for constance's "
+        "cases, which wait for Redis): "
+        f"median and p99 over {read['rounds']} rounds of the mean of a batch "
         f"({read['reads_per_batch']['floor']:,} reads for the in-process cases, "
         f"{read['reads_per_batch'].get('constance_cached', 0):,} for constance's cached backend, "
         f"{read['reads_per_batch'].get('constance_redis', 0):,} for its Redis backend); "
@@ -757,7 +759,8 @@ def markdown(results: dict[str, Any]) -> str:
         "## How it is measured",
         "",
         "See the docstrings of `scripts/bench/reads.py`, `propagation.py`, `scale.py` and "
-        "`writes.py`. In short: reads are timed in batches (unrolled loops compiled per case), "
+        "`writes.py`. In short: reads are timed in batches (unrolled loops compiled per case, "
+        "by the thread's CPU time), "
         "interleaved round by round; latencies are wall-clock (`time.time()`) on one host from "
         "the publisher's call to the worker's swap of `current` (the handle's `_install` is "
         "wrapped for the timestamp) or the bare subscriber's receipt; Redis's load, CPU and "
