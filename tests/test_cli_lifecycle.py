@@ -101,3 +101,25 @@ def test_delete_needs_yes_and_leaves_a_tombstone(redis_url: str) -> None:
     again = run_cli(redis_url, "delete", "chat", "--yes")
     assert again.code == 6
     bus.close()
+
+
+def test_init_says_which_stored_rules_it_kept(redis_url: str) -> None:
+    bus = hotparams.connect(redis_url)
+    bus.register("chat", ChatParamsV1)
+    before = dump_namespace(bus.client, "chat")
+    shown = run_cli(redis_url, "init", "chat", "--schema", "tests.models:ChatParamsV2")
+    assert shown.code == 0, shown.err
+    assert "the stored rules of temperature differ from the model's and were kept" in shown.out
+    assert "hotparams migrate chat --schema tests.models:ChatParamsV2" in shown.out
+    doc = run_cli(redis_url, "init", "chat", "--schema", "tests.models:ChatParamsV2", "--json")
+    assert doc.json()["kept_rules"] == ["temperature"]
+    after = dump_namespace(bus.client, "chat")
+    assert after["hp:{chat}:meta"]["schema_rev"] == "2"  # max_tokens added, nothing else
+    assert before["hp:{chat}:v:1"] == after["hp:{chat}:v:1"]
+    assert bus.get("chat").values == {
+        "temperature": 0.7,
+        "legacy": "x",
+        "tokens": 256,
+        "max_tokens": 512,
+    }
+    bus.close()

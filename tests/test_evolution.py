@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import redis
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 import hotparams
 from hotparams.codec import dumps
@@ -114,15 +114,24 @@ def test_a_worker_on_a_newer_model_uses_defaults_without_writing(
     assert dump_namespace(bus.client, "chat") == before
 
 
+class StrictOldParams(OldParams):
+    """An older model that forbids extra fields: stored fields it lacks are
+    still no error for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@pytest.mark.parametrize("model", [OldParams, StrictOldParams])
 def test_a_worker_on_an_older_model_ignores_fields_it_does_not_know(
-    bus: hotparams.Bus,
+    bus: hotparams.Bus, model: type[OldParams]
 ) -> None:
     bus.register("chat", NewParams)
-    with bus.watch("chat", OldParams) as live:
+    with bus.watch("chat", model) as live:
         version = bus.set("chat", {"max_tokens": 2048, "temperature": 0.3})
         assert wait_until(lambda: live.current.version == version)
-        assert live.current.params == OldParams(temperature=0.3)
+        assert live.current.params == model(temperature=0.3)
         assert live.status().rejected is None
+    assert bus.get("chat", model).params == model(temperature=0.3)
 
 
 def test_the_same_model_under_another_module_name_is_the_same_revision(

@@ -171,9 +171,11 @@ def init(
             "schema_rev": reg.schema_rev,
             "created": reg.created,
             "new_revision": reg.new_revision,
+            "kept_rules": list(reg.kept_rules),
         }
         print_json(state.out, doc)
-    elif reg.created:
+        return
+    if reg.created:
         state.out.print(f"{namespace}: created at version {reg.version} (schema revision 1)")
     elif reg.new_revision:
         state.out.print(
@@ -182,6 +184,12 @@ def init(
     else:
         state.out.print(
             f"{namespace}: schema unchanged (revision {reg.schema_rev}, version {reg.version})"
+        )
+    if reg.kept_rules:
+        kept = ", ".join(reg.kept_rules)
+        state.out.print(
+            f"{namespace}: the stored rules of {kept} differ from the model's and were kept "
+            f"(apply the model's with: hotparams migrate {namespace} --schema {schema})"
         )
 
 
