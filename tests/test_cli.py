@@ -118,6 +118,7 @@ def test_init_registers_a_model_idempotently(redis_url: str) -> None:
         "schema_rev": 1,
         "created": False,
         "new_revision": False,
+        "kept_rules": [],
     }
     with hotparams.connect(redis_url) as b:
         assert b.get("chat", ChatParams).params == ChatParams()
