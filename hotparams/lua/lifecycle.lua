@@ -67,6 +67,9 @@ local function decode_rules(text)
     return nil, redis.error_reply('HP_BADARG rules must be a JSON document of at most '
       .. MAX_RULES_BYTES .. ' bytes')
   end
+  if not valid_utf8(text) or not is_strict_json(text) then
+    return nil, redis.error_reply('HP_BADARG rules are not strict JSON in UTF-8')
+  end
   local ok, rules = pcall(cjson.decode, text)
   if not ok or type(rules) ~= 'table' or type(rules.fields) ~= 'table' then
     return nil, redis.error_reply('HP_BADARG rules must be a JSON object with "fields"')
@@ -93,6 +96,9 @@ local function decode_options(text)
   if type(text) ~= 'string' or #text > MAX_OPTIONS_BYTES then
     return nil, redis.error_reply('HP_BADARG options must be a JSON object of at most '
       .. MAX_OPTIONS_BYTES .. ' bytes')
+  end
+  if not valid_utf8(text) or not is_strict_json(text) then
+    return nil, redis.error_reply('HP_BADARG options are not strict JSON in UTF-8')
   end
   local ok, opts = pcall(cjson.decode, text)
   if not ok or type(opts) ~= 'table' then
