@@ -33,6 +33,7 @@ from .lifecycle import (
     migrate_op,
     namespaces_op,
 )
+from .otel import traced
 from .protocol import (
     Command,
     Head,
@@ -191,6 +192,7 @@ class BusCore:
         self._states.pop(namespace, None)
         return result
 
+    @traced("set")
     def op_commit(
         self,
         namespace: str,
@@ -257,6 +259,7 @@ class BusCore:
             for (keys, _, _), result in zip(listed, results, strict=True)
         ]
 
+    @traced("variant")
     def op_variant(
         self,
         namespace: str,
@@ -286,6 +289,7 @@ class BusCore:
         )
         return self._remember(namespace, result)
 
+    @traced("rollback")
     def op_rollback(
         self,
         namespace: str,
@@ -306,6 +310,7 @@ class BusCore:
         self._states.pop(namespace, None)
         return result
 
+    @traced("restore")
     def op_restore(
         self,
         namespace: str,

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from . import lkg
 from .fleet import acl_user
 from .keys import keys_for
+from .otel import observer_for
 from .reporting import Reporter
 from .schema import ParamSchema
 from .snapshot import Snapshot
@@ -142,6 +143,9 @@ class Handle(Generic[M]):
         self.cache = Path(cache) if cache is not None else None
         self.metrics = metrics if metrics is not None else default_metrics()
         self._observer = Observers(self.metrics.observer(namespace))
+        traced = observer_for(self)  # OpenTelemetry's, when its API is installed
+        if traced is not None:
+            self._observer.add(traced)
         self._keys = keys_for(namespace)
         self._tracker: Tracker[M] = Tracker(
             namespace, schema, reconcile_interval=reconcile_interval, observer=self._observer
