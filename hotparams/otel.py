@@ -18,8 +18,8 @@ They use the global tracer and meter providers (``opentelemetry.trace`` /
 hotparams is imported is used too.  Without ``opentelemetry-api`` nothing
 here runs: :func:`traced` hands the write back untouched and handles get no
 observer (one cached import check).  With the API but no SDK (the global
-provider is still the API's proxy) no span is made.  The read path (``live.current``, ``for_user``) is
-never touched.
+provider is still the API's proxy) no span is made.  The read path
+(``live.current``, ``for_user``) is never touched.
 """
 
 from __future__ import annotations
