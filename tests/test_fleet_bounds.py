@@ -286,3 +286,13 @@ def test_a_live_handle_files_its_reports_under_its_acl_user(
     assert installer.workers("chat") == []  # it left, as itself
     worker.close()
     installer.close()
+
+
+def test_hp_workers_refuses_a_bad_page(bus: hotparams.Bus, raw: redis.Redis) -> None:
+    bus.register("chat", ChatParams)
+    _report(bus, "w1")
+    for args in [("0",), ("0", "0"), ("0", "1001"), ("x", "10"), ("-1", "10"), ("0", "1e2")]:
+        with pytest.raises(redis.ResponseError, match="HP_BADARG"):
+            raw.fcall_ro("hp_workers", 1, "chat", *args)
+    _, cursor, worker, report = raw.fcall_ro("hp_workers", 1, "chat", "0", "10")
+    assert (cursor, worker) == (b"0", b"w1") and b'"user":"default"' in report

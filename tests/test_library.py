@@ -296,3 +296,19 @@ def test_cli_install_without_the_permission_exits_8(admin: redis.Redis, redis_ur
     assert "Traceback" not in result.err
     denied = run_cli(url, "get", "chat")
     assert denied.code == 8 and "hotparams install" in denied.err
+
+
+def test_the_asyncio_bus_installs_and_refuses_alike(redis_url: str) -> None:
+    import asyncio
+
+    from hotparams import aio
+
+    async def scenario() -> None:
+        async with aio.connect(redis_url, auto_install=False) as shy:
+            with pytest.raises(hotparams.LibraryMismatch, match="hotparams install"):
+                await shy.register("chat", ChatParams)
+            async with aio.connect(redis_url) as admin:
+                assert (await admin.install()).action == "installed"
+            assert (await shy.register("chat", ChatParams)).version == 1
+
+    asyncio.run(scenario())
