@@ -62,7 +62,8 @@ __all__ = [
 MAX_REPORT_BYTES = 4096
 MAX_REPORTS = 50_000
 MAX_TTL_MS = 3_600_000
-WORKERS_PAGE = 1000
+#: index entries per hp_workers page (the library allows up to 1000)
+WORKERS_PAGE = 500
 MAX_EXPOSE_PAIRS = 256
 MAX_EXPOSE_INCREMENT = 1_000_000_000
 #: the longest error text and name a report carries

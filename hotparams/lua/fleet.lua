@@ -21,7 +21,7 @@ local MAX_WORKER_ID = 256
 local MAX_ACL_USER = 128
 local MAX_REPORTS = 50000        -- live reports per namespace
 local MAX_TTL_MS = 3600000       -- a report lives at most an hour unless renewed
-local MAX_WORKERS_PAGE = 1000    -- reports per hp_workers page
+local MAX_WORKERS_PAGE = 1000    -- index entries an hp_workers page may look at
 local MAX_EXPOSE_PAIRS = 256
 local MAX_EXPOSE_INCREMENT = 1000000000
 local MAX_COUNTERS = 10000       -- exposure counters per namespace
@@ -185,10 +185,16 @@ Without ARGV (calling convention 1): {now ms, id, report, ...} of every live
 worker at once (work grows with the fleet: clients of convention 2 page).
 ]]
 local function live_reports(ns, now, members, out)
+  local bodies = {} -- user -> key: a page holds few users
   for i = 1, #members, 2 do
     if tonumber(members[i + 1]) >= now then
       local user, id = split_member(members[i])
-      local report = user and redis.call('HGET', body_key(ns, user), id)
+      local bkey = user and bodies[user]
+      if user and not bkey then
+        bkey = body_key(ns, user)
+        bodies[user] = bkey
+      end
+      local report = bkey and redis.call('HGET', bkey, id)
       if report then
         out[#out + 1] = id
         out[#out + 1] = report
