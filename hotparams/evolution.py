@@ -31,6 +31,9 @@ __all__ = ["extended_rules", "migration_rules"]
 
 #: the part of a rules document that names the class, not the schema
 MODEL_KEY = "model"
+#: parts of a rules document that belong to the namespace, not to a model:
+#: a migration to another model keeps them
+NAMESPACE_KEYS = ("allow_raw_writes",)
 
 
 def extended_rules(
@@ -65,8 +68,12 @@ def migration_rules(
 ) -> dict[str, Any]:
     """The rules a migration to ``model`` stores: the model's, plus every
     stored field the model lacks that is neither dropped nor renamed (kept
-    with its stored rule: only an explicit ``drop`` drops a field)."""
+    with its stored rule: only an explicit ``drop`` drops a field), plus the
+    namespace's own options (``allow_raw_writes``)."""
     out = dict(model)
+    for key in NAMESPACE_KEYS:
+        if key in stored and key not in out:
+            out[key] = stored[key]
     fields = dict(model["fields"])
     for name, rule in stored["fields"].items():
         if name not in fields and name not in drop and name not in rename:

@@ -201,3 +201,10 @@ def test_a_rename_onto_a_field_the_new_release_registered_keeps_the_stored_value
     assert bus.get("chat", V2).values == {"temperature": 0.7, "max_tokens": 1024, "streaming": True}
     with pytest.raises(hotparams.InvalidParams, match="is renamed to it too"):
         bus.migrate("chat", V1, rename={"max_tokens": "tokens", "streaming": "tokens"})
+
+
+def test_a_migration_keeps_the_namespaces_raw_writer_opt_in(bus: hotparams.Bus) -> None:
+    bus.register("chat", V1, allow_raw_writes=True)
+    assert bus.rules("chat").get("allow_raw_writes") is True
+    bus.migrate("chat", V2, drop=["legacy"], rename={"tokens": "max_tokens"})
+    assert bus.rules("chat").get("allow_raw_writes") is True
