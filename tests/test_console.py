@@ -186,6 +186,8 @@ def test_the_session_cookie_is_httponly_samesite_and_secure_behind_tls(
     app: Flask, bus: hotparams.Bus
 ) -> None:
     plain = app.test_client()
+    with plain.get("/static/console.css") as r:
+        assert "Set-Cookie" not in r.headers  # an asset never starts a session
     cookie = plain.get("/login").headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
     tls = app.test_client()
@@ -638,3 +640,30 @@ def test_the_edit_form_has_a_toggle_a_select_and_json_editors_from_the_schema(
     r = client.post("/ns/rich/review", data=bad)
     assert r.status_code == 400 and "stop: " in r.text
     raw.close()
+
+
+def test_the_users_file_names_people_roles_and_tokens_and_a_bad_one_is_a_usage_error(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from hotparams.cli import run
+    from hotparams.console.server import read_users
+
+    good = tmp_path / "users.json"
+    good.write_text(json.dumps({"ana": {"role": "editor", "token": "t" * 32}}))
+    assert read_users(good) == (User("ana", "editor", "t" * 32),)
+    for doc, problem in (
+        ({"ana": {"role": "owner", "token": "t" * 32}}, "role 'owner'"),
+        ({"ana": {"role": "editor", "token": "short"}}, "shorter than 32"),
+        ({"ana": {"role": "editor", "token": "t" * 32, "extra": 1}}, "exactly a role"),
+        ([], "a JSON object"),
+    ):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(doc))
+        with pytest.raises(ConfigError, match=problem):
+            read_users(bad)
+        capsys.readouterr()
+        assert run(["--url", redis_url, "console", "--users", str(bad), "--port", "0"]) == 2
+        err = capsys.readouterr().err
+        assert problem in err and "t" * 32 not in err

@@ -148,8 +148,11 @@ class _Gate:
         fresh = session is None
         session = session or Session.new()
         identity = _identity(self.console, session)
-        g.hotparams_console = Here(self.console, self.bus(), session, identity, self.key, fresh)
-        if request.endpoint == f"{BLUEPRINT}.static":
+        static = request.endpoint == f"{BLUEPRINT}.static"
+        g.hotparams_console = Here(
+            self.console, self.bus(), session, identity, self.key, fresh and not static
+        )
+        if static:  # never a new session: it could replace the page's cookie
             return None
         size = request.content_length
         if size is not None and size > self.console.max_body_bytes:
