@@ -53,8 +53,10 @@ def bus(redis_url: str) -> Iterator[hotparams.Bus]:
 
 @pytest.fixture
 def app(bus: hotparams.Bus) -> Flask:
-    raw = hotparams.connect(bus.url)  # no model bound: Redis's rules, as the CLI
-    console = Console(url_prefix="/", users=USERS, secret_key="k" * 32, wait=0.2)
+    raw = hotparams.connect(bus.url)  # a Bus of its own: the console binds the model
+    console = Console(
+        url_prefix="/", users=USERS, secret_key="k" * 32, wait=0.2, models=(("*", ChatParams),)
+    )
     return create_app(raw, console)
 
 
@@ -288,12 +290,11 @@ def test_a_bad_value_shows_the_clis_message_inline_and_writes_nothing(
         data=review_form(csrf, 2, temperature="5", max_tokens="many", model="gpt-4o"),
     )
     assert r.status_code == 400
-    said = cli_message(redis_url, "set", "chat", "temperature=5", capsys=capsys)
-    assert (
-        said == "hotparams: error: invalid parameters for 'chat': temperature: must be <= 2 (got 5)"
-    )
+    schema = "--schema=workers.params:ChatParams"
+    said = cli_message(redis_url, "set", "chat", "temperature=5", schema, capsys=capsys)
+    assert said.endswith("invalid parameters for 'chat': temperature: must be <= 2 (got 5)")
     assert "temperature: must be &lt;= 2 (got 5)" in r.text
-    said = cli_message(redis_url, "set", "chat", "max_tokens=many", capsys=capsys)
+    said = cli_message(redis_url, "set", "chat", "max_tokens=many", schema, capsys=capsys)
     assert "max_tokens: expected a whole number, got 'many'" in said
     assert "max_tokens: expected a whole number, got &#39;many&#39;" in r.text
     assert 'aria-invalid="true"' in r.text and "nothing was written" in r.text
@@ -302,6 +303,22 @@ def test_a_bad_value_shows_the_clis_message_inline_and_writes_nothing(
     r = client.post("/ns/chat/review", data=review_form(csrf, 2, temperature="0.7"))
     assert r.status_code == 400 and "nothing to change" in r.text
     assert dump_namespace(bus.client, "chat") == before
+
+
+def test_without_the_model_a_python_checked_namespace_is_refused_as_the_cli_refuses_it(
+    bus: hotparams.Bus, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bare = hotparams.connect(bus.url)
+    app = create_app(bare, Console(url_prefix="/", users=USERS, secret_key="k" * 32))
+    client, csrf = client_as(app, "editor")
+    before = dump_namespace(bus.client, "chat")
+    r = client.post("/ns/chat/review", data=review_form(csrf, 2, temperature="0.9"))
+    said = cli_message(redis_url, "set", "chat", "temperature=0.9", capsys=capsys)
+    assert r.status_code == 400 and "checked by Python only" in said
+    for part in said.split("'chat': ", 1)[1].split("; "):  # every word of it, unescaped
+        assert html.escape(part) in r.text
+    assert dump_namespace(bus.client, "chat") == before
+    bare.close()
 
 
 def test_review_shows_the_diff_and_publish_writes_with_the_persons_name_and_reason(

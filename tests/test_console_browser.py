@@ -61,7 +61,9 @@ def stack() -> Iterator[dict[str, Any]]:
         fleet.start()
         assert fleet.wait(lambda vs: all(v.ready for v in vs), 30), "the workers did not start"
         users = [User("ana", "editor", TOKENS["editor"]), User("vic", "viewer", TOKENS["viewer"])]
-        console = ConsoleServer(hotparams.connect(server.url), users, port=0, wait=5.0).start()
+        console = ConsoleServer(
+            hotparams.connect(server.url), users, port=0, wait=5.0, models=[("chat", ChatParams)]
+        ).start()
         SHOTS.mkdir(parents=True, exist_ok=True)
         yield {"bus": bus, "fleet": fleet, "url": console.url.rstrip("/")}
     finally:

@@ -6,12 +6,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel
 
 from ..demo import terminate_as_interrupt
-from .context import state_of
+from .context import load_model, state_of
 from .values import UsageProblem
 
 __all__ = ["console"]
+
+
+def _model_option(item: str) -> tuple[str, type[BaseModel]]:
+    pattern, eq, spec = item.partition("=")
+    if not eq or not pattern or not spec:
+        raise UsageProblem(f"--schema must be NS=module:Model (NS may be a pattern), got {item!r}")
+    return pattern, load_model(spec)
 
 
 def console(
@@ -37,6 +45,16 @@ def console(
         float,
         typer.Option("--wait", min=0, metavar="S", help="How long Publish waits for the fleet."),
     ] = 3.0,
+    schema: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--schema",
+            metavar="NS=MODULE:MODEL",
+            help="Write namespaces matching NS (a pattern) through this pydantic model, "
+            "as `set --schema` does: needed where the model has validators Redis cannot "
+            "check (repeatable).",
+        ),
+    ] = None,
     behind_proxy: Annotated[
         bool,
         typer.Option(
@@ -55,6 +73,7 @@ def console(
             f"the console needs Flask ({exc}): pip install 'hotparams[console]'"
         ) from None
     people = read_users(users) if users is not None else (login_user(),)
+    models = [_model_option(item) for item in schema or ()]
     bus = state.bus()
     server = ConsoleServer(
         bus,
@@ -64,6 +83,7 @@ def console(
         namespaces=namespace or (),
         wait=wait,
         behind_proxy=behind_proxy,
+        models=models,
     )
     out = state.out
     out.print(f"hotparams console on {server.url} (Ctrl-C to stop)")

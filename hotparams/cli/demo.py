@@ -259,7 +259,8 @@ def _with_console(script: Demo, url: str, port: int) -> None:
 
     user = login_user()
     bus = connect(url)
-    server = ConsoleServer(bus, [user], port=port).start()
+    models = [(script.namespace, fleet_model())]  # its validator is Python-only
+    server = ConsoleServer(bus, [user], port=port, models=models).start()
     out = script.out
     try:
         out.print(Text(f"console: {server.url}ns/{script.namespace}", "bold"))

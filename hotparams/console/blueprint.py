@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, redirect, render_template, request, url_for
+from pydantic import BaseModel
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..bus import Bus
@@ -42,7 +43,10 @@ class Console:
     e.g. from the host app's own login.  One of them is required.
     ``secret_key`` signs the session cookie (else the app's
     ``HOTPARAMS_CONSOLE_SECRET`` or ``SECRET_KEY``); ``namespaces``:
-    the names (``fnmatch`` patterns) it shows, all when empty; ``wait``:
+    the names (``fnmatch`` patterns) it shows, all when empty; ``models``:
+    the pydantic model of each namespace pattern, for namespaces whose
+    rules Redis cannot check alone (a model validator: without the model
+    such a write is refused, as the CLI's without ``--schema``); ``wait``:
     how long Publish waits for the fleet to apply a change before it says
     how many workers did.  A form over ``max_body_bytes`` is refused (413),
     and an address with ``auth_failures`` failed logins within
@@ -56,6 +60,9 @@ class Console:
     secret_key: str | None = field(default=None, repr=False)
     namespaces: tuple[str, ...] = ()
     wait: float = 3.0
+    #: (namespace pattern, model): writes to those namespaces go through the
+    #: model (its cross-field rules too), as ``hotparams set --schema`` does
+    models: tuple[tuple[str, type[BaseModel]], ...] = ()
     #: a form larger than this is refused (413) before it is read
     max_body_bytes: int = 1024 * 1024
     #: failed logins from one address within ``auth_window`` seconds before 429
@@ -65,6 +72,7 @@ class Console:
     def __post_init__(self) -> None:
         object.__setattr__(self, "users", tuple(self.users))
         object.__setattr__(self, "namespaces", tuple(self.namespaces))
+        object.__setattr__(self, "models", tuple((str(p), m) for p, m in self.models))
         names = [u.name for u in self.users]
         if len(set(names)) != len(names):
             raise ConfigError("console: two users have the same name")
@@ -74,6 +82,13 @@ class Console:
     def check(self) -> None:
         if not self.users and self.authorize is None:
             raise ConfigError("console: give users (token login) or an authorize callable")
+
+    def model_for(self, namespace: str) -> type[BaseModel] | None:
+        """The model given for ``namespace`` (the first pattern that matches)."""
+        for pattern, model in self.models:
+            if fnmatch.fnmatchcase(namespace, pattern):
+                return model
+        return None
 
     def shows(self, namespace: str) -> bool:
         return not self.namespaces or any(
@@ -109,8 +124,14 @@ class Here:
         return f"console:{request.remote_addr or '?'}"
 
     def served(self, namespace: str) -> str:
+        """``namespace`` if the console shows it (else 404), with its model
+        bound to the Bus when the console was given one for it."""
         if not self.console.shows(namespace):
             raise NotServed(namespace)
+        if self.bus.schema_of(namespace) is None:
+            model = self.console.model_for(namespace)
+            if model is not None:
+                self.bus.bind(namespace, model)
         return namespace
 
 

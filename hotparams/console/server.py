@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -58,6 +59,7 @@ class ConsoleServer:
         namespaces: Sequence[str] = (),
         wait: float = 3.0,
         behind_proxy: bool = False,
+        models: Sequence[tuple[str, type[BaseModel]]] = (),
     ) -> None:
         secret = os.environ.get("HOTPARAMS_CONSOLE_SECRET") or secrets.token_urlsafe(32)
         console = Console(
@@ -66,6 +68,7 @@ class ConsoleServer:
             secret_key=secret,
             namespaces=tuple(namespaces),
             wait=wait,
+            models=tuple(models),
         )
         self.app = create_app(bus, console)
         if behind_proxy:  # TLS ends at a proxy: trust its X-Forwarded-* (Secure cookies)
