@@ -16,7 +16,18 @@ from .config import SETTING_CAPS, ConfigError
 from .errors import HotParamsError
 from .evolution import migration_rules
 from .keys import PREFIX, Keys, check_namespace
-from .protocol import Batch, Command, FCall, Op, Scan, Stale, Who, head_op, text
+from .protocol import (
+    Batch,
+    Command,
+    FCall,
+    Op,
+    Scan,
+    Stale,
+    Who,
+    head_op,
+    new_request_id,
+    text,
+)
 from .schema import ParamSchema
 
 __all__ = [
@@ -169,7 +180,9 @@ def namespaces_op() -> Op[list[NamespaceInfo]]:
 
 
 def delete_op(keys: Keys, *, who: Who, expect: int | None = None) -> Op[int]:
-    args = ("@expect", str(expect)) if expect is not None else ()
+    args: tuple[str, ...] = ("@rid", new_request_id())
+    if expect is not None:
+        args += ("@expect", str(expect))
     return int((yield FCall("hp_delete", keys.namespace, (*args, *who.args()))))
 
 
@@ -196,6 +209,7 @@ def migrate_op(
     ns = keys.namespace
     drop = [drop] if isinstance(drop, str) else list(drop)
     rename = dict(rename)
+    rid = new_request_id()  # the same for the Bus's retries of one attempt
     for _ in range(MAX_MIGRATE_RETRIES):
         head = yield from head_op(keys)
         raw = yield Command(ns, ("HGET", keys.schema, str(head.schema_rev)))
@@ -206,6 +220,7 @@ def migrate_op(
             "rename": rename,
             "base_rev": head.schema_rev,
             "dry_run": dry_run,
+            "rid": rid,
             "author": who.author,
             "reason": who.reason,
             "source": who.source or _source(),

@@ -4,6 +4,7 @@ atomic and refused when a stored value would not fit."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import redis
@@ -208,3 +209,22 @@ def test_a_migration_keeps_the_namespaces_raw_writer_opt_in(bus: hotparams.Bus) 
     assert bus.rules("chat").get("allow_raw_writes") is True
     bus.migrate("chat", V2, drop=["legacy"], rename={"tokens": "max_tokens"})
     assert bus.rules("chat").get("allow_raw_writes") is True
+
+
+def test_a_retried_migration_answers_the_first_attempt(bus: hotparams.Bus) -> None:
+    bus.register("chat", V1)
+    rules = dumps({"fields": ParamSchema.of(Narrow).rules["fields"]})
+    options = dumps({"rid": "m1", "author": "ana"})
+
+    def migrate() -> dict[str, object]:
+        reply = bus.client.execute_command(  # type: ignore[no-untyped-call]
+            "FCALL", "hp_migrate", "1", "chat", rules, options
+        )
+        return json.loads(reply)  # type: ignore[no-any-return]
+
+    first = migrate()
+    assert (first["applied"], first["version"], first["schema_rev"]) == (True, 2, 2)
+    after = dump_namespace(bus.client, "chat")
+    again = migrate()  # the reply was lost: the retry gets the answer again
+    assert (again["applied"], again["version"]) == (True, 2)
+    assert dump_namespace(bus.client, "chat") == after

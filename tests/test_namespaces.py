@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis
 
 import hotparams
 from hotparams import aio
@@ -118,3 +119,20 @@ def test_the_asyncio_bus_lists_and_deletes(redis_url: str) -> None:
         await abus.aclose()
 
     asyncio.run(main())
+
+
+def test_a_retried_delete_answers_the_first_attempt(bus: hotparams.Bus) -> None:
+    bus.register("chat", ChatParams)
+    bus.load_library()
+
+    def delete(rid: str) -> object:
+        return bus.client.execute_command(  # type: ignore[no-untyped-call]
+            "FCALL", "hp_delete", "1", "chat", "@rid", rid, "@author", "ana"
+        )
+
+    assert delete("r1") == 1
+    after = dump_namespace(bus.client, "chat", include_fleet=True)
+    assert delete("r1") == 1  # the reply was lost: the retry gets the answer again
+    assert dump_namespace(bus.client, "chat", include_fleet=True) == after
+    with pytest.raises(redis.ResponseError, match="HP_NONS namespace chat was deleted"):
+        delete("r2")

@@ -264,19 +264,29 @@ end
 
 --[[ hp_delete
 KEYS[1] namespace
-ARGV    @author A @reason R @source S [@expect N]
+ARGV    @author A @reason R @source S [@expect N] [@rid ID]
 Deletes the namespace's meta, schema, retained versions, exposure counts and
 request ids (they belong to the history that ends) and leaves a tombstone (hp:{ns}:deleted: author, reason, source, ts, epoch,
-version) that outlives it; the audit stream stays, with an entry "delete".
+version, and the request id: a retry answers the same version) that
+outlives it; the audit stream stays, with an entry "delete".
 Running workers keep their last good snapshot and report the deletion; a
 later hp_register starts a new history (epoch).
 Returns the version the namespace had
 ]]
 local function hp_delete(keys, argv)
-  local ns, meta, err = open_namespace(keys)
+  local ns = keys[1]
+  local err = check_namespace(ns)
   if err then return err end
   local args
   args, err = parse_args(argv, 1)
+  if err then return err end
+  if not load_meta(ns) and args.opts.rid ~= nil then
+    -- a retry of a delete that committed (its reply was lost): its answer again
+    local done = redis.call('HMGET', key_of(ns, 'deleted'), 'rid', 'version')
+    if done[1] == args.opts.rid then return tonumber(done[2]) end
+  end
+  local meta
+  ns, meta, err = open_namespace(keys)
   if err then return err end
   if #args.fields > 0 or #args.unset > 0 then
     return redis.error_reply('HP_BADARG usage: FCALL hp_delete 1 <namespace> '
@@ -298,7 +308,7 @@ local function hp_delete(keys, argv)
     key_of(ns, 'rids'), key_of(ns, 'rids:at'), key_of(ns, 'deleted'))
   redis.call('HSET', key_of(ns, 'deleted'), 'author', opts.author or '',
     'reason', opts.reason or '', 'source', opts.source or 'redis', 'ts', ts,
-    'epoch', meta.epoch, 'version', meta.version)
+    'epoch', meta.epoch, 'version', meta.version, 'rid', opts.rid or '')
   audit_only(ns, meta, 'delete', opts, { { 'epoch', meta.epoch } })
   redis.call('PUBLISH', key_of(ns, 'events'), '{"ns":' .. cjson.encode(ns)
     .. ',"epoch":' .. cjson.encode(meta.epoch) .. ',"op":"delete","v":' .. meta.version
@@ -313,7 +323,9 @@ ARGV[1] the new validation rules (JSON); every stored field must be in them,
         dropped or renamed
 ARGV[2] options (JSON object): drop (list of fields), rename ({old: new}),
         base_rev (fail with HP_STALE unless the schema revision is still this),
-        expect (a version), dry_run (true: only the plan), author, reason, source
+        expect (a version), dry_run (true: only the plan), rid (request id:
+        a retry of a migration that committed answers its version and an
+        empty plan), author, reason, source
 Each stored value (base and A/B variant overrides) must fit the new rules;
 a field that a variant overrides cannot be dropped or renamed (change the
 variant first).
@@ -339,10 +351,19 @@ local function hp_migrate(keys, argv)
   if type(drop) ~= 'table' or type(rename) ~= 'table' then
     return redis.error_reply('HP_BADARG options.drop must be a list, options.rename an object')
   end
-  for _, name in ipairs({ 'author', 'reason', 'source' }) do
+  for _, name in ipairs({ 'author', 'reason', 'source', 'rid' }) do
     if opts[name] ~= nil and type(opts[name]) ~= 'string' then
       return redis.error_reply('HP_BADARG options.' .. name .. ' must be a string')
     end
+  end
+  if opts.rid ~= nil and (#opts.rid > 64 or not opts.rid:match('^[%w_%-]+$')) then
+    return redis.error_reply('HP_BADARG options.rid must be 1-64 characters of letters, '
+      .. 'digits, "_" or "-"')
+  end
+  local done = replayed(ns, opts)
+  if done then
+    return '{"version":' .. done .. ',"schema_rev":' .. meta.schema_rev
+      .. ',"applied":true,"fields":[]}'
   end
   if opts.base_rev ~= nil and tonumber(opts.base_rev) ~= meta.schema_rev then
     return redis.error_reply('HP_STALE ' .. meta.version)
@@ -475,7 +496,8 @@ local function hp_migrate(keys, argv)
     end
     detail[#detail + 1] = '"rename":{' .. table.concat(parts, ',') .. '}'
   end
-  local wopts = { author = opts.author, reason = opts.reason, source = opts.source }
+  local wopts = { author = opts.author, reason = opts.reason, source = opts.source,
+    rid = opts.rid }
   local v = write_version(ns, meta, rules, rev, old, new, 'migrate', wopts,
     { { 'migration', '{' .. table.concat(detail, ',') .. '}' } }, variants, variants)
   return plan_json(v, rev, true)

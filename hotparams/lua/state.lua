@@ -110,7 +110,7 @@ local function require_meta(ns)
       for i = 1, #flat, 2 do
         local value = flat[i + 1]
         if flat[i] ~= 'ts' and flat[i] ~= 'version' then value = cjson.encode(value) end
-        parts[#parts + 1] = cjson.encode(flat[i]) .. ':' .. value
+        if flat[i] ~= 'rid' then parts[#parts + 1] = cjson.encode(flat[i]) .. ':' .. value end
       end
       return nil, redis.error_reply('HP_NONS namespace ' .. ns .. ' was deleted {'
         .. table.concat(parts, ',') .. '} (register it again to start a new history)')
