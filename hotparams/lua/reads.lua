@@ -79,8 +79,10 @@ local function hp_history(keys, argv)
   if err then return err end
   local count = 10
   if argv[1] and argv[1] ~= '' then
-    count, err = positive_int(argv[1], 'count')
-    if err then return err end
+    count = tonumber(argv[1]:match('^%d%d?%d?%d?%d?$') or '')  -- 1-99999: XREVRANGE's COUNT
+    if not count or count < 1 then
+      return redis.error_reply('HP_BADARG count must be an integer from 1 to 99999')
+    end
   end
   local meta
   meta, err = require_meta(ns)
