@@ -89,8 +89,8 @@ def test_validator_messages_stay_the_models_own(buses: tuple[hotparams.Bus, hotp
 def test_the_admin_api_says_what_the_cli_says_without_a_model(redis_url: str) -> None:
     """The README's promise: the admin API's message is the CLI's, and both
     are the Lua functions' words (the CLI checks without a model)."""
-    hp: HotParams[ChatParams] = HotParams(
-        namespace="chat", model=ChatParams, register=True, admin=AdminAPI(token="t")
+    hp: HotParams[Rules] = HotParams(
+        namespace="chat", model=Rules, register=True, admin=AdminAPI(token="t")
     )
     app = Flask(__name__)
     app.config["HOTPARAMS_URL"] = redis_url
@@ -99,14 +99,14 @@ def test_the_admin_api_says_what_the_cli_says_without_a_model(redis_url: str) ->
         response = app.test_client().patch(
             "/hotparams/chat",
             headers={"Authorization": "Bearer t"},
-            json={"values": {"temperature": 5}},
+            json={"values": {"ratio": 5}},
         )
     finally:
         hp.close(app)
     assert response.status_code == 400
-    cli = run_cli(redis_url, "set", "chat", "temperature=5")
+    cli = run_cli(redis_url, "set", "chat", "ratio=5")
     assert cli.code == 3
-    message = "invalid parameters for 'chat': temperature: must be <= 2 (got 5)"
+    message = "invalid parameters for 'chat': ratio: must be <= 2 (got 5)"
     assert response.get_json()["message"] == message
     assert cli.err == f"hotparams: error: {message}\n"
 

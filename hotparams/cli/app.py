@@ -27,6 +27,7 @@ import typer
 from typer.core import TyperGroup
 
 from .._version import __version__
+from ..errors import HotParamsError
 from ..messages import one_line
 from ..redact import terminal_safe
 from .context import DEFAULT_URL, EXIT_NAMES, State, exit_code_for
@@ -282,7 +283,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise
         code = exit_code_for(exc)
         message = _message(exc) or type(exc).__name__
-        if code == 1:
+        if not isinstance(exc, HotParamsError):  # unexpected: name what it is
             message = f"{type(exc).__name__}: {message}"
         say(message, code)
         return code

@@ -5,8 +5,9 @@ A Redis: the one at ``HOTPARAMS_URL`` when given, else an embedded one that
 needs no install: a private ``redis-server`` (:class:`~hotparams.server.LocalRedis`)
 when one is on PATH, else fakeredis's TCP server in a thread of this process.
 
-The fleet: ``python -m workers.chat_worker --log json`` processes (the
-example fleet of the source tree), each logging one JSON event per line on
+The fleet: ``python -m hotparams.demo.worker --log json`` processes (the
+chat worker shipped in the package, which the example fleet's
+``workers/chat_worker.py`` runs too), each logging one JSON event per line on
 stdout; a reader thread per worker folds those into a :class:`WorkerView`.
 Which version each worker runs, and with what lag, comes from the
 workers' own fleet reports (:meth:`hotparams.Bus.workers`) when they are
@@ -33,8 +34,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from .fleet import WorkerReport
-from .server import LocalRedis, free_port, redis_server_binary
+from ..errors import HotParamsError
+from ..fleet import WorkerReport
+from ..server import LocalRedis, free_port, redis_server_binary
 
 __all__ = [
     "Backend",
@@ -42,7 +44,7 @@ __all__ = [
     "Embedded",
     "Fleet",
     "WorkerView",
-    "fleet_root",
+    "fleet_model",
     "start_backend",
 ]
 
@@ -52,7 +54,7 @@ Embedded = Literal["auto", "redis-server", "fakeredis"]
 STOP_TIMEOUT = 10.0
 
 
-class DemoError(RuntimeError):
+class DemoError(HotParamsError, RuntimeError):
     """The demo cannot run (no Redis to start, no fleet to run, a worker failed)."""
 
 
@@ -76,7 +78,7 @@ class Backend:
 def start_backend(url: str | None, embedded: Embedded = "auto") -> Backend:
     """The Redis at ``url``, else an embedded one (``embedded`` chooses which)."""
     if url:
-        from .config import redact_url
+        from ..config import redact_url
 
         return Backend(url, f"the Redis at {redact_url(url)} (HOTPARAMS_URL)", "url")
     if embedded == "redis-server" or (embedded == "auto" and redis_server_binary()):
@@ -122,29 +124,14 @@ def _fakeredis_backend() -> Backend:
 # ---------------------------------------------------------------- the fleet
 
 
-def fleet_root() -> Path:
-    """The source tree whose ``workers/`` the demo runs."""
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "workers" / "chat_worker.py").is_file():
-        raise DemoError(
-            f"the demo runs the example fleet of a source checkout (workers/), "
-            f"not found next to {Path(__file__).parent}"
-        )
-    return root
-
-
 def fleet_model() -> type[Any]:
-    """The fleet's parameter model (``workers/params.py``), for the demo's
-    writes: its model validator is Python-only, so the demo writes with the
-    model, as a service's admin would (Redis refuses raw writers there)."""
-    path = fleet_root() / "workers" / "params.py"
-    spec = importlib.util.spec_from_file_location("hotparams_demo_fleet_params", path)
-    if spec is None or spec.loader is None:  # pragma: no cover - fleet_root checked it
-        raise DemoError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # pydantic resolves the model's annotations through it
-    spec.loader.exec_module(module)
-    return module.ChatParams  # type: ignore[no-any-return]
+    """The fleet's parameter model (:mod:`hotparams.demo.params`), for the
+    demo's writes: its model validator is Python-only, so the demo writes
+    with the model, as a service's admin would (Redis refuses raw writers
+    there)."""
+    from .params import ChatParams
+
+    return ChatParams
 
 
 @dataclass
@@ -200,7 +187,7 @@ class _Worker:
 
 
 def _fold(view: WorkerView, event: dict[str, Any]) -> WorkerView:
-    """One JSON event of a worker (see workers/chat_worker.py) into its view."""
+    """One JSON event of a worker (see hotparams/demo/worker.py) into its view."""
     kind = event.get("event")
     if kind in ("ready", "applied"):
         return replace(
@@ -228,12 +215,11 @@ class Fleet:
         self.namespace = namespace
         self.size = size
         self.interval = interval
-        self.root = fleet_root()
         self.tmp = Path(tempfile.mkdtemp(prefix="hotparams-demo-"))
         self.workers: list[_Worker] = []
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": _path_with(str(self.root)), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("HOTPARAMS_URL", None)
         for i in range(1, self.size + 1):
             name = f"chat-{i}"
@@ -241,14 +227,14 @@ class Fleet:
             argv = [
                 sys.executable,
                 "-m",
-                "workers.chat_worker",
+                "hotparams.demo.worker",
                 *("--url", self.url, "--namespace", self.namespace, "--name", name),
                 *("--log", "json", "--interval", str(self.interval), "--reconcile", "1"),
                 "--exit-with-parent",
             ]
             proc = subprocess.Popen(
                 argv,
-                cwd=self.root,
+                cwd=self.tmp,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -307,11 +293,6 @@ class Fleet:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _path_with(entry: str) -> str:
-    current = os.environ.get("PYTHONPATH")
-    return f"{entry}{os.pathsep}{current}" if current else entry
 
 
 def merge_reports(views: list[WorkerView], reports: list[WorkerReport]) -> list[WorkerView]:
