@@ -18,6 +18,9 @@ from tests.models import ChatParams
 from tests.test_cli import run_cli
 
 
+TOKEN = "messages-test-admin-token-0123456789abcdef"
+
+
 class Rules(BaseModel):
     """One field per kind of rule the Lua functions check too."""
 
@@ -90,7 +93,7 @@ def test_the_admin_api_says_what_the_cli_says_without_a_model(redis_url: str) ->
     """The README's promise: the admin API's message is the CLI's, and both
     are the Lua functions' words (the CLI checks without a model)."""
     hp: HotParams[Rules] = HotParams(
-        namespace="chat", model=Rules, register=True, admin=AdminAPI(token="t")
+        namespace="chat", model=Rules, register=True, admin=AdminAPI(token=TOKEN)
     )
     app = Flask(__name__)
     app.config["HOTPARAMS_URL"] = redis_url
@@ -98,7 +101,7 @@ def test_the_admin_api_says_what_the_cli_says_without_a_model(redis_url: str) ->
     try:
         response = app.test_client().patch(
             "/hotparams/chat",
-            headers={"Authorization": "Bearer t"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
             json={"values": {"ratio": 5}},
         )
     finally:

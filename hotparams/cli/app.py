@@ -283,7 +283,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise
         code = exit_code_for(exc)
         message = _message(exc) or type(exc).__name__
-        if not isinstance(exc, HotParamsError):  # unexpected: name what it is
+        if code == 1 and not isinstance(exc, HotParamsError):  # unexpected: name it
             message = f"{type(exc).__name__}: {message}"
         say(message, code)
         return code
