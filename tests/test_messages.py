@@ -17,7 +17,6 @@ from tests.helpers import dump_namespace
 from tests.models import ChatParams
 from tests.test_cli import run_cli
 
-
 TOKEN = "messages-test-admin-token-0123456789abcdef"
 
 
