@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -46,8 +47,16 @@ def test_the_wheel_installed_outside_the_checkout_runs_the_demo(tmp_path: Path) 
     need(redis_server_binary() is not None, "redis-server (on PATH)")
     started = time.monotonic()
     dist = tmp_path / "dist"
+    # from a copy of what the sdist holds: setuptools builds in the source tree
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "hotparams", source / "hotparams", ignore=shutil.ignore_patterns("__pycache__")
+    )
     built = run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(dist), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(dist), str(source)],
         cwd=tmp_path,
     )
     assert warnings_in(built) == []
