@@ -6,9 +6,9 @@ It is :mod:`hotparams.demo.worker`, shipped in the package so that
 
 import sys
 
-from hotparams.demo.worker import ChatRequest, ChatWorker, main
+from hotparams.demo.worker import ChatRequest, ChatWorker, main, parse_args
 
-__all__ = ["ChatRequest", "ChatWorker", "main"]
+__all__ = ["ChatRequest", "ChatWorker", "main", "parse_args"]
 
 if __name__ == "__main__":
     sys.exit(main())
