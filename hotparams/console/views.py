@@ -85,13 +85,9 @@ class NamespaceView:
         return MASK if name in self.secrets else text_of(loads(rule["default"]))
 
 
-def _rules_of(bus: Bus, namespace: str) -> dict[str, Any]:
-    return bus.rules(namespace)
-
-
 def namespace_view(bus: Bus, namespace: str, snap: Snapshot[Any] | None = None) -> NamespaceView:
     snap = snap or bus.get(namespace)
-    rules = _rules_of(bus, namespace)
+    rules = bus.rules(namespace)
     secrets = frozenset(n for n, r in field_rules(rules).items() if r.get("secret"))
     values = masked(snap.values, secrets)
     exposures = bus.exposures(namespace) if snap.variants.variants else {}
@@ -119,7 +115,7 @@ def namespace_view(bus: Bus, namespace: str, snap: Snapshot[Any] | None = None) 
 def secret_values(bus: Bus, namespace: str) -> frozenset[str]:
     """The current secret values as text, to scrub them from worker errors."""
     snap = bus.get(namespace)
-    rules = _rules_of(bus, namespace)
+    rules = bus.rules(namespace)
     out: set[str] = set()
     for name, rule in field_rules(rules).items():
         if rule.get("secret") and name in snap.values:
