@@ -292,7 +292,7 @@ def _on_error(exc: Exception) -> tuple[str, int]:
 def console_blueprint(console: Console, bus: Callable[[], Bus]) -> Blueprint:
     """The console as a blueprint (register it on one app); ``bus`` returns
     the Bus to use in the current request."""
-    from . import changes, pages
+    from . import changes, pages, variant_page
     from .views import text_of
 
     console.check()
@@ -318,6 +318,7 @@ def console_blueprint(console: Console, bus: Callable[[], Bus]) -> Blueprint:
     bp.add_app_template_filter(_share, "hp_share")
     pages.register(bp)
     changes.register(bp)
+    variant_page.register(bp)
     return bp
 
 

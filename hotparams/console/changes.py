@@ -1,4 +1,5 @@
-"""The console's write pages: Edit -> Review -> Publish, Roll back, Variants.
+"""The console's write pages: Edit -> Review -> Publish, and Roll back
+(the A/B variants' page is :mod:`.variant_page`).
 
 Every write runs through :mod:`hotparams.flask.operations` (the admin
 API's operations) with ``expect_version`` set to the version the person
@@ -15,21 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
-from ..cli.values import field_rules
 from ..errors import InvalidParams, VersionConflict
 from ..flask.operations import BadRequest, Written, rollback, set_values
 from .blueprint import BLUEPRINT, Here, here
 from .forms import read_form
 from .views import NamespaceView, namespace_view, wait_for_fleet
 
-__all__ = ["FIELD", "register"]
+__all__ = ["FIELD", "Page", "base_of", "flash_written", "reason_of", "register"]
 
 #: form inputs of parameters are named FIELD + the field's name
 FIELD = "f."
@@ -41,14 +40,14 @@ def _texts(form: MultiDict[str, str]) -> dict[str, str]:
     return {k[len(FIELD) :]: form.getlist(k)[-1] for k in form if k.startswith(FIELD)}
 
 
-def _base(form: MultiDict[str, str]) -> int:
+def base_of(form: MultiDict[str, str]) -> int:
     raw = form.get("base", "")
     if not raw.isdigit():
         raise BadRequest("the form lost its base version; reload the page")
     return int(raw)
 
 
-def _reason(form: MultiDict[str, str]) -> str:
+def reason_of(form: MultiDict[str, str]) -> str:
     return " ".join(form.get("reason", "").split())
 
 
@@ -93,7 +92,7 @@ def _checked(
     identity = now.need("editor")
     result = read_form(view.rules, view.values, _texts(form), may_set_secrets=identity.may("admin"))
     errors = dict(result.errors)
-    if not _reason(form):
+    if not reason_of(form):
         errors["reason"] = "say why (it goes to the audit with your name)"
     if not result.values and not result.errors:
         errors.setdefault("*", "nothing to change: every value is as it is now")
@@ -110,14 +109,14 @@ def review(ns: str) -> Page:
     now = here()
     now.served(ns)
     form = request.form
-    base = _base(form)
+    base = base_of(form)
     try:
         view, values, texts, errors = _checked(now, ns, form, base)
     except VersionConflict:
         return _conflict(now, ns, form, base)
     if errors:
-        return _edit_page(view, texts, errors, _reason(form), 400)
-    return _review_page(now, view, values, texts, _reason(form), base, None)
+        return _edit_page(view, texts, errors, reason_of(form), 400)
+    return _review_page(now, view, values, texts, reason_of(form), base, None)
 
 
 def _review_page(
@@ -163,8 +162,8 @@ def _conflict(now: Here, ns: str, form: MultiDict[str, str], base: int) -> Page:
     view, values, texts, errors = _checked(now, ns, form, head.version)
     if errors:
         errors.setdefault("*", f"v{head.version} was published meanwhile; look again")
-        return _edit_page(view, texts, errors, _reason(form), 409)
-    return _review_page(now, view, values, texts, _reason(form), head.version, meanwhile, 409)
+        return _edit_page(view, texts, errors, reason_of(form), 409)
+    return _review_page(now, view, values, texts, reason_of(form), head.version, meanwhile, 409)
 
 
 def publish(ns: str) -> Page:
@@ -172,17 +171,17 @@ def publish(ns: str) -> Page:
     now.served(ns)
     identity = now.need("editor")
     form = request.form
-    base = _base(form)
+    base = base_of(form)
     try:
         _retyped(now, ns, form)
     except InvalidParams as exc:
         view = namespace_view(now.bus, ns)
-        return _edit_page(view, {}, dict(exc.errors), _reason(form), 400)
+        return _edit_page(view, {}, dict(exc.errors), reason_of(form), 400)
     if now.bus.head(ns).version != base:
         return _conflict(now, ns, form, base)
     view, values, texts, errors = _checked(now, ns, form, base)
     if errors:
-        return _edit_page(view, texts, errors, _reason(form), 400)
+        return _edit_page(view, texts, errors, reason_of(form), 400)
     try:
         result = set_values(
             now.bus,
@@ -190,14 +189,14 @@ def publish(ns: str) -> Page:
             values,
             expect_version=base,
             author=identity.name,
-            reason=_reason(form),
+            reason=reason_of(form),
             source=now.source(),
         )
     except VersionConflict:
         return _conflict(now, ns, form, base)
     except InvalidParams as exc:  # the model's own rules, after the dry run
-        return _edit_page(view, texts, dict(exc.errors), _reason(form), 400)
-    _flash_written(now, result)
+        return _edit_page(view, texts, dict(exc.errors), reason_of(form), 400)
+    flash_written(now, result)
     return redirect(url_for(f"{BLUEPRINT}.namespace", ns=ns), 303)
 
 
@@ -213,7 +212,7 @@ def _retyped(now: Here, ns: str, form: MultiDict[str, str]) -> None:
             raise InvalidParams(ns, {name: "the value typed again does not match; edit again"})
 
 
-def _flash_written(now: Here, result: Written) -> None:
+def flash_written(now: Here, result: Written) -> None:
     if not result.changed:
         now.flash(f"nothing changed (still v{result.version})", "info")
         return
@@ -250,8 +249,8 @@ def rollback_page(ns: str, version: int) -> Page:
         )
         return page
     form = request.form
-    base = _base(form)
-    reason = _reason(form)
+    base = base_of(form)
+    reason = reason_of(form)
     if not reason:
         changes = now.bus.diff(ns, view.version, version)
         errors = {"reason": "say why (it goes to the audit with your name)"}
@@ -280,143 +279,8 @@ def rollback_page(ns: str, version: int) -> Page:
             "error",
         )
         return redirect(url_for(f"{BLUEPRINT}.rollback_page", ns=ns, version=version), 303)
-    _flash_written(now, result)
+    flash_written(now, result)
     return redirect(url_for(f"{BLUEPRINT}.history", ns=ns), 303)
-
-
-# ---------------------------------------------------------------- Variants
-
-
-def _overrides(ns: str, text: str, view: NamespaceView, current: dict[str, Any]) -> dict[str, Any]:
-    """A JSON object of overrides; secret overrides the variant has are kept."""
-    text = text.strip() or "{}"
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise InvalidParams(ns, {"overrides": f"not JSON: {exc}"}) from None
-    if not isinstance(doc, dict):
-        raise InvalidParams(ns, {"overrides": 'a JSON object, e.g. {"temperature": 0.9}'})
-    unknown = [k for k in doc if k not in field_rules(view.rules)]
-    if unknown:
-        raise InvalidParams(ns, {"overrides": f"unknown field {', '.join(sorted(unknown))}"})
-    secret = [k for k in doc if k in view.secrets]
-    if secret:
-        raise InvalidParams(ns, {"overrides": "secret fields cannot be overridden here"})
-    kept = {k: v for k, v in current.items() if k in view.secrets}
-    return {**kept, **doc}
-
-
-def _percent(ns: str, raw: str) -> float | None:
-    if raw.strip() == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidParams(ns, {"percent": f"a number from 0 to 100, got {raw!r}"}) from None
-    return value
-
-
-def _users(raw: str | None) -> list[str] | None:
-    if raw is None:
-        return None
-    return [u.strip() for u in raw.replace(",", "\n").splitlines() if u.strip()]
-
-
-def variants(ns: str) -> Page:
-    now = here()
-    now.served(ns)
-    view = namespace_view(now.bus, ns)
-    if request.method == "GET":
-        return _variants_page(view, {}, {}, 200)
-    identity = now.need("editor")
-    form = request.form
-    base = _base(form)
-    reason = _reason(form)
-    name = form.get("name", "").strip()
-    action = form.get("action", "save")
-    errors: dict[str, str] = {}
-    if not reason:
-        errors["reason"] = "say why (it goes to the audit with your name)"
-    if not name:
-        errors["name"] = "a variant needs a name"
-    if action == "remove":
-        identity = now.need("admin")
-    if errors:
-        return _variants_page(view, dict(form), errors, 400)
-    raw = now.bus.get(ns).variants.variants.get(name)
-    who = {"author": identity.name, "reason": reason, "source": now.source()}
-    try:
-        if action == "remove":
-            version = now.bus.remove_variant(ns, name, expect_version=base, **who)
-        else:
-            overrides_text = form.get("overrides")
-            overrides = None
-            if overrides_text is not None:
-                current = dict(raw.overrides) if raw is not None else {}
-                overrides = _overrides(ns, overrides_text, view, current)
-            elif raw is None:
-                overrides = {}
-            version = now.bus.set_variant(
-                ns,
-                name,
-                overrides,
-                percent=_percent(ns, form.get("percent", "")),
-                users=_users(form.get("users")),
-                expect_version=base,
-                **who,
-            )
-    except InvalidParams as exc:
-        return _variants_page(view, dict(form), _variant_errors(exc.errors), 400)
-    except VersionConflict as exc:
-        return _variants_page(
-            namespace_view(now.bus, ns),
-            dict(form),
-            {"*": f"v{exc.actual} was published meanwhile: look at the variants again"},
-            409,
-        )
-    recent = [c for c in now.bus.history(ns, limit=5) if c.version == version]
-    result = Written(ns, base, version, recent[0] if recent else None)
-    _flash_written(now, result)
-    return redirect(url_for(f"{BLUEPRINT}.variants", ns=ns), 303)
-
-
-def _variant_errors(errors: dict[str, str]) -> dict[str, str]:
-    """Errors of a variant's fields ("variant warm temperature") go to its overrides."""
-    out: dict[str, str] = {}
-    for key, message in errors.items():
-        if key.startswith("variant ") and key.count(" ") >= 2:
-            field = key.split(" ", 2)[2]
-            field = "" if field == "*" else f"{field}: "
-            out["overrides"] = f"{out['overrides']}; " if "overrides" in out else ""
-            out["overrides"] += f"{field}{message}"
-        elif key in ("percent", "users", "overrides", "name", "*"):
-            out[key] = message
-        elif key == "variant":
-            out["name"] = message
-        else:
-            out["overrides"] = f"{key}: {message}"
-    return out
-
-
-def _variants_page(
-    view: NamespaceView, form: dict[str, str], errors: dict[str, str], status: int
-) -> tuple[str, int]:
-    overrides_text = {
-        name: json.dumps(
-            {k: v for k, v in doc["overrides"].items() if k not in view.secrets},
-            ensure_ascii=False,
-        )
-        for name, doc in view.variants.items()
-    }
-    page = render_template(
-        "hotparams_console/variants.html",
-        ns=view,
-        form=form,
-        errors=errors,
-        overrides_text=overrides_text,
-        users_text={name: "\n".join(users) for name, users in view.variant_users.items()},
-    )
-    return page, status
 
 
 def register(bp: Blueprint) -> None:
@@ -426,4 +290,3 @@ def register(bp: Blueprint) -> None:
     bp.add_url_rule(
         "/ns/<ns>/rollback/<int:version>", "rollback_page", rollback_page, methods=["GET", "POST"]
     )
-    bp.add_url_rule("/ns/<ns>/variants", "variants", variants, methods=["GET", "POST"])
