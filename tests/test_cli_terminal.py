@@ -71,8 +71,8 @@ def test_status_shows_worker_ids_and_errors_with_escapes_and_no_markup(
     # hp_report refuses control characters; a worker's user may still HSET
     # its fleet keys directly (see hotparams/acl.py), so the CLI must cope
     keys = keys_for("chat")
-    store.client.zadd(keys.workers, {report.id: now + 60_000})
-    store.client.hset(keys.workers_info, report.id, report.to_json())
+    store.client.zadd(keys.workers, {f"default\n{report.id}": now + 60_000})
+    store.client.hset(keys.reports_of("default"), report.id, report.to_json())
     result = run_cli(redis_url, "status", "chat")
     assert result.code == 0, result.err
     _assert_inert(result.out)
