@@ -81,7 +81,7 @@ local function hp_history(keys, argv)
   if argv[1] and argv[1] ~= '' then
     count = tonumber(argv[1]:match('^%d%d?%d?%d?%d?$') or '')  -- 1-99999: XREVRANGE's COUNT
     if not count or count < 1 then
-      return redis.error_reply('HP_BADARG count must be an integer from 1 to 99999')
+      return redis.error_reply('HP_BADARG count must be a positive integer (at most 99999)')
     end
   end
   local meta
