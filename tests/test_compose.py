@@ -12,6 +12,7 @@ import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
@@ -87,7 +88,12 @@ def check_command(argv: list[str]) -> None:
 def check_gunicorn_config(path: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     assert (ROOT / path).is_file(), path
     assert not dockerignored(path)
-    settings = runpy.run_path(str(ROOT / path))
+    # the config's prepare_master() declares its process a fork server (every
+    # later Live handle would stay dormant) and sets PROMETHEUS_MULTIPROC_DIR:
+    # neither may leak into the test process
+    with mock.patch("hotparams.gunicorn.prepare_master") as prepare:
+        settings = runpy.run_path(str(ROOT / path))
+    prepare.assert_called_once_with()
     module_name, _, factory = settings["wsgi_app"].partition(":")
     module = importlib.import_module(module_name)  # no Redis needed to import it
     assert callable(getattr(module, factory.removesuffix("()")))
