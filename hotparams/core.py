@@ -469,7 +469,7 @@ class BusCore:
     def op_convergence(self, namespace: str, version: int | None) -> Op[Convergence]:
         head = yield from head_op(keys_for(namespace))
         _, reports = yield from workers_op(namespace)
-        return convergence(namespace, version or head.version, head.epoch, reports)
+        return convergence(namespace, version or head.version, head.epoch, reports, head)
 
     def op_record_exposures(
         self, namespace: str, salt: str, counts: dict[str | None, int]

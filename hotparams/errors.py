@@ -31,6 +31,7 @@ __all__ = [
     "InvalidNamespace",
     "InvalidParams",
     "LibraryMismatch",
+    "NamespaceDamaged",
     "NamespaceNotFound",
     "PermissionDenied",
     "ProtocolError",
@@ -139,6 +140,19 @@ class NamespaceNotFound(HotParamsError, LookupError):
                 "registering it again starts a new history"
             )
         super().__init__(message)
+
+
+class NamespaceDamaged(HotParamsError):
+    """Part of a namespace's state is gone (a version hash missing or
+    incomplete, or its meta lost while the rest remains): the write was
+    refused, nothing was written. ``detail`` says what is missing; restore
+    the namespace from a worker's cache file (``hotparams restore NS
+    --from-cache FILE``)."""
+
+    def __init__(self, namespace: str, detail: str) -> None:
+        self.namespace = namespace
+        self.detail = detail
+        super().__init__(f"namespace {namespace!r} is damaged: {detail}")
 
 
 class VersionNotFound(HotParamsError, LookupError):

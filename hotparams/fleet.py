@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .codec import dumps, loads
 from .errors import ProtocolError
-from .protocol import Command, FCall, Op, text
+from .protocol import Command, FCall, Head, Op, text
 
 __all__ = [
     "MAX_EXPOSE_INCREMENT",
@@ -109,6 +109,8 @@ class WorkerReport:
     confirmed_ms: int = 0
     last_error: str = ""
     started_ms: int = 0
+    #: the content digest of the applied version ("" from an older client)
+    digest: str = ""
     #: set by Redis when the report arrives (Redis's clock)
     reported_ms: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -192,16 +194,37 @@ class Convergence:
         return self.workers > 0 and self.on_target == self.workers
 
 
+def _real(report: WorkerReport, head: Head | None) -> bool:
+    """Whether a report's version can be Redis's (see :func:`convergence`)."""
+    if head is None or report.epoch != head.epoch:
+        return True
+    if report.version > head.version:
+        return False
+    if report.version == head.version and report.digest and head.digest:
+        return report.digest == head.digest
+    return True
+
+
 def _quantile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def convergence(
-    namespace: str, target: int, epoch: str, reports: Sequence[WorkerReport]
+    namespace: str,
+    target: int,
+    epoch: str,
+    reports: Sequence[WorkerReport],
+    head: Head | None = None,
 ) -> Convergence:
-    """Summarise reports against the namespace's current version ``target``."""
-    on = [r for r in reports if r.epoch == epoch and r.version >= target]
+    """Summarise reports against ``target`` (a version of history ``epoch``).
+
+    With the namespace's ``head``, a worker counts as on target only if it
+    runs a version Redis holds: at the head, only with the head's digest (a
+    worker that applied a forged event runs another content), and never
+    above the head.
+    """
+    on = [r for r in reports if r.epoch == epoch and r.version >= target and _real(r, head)]
     on_ids = {r.id for r in on}
     behind = tuple(r for r in reports if r.id not in on_ids)
     lags = [r.lag_ms for r in reports if r.epoch == epoch and r.version == target]

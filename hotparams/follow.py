@@ -35,7 +35,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConnectionFailed, NamespaceNotFound, ProtocolError
+from .errors import ConnectionFailed, NamespaceDamaged, NamespaceNotFound, ProtocolError
 from .keys import Keys
 from .protocol import Op, get_op, head_op, text
 from .snapshot import Snapshot
@@ -111,7 +111,7 @@ def start(
     fallback = cached is not None or defaults
     try:
         stored = yield Read(get_op(keys), patient=not fallback)
-    except (ConnectionFailed, NamespaceNotFound) as exc:
+    except (ConnectionFailed, NamespaceNotFound, NamespaceDamaged) as exc:
         return tracker.begin(None, exc, cached=cached, defaults=defaults)
     return tracker.begin(stored, None, cached=cached, defaults=defaults)
 
@@ -180,6 +180,9 @@ def _resync(tracker: Tracker[Any], keys: Keys) -> Phase:
     except NamespaceNotFound as exc:
         tracker.on_missing(exc.deleted)
         return
+    except NamespaceDamaged as exc:
+        tracker.on_damaged(exc)
+        return
     step = tracker.on_stored(stored)
     if step.action == "apply" and step.view is not None:
         yield Publish(step.old, step.view)
@@ -190,6 +193,9 @@ def _reconcile(tracker: Tracker[Any], keys: Keys) -> Phase:
         head = yield Read(head_op(keys))
     except NamespaceNotFound as exc:
         tracker.on_missing(exc.deleted)
+        return
+    except NamespaceDamaged as exc:
+        tracker.on_damaged(exc)
         return
     if tracker.on_head(head):  # counted and logged by the tracker
         yield from _resync(tracker, keys)

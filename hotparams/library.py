@@ -79,14 +79,16 @@ PARTS = (
     "fleet.lua",
 )
 #: the calling convention this client speaks and its library serves (2: hp_register
-#: is monotone and keeps settings, with HP_SCHEMA and HP_SETTINGS replies)
-API = 2
+#: is monotone and keeps settings, with HP_SCHEMA and HP_SETTINGS replies; 3:
+#: content digests, asked for with hp_get's and hp_head's "digest" argument,
+#: in events, and HP_DAMAGED replies; a client of 2 gets the replies of 2)
+API = 3
 #: the oldest calling convention this library still serves
 API_MIN = 2
 #: the library's release: bump it with every change of the Lua source and
 #: put the new digest in RELEASE_DIGEST (tests/test_library.py says which)
-RELEASE = 9
-RELEASE_DIGEST = "f7253ff91bdacb3a"
+RELEASE = 10
+RELEASE_DIGEST = "5306fdb921fd998b"
 
 _PLACEHOLDER = "local LIBVERSION = 'dev'"
 

@@ -39,7 +39,7 @@ from .errors import (
     SchemaError,
 )
 from .keys import Keys
-from .protocol import Op, Who, check_variants_merge, register_op
+from .protocol import Op, Stored, Who, check_variants_merge, head_op, register_op
 from .schema import ParamSchema
 from .snapshot import Snapshot, frozen_mapping
 from .variants import VariantSet
@@ -74,6 +74,7 @@ def save(path: str | os.PathLike[str], snapshot: Snapshot[Any], schema: ParamSch
         "saved_ms": int(time.time() * 1000),
         "values": dict(snapshot.values),
         "variants": snapshot.variants.to_json(),
+        "digest": snapshot.digest,
     }
     data = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +157,7 @@ def load(
         schema_rev=int(doc.get("schema_rev", 0)),
         values=frozen_mapping(values),
         variants=variants,
+        digest=str(doc.get("digest", "")),
     )
 
 
@@ -172,18 +174,26 @@ def restore_op(
     current state of the namespace; returns its version.
 
     An existing namespace gets them as a new version (audited as
-    ``restore``); a missing one is registered with them as version 1 of a
-    new history (epoch).  Fields the model does not know are dropped.
+    ``restore``), also when its current version hash is damaged (lost or
+    incomplete); a missing one, or one whose meta was lost, is registered
+    with them as version 1 of a new history (epoch), whose version hashes
+    are written whole into fresh keys.  Fields the model does not know are
+    dropped.
     """
     known = {k: v for k, v in values.items() if k in schema.fields}
     for _ in range(3):
         try:
+            head = yield from head_op(keys, digest=False)
+            # the current version is replaced whole: restore does not read it
+            # (it may be damaged: a lost or incomplete hash is what it repairs)
+            base = Stored(keys.namespace, head.version, head.epoch, 0, head.schema_rev, {})
             committed = yield from commit_op(
                 keys,
                 schema,
                 known,
                 expect=None,
                 who=who,
+                known=base,
                 replace=True,
                 op="restore",
                 variants=variants,
@@ -191,7 +201,7 @@ def restore_op(
             )
             return committed.version
         except NamespaceNotFound:
-            pass
+            pass  # never registered, flushed, or its meta lost: a new history (epoch)
         registered = yield from register_op(
             keys,
             schema,

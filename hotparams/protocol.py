@@ -26,6 +26,7 @@ from .codec import dumps, loads
 from .config import ConfigError
 from .errors import (
     InvalidParams,
+    NamespaceDamaged,
     NamespaceNotFound,
     PermissionDenied,
     ProtocolError,
@@ -66,6 +67,8 @@ T = TypeVar("T")
 
 #: the field of a version hash holding its A/B variants
 VARIANTS_FIELD = "@variants"
+#: the field of a version hash holding its content digest
+DIGEST_FIELD = "@digest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +217,7 @@ def permission_denied(
 #: error codes whose exception is built from the namespace and the message alone
 _SIMPLE_ERRORS: dict[str, Callable[[str, str], Exception]] = {
     "HP_NONS": lambda ns, rest: NamespaceNotFound(ns, _tombstone(rest)),
+    "HP_DAMAGED": lambda ns, rest: NamespaceDamaged(ns, rest.partition(": ")[2] or rest),
     "HP_SCHEMA": lambda ns, rest: SchemaError(rest),
     "HP_SETTINGS": lambda ns, rest: ConfigError(rest),
 }
@@ -286,6 +290,8 @@ class Head:
     epoch: str
     committed_ms: int
     schema_rev: int
+    #: the content digest of the current version ("" from a library without digests)
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +310,8 @@ class Stored:
     #: fields whose stored bytes are not UTF-8 (written around the Lua
     #: functions, e.g. by a raw HSET): field -> reason; such a version is invalid
     damaged: Mapping[str, str] = field(default_factory=dict)
+    #: the content digest Redis stored with the version ("" when not asked or unknown)
+    digest: str = ""
 
     def values(self, replacing: Collection[str] = ()) -> dict[str, Any]:
         """The decoded values; InvalidParams if the stored bytes are damaged
@@ -344,6 +352,7 @@ class Stored:
             schema_rev=self.schema_rev,
             values=frozen_mapping(values),
             variants=VariantSet.from_json(self.variants),
+            digest=self.digest,
         )
 
 
@@ -362,6 +371,7 @@ def parse_stored(namespace: str, reply: Sequence[Any]) -> Stored:
                 "write a new value or roll back"
             )
     variants = raw.pop(VARIANTS_FIELD, None)
+    digest = raw.pop(DIGEST_FIELD, "")
     return Stored(
         namespace=namespace,
         version=int(reply[0]),
@@ -371,13 +381,15 @@ def parse_stored(namespace: str, reply: Sequence[Any]) -> Stored:
         raw=raw,
         variants=variants,
         damaged=frozen_mapping(damaged),
+        digest=digest,
     )
 
 
 def parse_head(namespace: str, reply: Sequence[Any]) -> Head:
-    if not isinstance(reply, (list, tuple)) or len(reply) != 4:
+    if not isinstance(reply, (list, tuple)) or len(reply) not in (4, 5):
         raise ProtocolError(f"unexpected hp_head reply for {namespace!r}")
-    return Head(int(reply[0]), text(reply[1]), int(reply[2]), int(reply[3]))
+    digest = text(reply[4]) if len(reply) == 5 else ""
+    return Head(int(reply[0]), text(reply[1]), int(reply[2]), int(reply[3]), digest)
 
 
 # ---------------------------------------------------------------- operations
@@ -499,13 +511,16 @@ def register_op(
 
 
 def get_op(keys: Keys, version: int | None = None) -> Op[Stored]:
-    args = () if version is None else (str(int(version)),)
+    args = ("" if version is None else str(int(version)), "digest")
     reply = yield FCall("hp_get", keys.namespace, args, readonly=True)
     return parse_stored(keys.namespace, reply)
 
 
-def head_op(keys: Keys) -> Op[Head]:
-    reply = yield FCall("hp_head", keys.namespace, (), readonly=True)
+def head_op(keys: Keys, *, digest: bool = True) -> Op[Head]:
+    """The current version; with ``digest`` its content digest too, after
+    Redis checked that the version's hash still holds it (else NamespaceDamaged)."""
+    args = ("digest",) if digest else ()
+    reply = yield FCall("hp_head", keys.namespace, args, readonly=True)
     return parse_head(keys.namespace, reply)
 
 

@@ -267,6 +267,7 @@ class Reporter:
             confirmed_ms=int(confirmed.timestamp() * 1000) if confirmed else 0,
             last_error=error,
             started_ms=t.started_ms,
+            digest=view.base.digest if view else "",
             extra=extra,
         )
 

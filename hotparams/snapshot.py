@@ -41,6 +41,9 @@ class Snapshot(Generic[M]):
     values: Mapping[str, Any] = field(repr=False, compare=False)
     variant: str | None = None
     variants: VariantSet = field(default=EMPTY, repr=False, compare=False)
+    #: the content digest Redis stored with this version ("" when unknown:
+    #: the model's defaults, an old cache file or library)
+    digest: str = field(default="", compare=False)
 
     @property
     def committed_at(self) -> datetime:

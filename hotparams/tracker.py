@@ -90,6 +90,10 @@ class Event:
     #: left), when ``variants_changed``
     variants: str | None = None
     variants_changed: bool = False
+    #: content digests of the new version and of the one it follows ("" from
+    #: a library without digests): the change applies only to that state
+    digest: str = ""
+    prev_digest: str = ""
 
 
 def parse_event(data: bytes | str) -> Event:
@@ -110,6 +114,8 @@ def parse_event(data: bytes | str) -> Event:
             redacted=tuple(str(n) for n in doc.get("redacted", ())),
             variants=None if variants is None else dumps(variants),
             variants_changed="variants" in doc,
+            digest=str(doc.get("digest", "")),
+            prev_digest=str(doc.get("prev_digest", "")),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ProtocolError(f"malformed change event ({type(exc).__name__})") from None
@@ -123,6 +129,8 @@ class Rejected:
     version: int
     reason: str
     errors: Mapping[str, str]
+    #: the refused version's content digest ("" when unknown)
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +183,7 @@ def build_view(
             values=frozen_mapping(values),
             variant=name,
             variants=base.variants,
+            digest=base.digest,
         )
     return View(base, frozen_mapping(merged), applied_ms, lag_ms)
 
@@ -252,6 +261,11 @@ class LiveStatus:
     #: handle serves its last good snapshot until the namespace is registered
     #: again, then follows the new history
     deleted: Tombstone | None = None
+    #: the content digest of the served version ("" when unknown)
+    digest: str = ""
+    #: how often the handle moved to Redis's state from one Redis does not
+    #: hold (a forged event, or versions Redis lost): see Tracker.on_stored
+    rewinds: int = 0
 
 
 def defaults_snapshot(namespace: str, schema: ParamSchema[M]) -> Snapshot[M]:
@@ -313,6 +327,9 @@ class Tracker(Generic[M]):
         self.applied = 0
         self.resyncs = 0
         self.reconnects = 0
+        self.rewinds = 0
+        #: why the namespace's stored state cannot be read (a partial loss), if so
+        self.damaged: str | None = None
         self.last_error: str | None = None
         self._ever_connected = False
         self._down_since: float | None = None  # clock()
@@ -409,7 +426,15 @@ class Tracker(Generic[M]):
         expected = cur.version + 1
         values = dict(cur.values)
         variants = cur.variants
+        digest = cur.digest
         for event in fresh:
+            if event.prev_digest and digest and event.prev_digest != digest:
+                # the change was made to another state than the one held
+                # (a forged event before it, or a lost one): Redis decides
+                return self._resync(
+                    f"version {event.version} follows another content than the held version "
+                    f"{expected - 1}"
+                )
             if event.version != expected or event.previous != expected - 1:
                 refused = self.rejected
                 if refused and refused.epoch == cur.epoch and refused.version >= expected:
@@ -425,21 +450,41 @@ class Tracker(Generic[M]):
                     variants = VariantSet.from_json(event.variants)
                 except (ValueError, TypeError, AttributeError):
                     return self._resync("malformed variants in an event")
+            digest = event.digest
             expected += 1
         last = fresh[-1]
         self._confirm()
         return self._adopt(
-            last.epoch, last.version, last.committed_ms, last.schema_rev, values, variants, "event"
+            last.epoch,
+            last.version,
+            last.committed_ms,
+            last.schema_rev,
+            values,
+            variants,
+            "event",
+            digest,
         )
 
     def on_stored(self, stored: Stored) -> Step:
-        """A whole current version, just read."""
+        """A whole current version, just read: Redis's state, which the handle adopts.
+
+        Redis is the only source of versions: events are claims anyone who
+        may PUBLISH can make.  So the handle confirms what it holds when
+        Redis holds the same (version and digest), and otherwise takes
+        Redis's state, even a lower version of the same history: the one
+        held then never was Redis's (a forged event) or Redis lost it (a
+        failover to a replica that had not received it).  Such a step back
+        is logged as an error and counted (``rewinds``); versions Redis
+        committed and still holds are never left for an older one.
+        """
         self.lost = False
         self.deleted = None
+        self.damaged = None
         cur = self.current
         if cur is not None and stored.epoch == cur.epoch:
-            self._read_version = max(self._read_version, stored.version)
-            if stored.version == cur.version:
+            self._read_version = stored.version
+            same = not (stored.digest and cur.digest and stored.digest != cur.digest)
+            if stored.version == cur.version and same:
                 self._confirm()
                 if self.origin != "redis":
                     self.origin = "redis"
@@ -451,16 +496,18 @@ class Tracker(Generic[M]):
                     )
                 self._clear_rejection(cur.version)
                 return Step("keep", "current")
-            if stored.version < cur.version:
-                log.warning(
-                    "%s: Redis reports version %d, older than the applied %d; keeping %d",
+            if stored.version < cur.version or stored.version == cur.version:
+                self.rewinds += 1
+                log.error(
+                    "%s: Redis holds version %d (digest %s), not the applied version %d "
+                    "(digest %s), which Redis never held or lost; adopting Redis's state",
                     self.namespace,
                     stored.version,
+                    stored.digest[:12] or "?",
                     cur.version,
-                    cur.version,
-                    extra=self._extra(cur.version),
+                    cur.digest[:12] or "?",
+                    extra=self._extra(cur.version, event="rewind"),
                 )
-                return Step("keep", "older")
         else:
             self._read_version = stored.version
         self._confirm()
@@ -476,24 +523,49 @@ class Tracker(Generic[M]):
             values,
             VariantSet.from_json(stored.variants),
             "read",
+            stored.digest,
         )
 
     def on_head(self, head: Head) -> bool:
         """The reconcile probe: True when the stored state must be re-read."""
         self.lost = False
         cur = self.current
-        if cur is not None and (head.epoch, head.version) == (cur.epoch, cur.version):
+        same = not (head.digest and cur and cur.digest and head.digest != cur.digest)
+        if cur is not None and (head.epoch, head.version) == (cur.epoch, cur.version) and same:
             if self.origin != "redis":
                 self._resync("confirm the cached version")
                 return True  # let the re-read confirm the cached snapshot
             self._confirm()
             return False
         rejected = self.rejected
-        if rejected and (head.epoch, head.version) == (rejected.epoch, rejected.version):
+        if rejected and (head.epoch, head.version, head.digest) == (
+            rejected.epoch,
+            rejected.version,
+            rejected.digest,
+        ):
             return False
+        if cur is not None and not same and head.version == cur.version:
+            self._resync(f"Redis holds version {head.version} with another content")
+            return True
         # often only an event still on its way: a re-read, not a fault
         self._resync(f"the reconcile probe found version {head.version} (epoch {head.epoch})")
         return True
+
+    def on_damaged(self, exc: HotParamsError) -> Step:
+        """Redis refuses the stored version as damaged (a partial loss): keep
+        the last good snapshot, say why once, and report stale until it is
+        restored."""
+        if self.damaged is None:
+            version = self._version()
+            log.error(
+                "%s: keeping version %d: %s",
+                self.namespace,
+                version,
+                exc,
+                extra=self._extra(version, event="damaged"),
+            )
+        self.damaged = str(exc)
+        return Step("keep", "damaged")
 
     def on_missing(self, deleted: Tombstone | None = None) -> Step:
         """The namespace is not in Redis (flushed, restarted empty, deleted:
@@ -584,6 +656,7 @@ class Tracker(Generic[M]):
             stale=(
                 not self.connected
                 or self.lost
+                or self.damaged is not None
                 or self.rejected is not None
                 or staleness > self.stale_after
             ),
@@ -596,6 +669,8 @@ class Tracker(Generic[M]):
             last_error=self.last_error,
             reconnects=self.reconnects,
             deleted=self.deleted,
+            digest=cur.digest if cur else "",
+            rewinds=self.rewinds,
         )
 
     # ------------------------------------------------------------ internals
@@ -629,6 +704,7 @@ class Tracker(Generic[M]):
         values: Mapping[str, Any],
         variants: VariantSet,
         how: str,
+        digest: str = "",
     ) -> Step:
         """Validate and apply a new version, or keep the last good one."""
         now_ms = self.wall() * 1000
@@ -646,10 +722,11 @@ class Tracker(Generic[M]):
                 schema_rev=schema_rev,
                 values=frozen_mapping(values),
                 variants=variants,
+                digest=digest,
             )
             view = build_view(self.schema, new, applied_ms, lag_ms)
         except InvalidParams as exc:
-            return self._reject(epoch, version, exc)
+            return self._reject(epoch, version, exc, digest)
         old = self.current
         if old is not None and old.epoch != epoch and old.epoch:
             self.epoch_changes += 1
@@ -666,6 +743,7 @@ class Tracker(Generic[M]):
         self.current = new
         self.view = view
         self.origin = "redis"
+        self.damaged = None
         self.applied += 1
         self._clear_rejection(version)
         self.observer.applied(version, max(0.0, lag_ms) / 1000)
@@ -704,9 +782,9 @@ class Tracker(Generic[M]):
             },
         )
 
-    def _reject(self, epoch: str, version: int, exc: InvalidParams) -> Step:
+    def _reject(self, epoch: str, version: int, exc: InvalidParams, digest: str = "") -> Step:
         previous = self.rejected
-        self.rejected = Rejected(epoch, version, str(exc), exc.errors)
+        self.rejected = Rejected(epoch, version, str(exc), exc.errors, digest)
         self.observer.rejected()
         kept = self._version()
         if previous is None or previous.errors != exc.errors:

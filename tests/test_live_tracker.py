@@ -104,10 +104,85 @@ def test_a_changed_secret_asks_for_a_reread() -> None:
     assert tracker.on_events([secret]).action == "resync"
 
 
-def test_an_older_stored_version_of_the_same_history_never_moves_the_handle_back() -> None:
-    tracker = tracker_at(5, a=5, b=5)
-    assert tracker.on_stored(stored(4, a=4, b=4)).action == "keep"
-    assert tracker.current is not None and tracker.current.version == 5
+def digested(snap: Stored, digest: str) -> Stored:
+    return Stored(
+        snap.namespace,
+        snap.version,
+        snap.epoch,
+        snap.committed_ms,
+        snap.schema_rev,
+        snap.raw,
+        snap.variants,
+        digest=digest,
+    )
+
+
+def chained(version: int, digest: str, prev_digest: str, **changed: Any) -> Event:
+    e = event(version, **changed)
+    return Event(
+        **{
+            **{f: getattr(e, f) for f in e.__dataclass_fields__},
+            "digest": digest,
+            "prev_digest": prev_digest,
+        }
+    )
+
+
+def test_a_version_redis_does_not_hold_gives_way_to_redis_s_state() -> None:
+    # a forged event (anyone who may PUBLISH) took the handle to version 1001;
+    # Redis's current version is 2: the handle serves Redis's state again
+    tracker = Tracker(NS, SCHEMA, reconcile_interval=1.0, clock=Clock())
+    tracker.on_stored(digested(stored(2, a=2, b=2), "d2"))
+    forged = [
+        chained(v, f"x{v}", "d2" if v == 3 else f"x{v - 1}", a=-1, b=-1) for v in range(3, 1002)
+    ]
+    assert tracker.on_events(forged).action == "apply"  # it cannot tell yet
+    assert tracker.current is not None and tracker.current.version == 1001
+    # the reconcile probe: Redis's head differs, so the handle re-reads
+    assert tracker.on_head(Head(2, "e1", 0, 1, "d2")) is True
+    step = tracker.on_stored(digested(stored(2, a=2, b=2), "d2"))
+    assert step.action == "apply" and step.new is not None
+    assert (step.new.version, step.new.digest, step.new.values["a"]) == (2, "d2", 2)
+    assert tracker.status().rewinds == 1
+    # and the next real change applies from its event at once
+    step = tracker.on_events([chained(3, "d3", "d2", a=3, b=3)])
+    assert step.action == "apply" and step.new is not None and step.new.values["a"] == 3
+
+
+def test_a_real_change_is_not_blocked_by_a_forged_higher_version() -> None:
+    tracker = Tracker(NS, SCHEMA, reconcile_interval=1.0, clock=Clock())
+    tracker.on_stored(digested(stored(2, a=2, b=2), "d2"))
+    forged = [
+        chained(v, f"x{v}", "d2" if v == 3 else f"x{v - 1}", a=-1, b=-1) for v in range(3, 1002)
+    ]
+    tracker.on_events(forged)
+    # the real version 3 arrives: below the forged 1001, never confirmed by a
+    # read, so it is a reason to ask Redis, whose state is then served
+    assert tracker.on_events([chained(3, "d3", "d2", a=3, b=3)]).action == "resync"
+    step = tracker.on_stored(digested(stored(3, a=3, b=3), "d3"))
+    assert step.action == "apply" and step.new is not None
+    assert (step.new.version, step.new.values["a"]) == (3, 3)
+
+
+def test_a_change_made_to_another_content_than_the_one_held_is_re_read() -> None:
+    tracker = Tracker(NS, SCHEMA, reconcile_interval=1.0, clock=Clock())
+    tracker.on_stored(digested(stored(2, a=2, b=2), "d2"))
+    step = tracker.on_events([chained(3, "d3", "other", a=3, b=3)])
+    assert step.action == "resync" and "another content" in step.reason
+    assert tracker.current is not None and tracker.current.version == 2
+
+
+def test_the_same_version_with_another_digest_is_replaced_by_redis_s() -> None:
+    tracker = Tracker(NS, SCHEMA, reconcile_interval=1.0, clock=Clock())
+    tracker.on_stored(digested(stored(2, a=2, b=2), "d2"))
+    tracker.on_events([chained(3, "forged", "d2", a=-1, b=-1)])
+    assert tracker.on_head(Head(3, "e1", 0, 1, "d3")) is True  # same number, not the same
+    step = tracker.on_stored(digested(stored(3, a=3, b=3), "d3"))
+    assert step.action == "apply" and step.new is not None
+    assert (step.new.digest, step.new.values["a"]) == ("d3", 3)
+    # the same version and digest again: confirmed, nothing to apply
+    assert tracker.on_head(Head(3, "e1", 0, 1, "d3")) is False
+    assert tracker.on_stored(digested(stored(3, a=3, b=3), "d3")).action == "keep"
 
 
 def test_a_new_history_is_applied_even_with_lower_version_numbers() -> None:

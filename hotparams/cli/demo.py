@@ -75,7 +75,7 @@ class Demo:
             reports = [r for r in self.bus.workers(self.namespace) if r.pid in pids]
         except HotParamsError:
             return views, None
-        conv = convergence(self.namespace, target, head.epoch, reports) if reports else None
+        conv = convergence(self.namespace, target, head.epoch, reports, head) if reports else None
         return merge_reports(views, reports), conv
 
     def table(self, views: list[WorkerView], target: int) -> Table:

@@ -270,7 +270,7 @@ def status(
     bus = state.bus()
     head = bus.head(namespace)
     now_ms, reports = bus.run(workers_op(keys_for(namespace).namespace))
-    conv = convergence(namespace, head.version, head.epoch, reports)
+    conv = convergence(namespace, head.version, head.epoch, reports, head)
     secrets = (
         secret_values(bus, namespace, bus.secret_fields(namespace)) if reports else frozenset()
     )

@@ -81,6 +81,10 @@ local DEFAULT_RETENTION = 100
 local DEFAULT_AUDIT_MAXLEN = 10000
 local DEFAULT_MAX_VALUE_BYTES = 65536
 local MAX_SAFE_INT = 9007199254740992 -- 2^53: exact in every JSON reader
+-- the audit keeps values (and variants documents) up to this size; a larger
+-- one is audited as {"$large": {"sha1": ..., "bytes": ...}}: the value itself
+-- is in the version hash while it is retained
+local AUDIT_INLINE_BYTES = 4096
 -- request ids of committed writes (exactly-once retries): how many, how long
 local REQUEST_IDS_KEPT = 10000
 local REQUEST_IDS_TTL_MS = 600000

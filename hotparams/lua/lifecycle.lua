@@ -373,8 +373,9 @@ local function hp_migrate(keys, argv)
     if err then return err end
   end
   local stored = load_rules(ns, meta.schema_rev)
-  local old = load_values(ns, meta.version) or {}
-  local variants = load_variants(ns, meta.version)
+  local old, variants
+  old, variants, err = intact_version(ns, meta, meta.version)
+  if err then return err end
   local dropped, renamed, sources = {}, {}, {}
   local problems = {}
   for _, name in ipairs(drop) do

@@ -3,8 +3,12 @@
 
 --[[ hp_get (read-only)
 KEYS[1] namespace
-ARGV[1] optional version (default: the current one)
-Returns {version, epoch, commit ms, schema_rev, field, JSON value, ...}
+ARGV[1] optional version (default: the current one; "" for it too)
+ARGV[2] optional "digest": also return the version's content digest as the
+        pair "@digest", <sha1 hex> (clients of calling convention 3)
+Returns {version, epoch, commit ms, schema_rev, field, JSON value, ...}; the
+version is checked whole first: an HP_DAMAGED error when its hash lacks a
+field or no longer matches its digest (a partial loss)
 ]]
 local function hp_get(keys, argv)
   local ns, meta, err = open_namespace(keys)
@@ -16,18 +20,24 @@ local function hp_get(keys, argv)
     end
     v = tonumber(argv[1])
   end
-  local flat = redis.call('HGETALL', key_of(ns, 'v:' .. v))
-  if #flat == 0 then
+  local flat = {}
+  if v >= (meta.oldest or 1) and v <= meta.version then
+    flat = redis.call('HGETALL', key_of(ns, 'v:' .. v))
+  end
+  if #flat == 0 and v ~= meta.version then
     return redis.error_reply('HP_NOVERSION version ' .. v .. ' of ' .. ns
       .. ' is not retained (oldest is ' .. tostring(meta.oldest) .. ', current is '
       .. meta.version .. ')')
   end
+  local _, _, damage = intact_version(ns, meta, v, flat)
+  if damage then return damage end
+  local with_digest = argv[2] == 'digest'
   local out = { v, meta.epoch, '0', '0' }
   for i = 1, #flat, 2 do
     local name = flat[i]
     if name == '@ts' then out[3] = flat[i + 1]
     elseif name == '@schema' then out[4] = flat[i + 1]
-    else
+    elseif name ~= '@digest' or with_digest then
       out[#out + 1] = name
       out[#out + 1] = flat[i + 1]
     end
@@ -37,11 +47,22 @@ end
 
 --[[ hp_head (read-only; the cheap reconcile probe)
 KEYS[1] namespace
-Returns {version, epoch, commit ms, schema_rev}
+ARGV[1] optional "digest": also return the current version's digest, after
+        checking that its hash still holds it (else HP_DAMAGED)
+Returns {version, epoch, commit ms, schema_rev[, digest]}
 ]]
-local function hp_head(keys)
+local function hp_head(keys, argv)
   local ns, meta, err = open_namespace(keys)
   if err then return err end
+  if argv[1] == 'digest' then
+    -- cheap, but it notices a lost current version hash (eviction)
+    if meta.digest and redis.call('HGET', key_of(ns, 'v:' .. meta.version), '@digest')
+        ~= meta.digest then
+      local _, _, damage = intact_version(ns, meta, meta.version)
+      if damage then return damage end
+    end
+    return { meta.version, meta.epoch, meta.ts or '0', meta.schema_rev, meta.digest or '' }
+  end
   return { meta.version, meta.epoch, meta.ts or '0', meta.schema_rev }
 end
 

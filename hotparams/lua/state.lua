@@ -152,6 +152,74 @@ local function load_rules(ns, rev)
   return rules
 end
 
+local function sorted_keys(t)
+  local names = {}
+  for name in pairs(t) do names[#names + 1] = name end
+  table.sort(names)
+  return names
+end
+
+-- The digest of a version's content: its schema revision, its A/B variants
+-- document and its values (by field name), each length-prefixed so that no
+-- two contents share a text.  The same content has the same digest.
+local function content_digest(values, variants, rev)
+  local v = variants or ''
+  local parts = { 'hp1', tostring(rev), #v .. ':' .. v }
+  for _, name in ipairs(sorted_keys(values)) do
+    local raw = values[name]
+    parts[#parts + 1] = #name .. ':' .. name .. '=' .. #raw .. ':' .. raw
+  end
+  return redis.sha1hex(table.concat(parts, '\n'))
+end
+
+local function damaged(ns, what)
+  return redis.error_reply('HP_DAMAGED ' .. ns .. ': ' .. what .. '; nothing was written. '
+    .. 'Restore the namespace from a worker\'s last good snapshot: hotparams restore '
+    .. ns .. ' --from-cache FILE')
+end
+
+-- Version n read whole and checked: its values {field -> raw JSON}, its
+-- variants (JSON text or nil), or nil, nil and an HP_DAMAGED
+-- error when its hash is missing, lacks a field of its schema revision, or
+-- no longer matches its digest (a partial loss: eviction, a stray HDEL).
+local function intact_version(ns, meta, n, flat)
+  flat = flat or redis.call('HGETALL', key_of(ns, 'v:' .. n))
+  if #flat == 0 then
+    return nil, nil, damaged(ns, 'the hash of version ' .. n .. ' (' .. key_of(ns, 'v:' .. n)
+      .. ') is missing although the meta says it is current')
+  end
+  local values, at = {}, {}
+  for i = 1, #flat, 2 do
+    if flat[i]:sub(1, 1) == '@' then at[flat[i]] = flat[i + 1] else values[flat[i]] = flat[i + 1] end
+  end
+  local rules = load_rules(ns, at['@schema'] or meta.schema_rev)
+  if rules then
+    local missing = {}
+    for _, name in ipairs(sorted_keys(rules.fields)) do
+      if values[name] == nil then missing[#missing + 1] = name end
+    end
+    if #missing > 0 then
+      return nil, nil, damaged(ns, 'version ' .. n .. ' lacks the field(s) '
+        .. table.concat(missing, ', '))
+    end
+  end
+  local digest = at['@digest']
+  if digest and digest ~= content_digest(values, at['@variants'], at['@schema'] or '') then
+    return nil, nil, damaged(ns, 'version ' .. n .. ' no longer matches its digest')
+  end
+  return values, at['@variants'], nil
+end
+
+-- A write on a namespace whose meta is missing: HP_DAMAGED when its schema
+-- is still there (only part of it was lost), else the HP_NONS reply.
+local function missing_meta(ns, err)
+  if redis.call('EXISTS', key_of(ns, 'schema')) == 1 then
+    return damaged(ns, 'its meta (' .. key_of(ns, 'meta') .. ') is missing while its schema '
+      .. 'and versions remain')
+  end
+  return err
+end
+
 -- Values of version n as {field -> raw JSON}, or nil when not retained.
 local function load_values(ns, n)
   local flat = redis.call('HGETALL', key_of(ns, 'v:' .. n))
@@ -170,12 +238,6 @@ local function load_variants(ns, n)
   return text
 end
 
-local function sorted_keys(t)
-  local names = {}
-  for name in pairs(t) do names[#names + 1] = name end
-  table.sort(names)
-  return names
-end
 
 -- The version an earlier attempt of this request (opts.rid) committed, or
 -- nil: a retry after a lost reply answers it instead of writing again.

@@ -48,7 +48,7 @@ local function check_write_acl(ns, v)
     { 'PUBLISH', key_of(ns, 'events'), 'x' },
     { 'HSET', key_of(ns, 'rids'), 'f', 'v' }, { 'HDEL', key_of(ns, 'rids'), 'f' },
     { 'ZADD', key_of(ns, 'rids:at'), '1', 'm' }, { 'ZREM', key_of(ns, 'rids:at'), 'm' },
-    { 'ZPOPMIN', key_of(ns, 'rids:at'), '1' }, { 'PEXPIRE', key_of(ns, 'rids'), '1' },
+    { 'PEXPIRE', key_of(ns, 'rids'), '1' },
   })
 end
 
@@ -66,13 +66,19 @@ local function remember_request(ns, rid, v, ts)
   end
   local extra = redis.call('ZCARD', zkey) - REQUEST_IDS_KEPT
   if extra > 0 then
-    local popped = redis.call('ZPOPMIN', zkey, math.min(extra, 100))
-    local ids = {}
-    for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
+    local ids = redis.call('ZRANGE', zkey, 0, math.min(extra, 100) - 1)
+    redis.call('ZREM', zkey, unpack(ids))
     redis.call('HDEL', hkey, unpack(ids))
   end
   redis.call('PEXPIRE', hkey, REQUEST_IDS_TTL_MS)
   redis.call('PEXPIRE', zkey, REQUEST_IDS_TTL_MS)
+end
+
+-- A value as the audit keeps it: itself, or past AUDIT_INLINE_BYTES its
+-- digest and size (so the audit is bounded in bytes, not only in entries).
+local function audited(raw)
+  if #raw <= AUDIT_INLINE_BYTES then return raw end
+  return '{"$large":{"sha1":"' .. redis.sha1hex(raw) .. '","bytes":' .. #raw .. '}}'
 end
 
 -- Write `new` (complete values) as the next version; everything has been
@@ -93,7 +99,8 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
   if denied then return denied end
   local ts = now_ms()
 
-  local hash = { '@ts', tostring(ts), '@schema', tostring(rev) }
+  local digest = content_digest(new, vnew, rev)
+  local hash = { '@ts', tostring(ts), '@schema', tostring(rev), '@digest', digest }
   if vnew then
     hash[#hash + 1] = '@variants'
     hash[#hash + 1] = vnew
@@ -102,6 +109,8 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
     hash[#hash + 1] = name
     hash[#hash + 1] = raw
   end
+  -- a fresh key: nothing of a hash a lost history left at this number survives
+  redis.call('DEL', key_of(ns, 'v:' .. v))
   redis.call('HSET', key_of(ns, 'v:' .. v), unpack(hash))
 
   local oldest = meta.oldest or v
@@ -110,8 +119,9 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
     redis.call('DEL', key_of(ns, 'v:' .. oldest))
     oldest = oldest + 1
   end
+  local prev_digest = meta.digest or ''
   redis.call('HSET', key_of(ns, 'meta'), 'version', v, 'ts', ts, 'schema_rev', rev,
-    'oldest', oldest)
+    'oldest', oldest, 'digest', digest)
   if opts.rid then remember_request(ns, opts.rid, v, ts) end
 
   -- audit: values of secret fields are masked
@@ -125,11 +135,12 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
       redacted[#redacted + 1] = cjson.encode(name)
     else
       event_parts[#event_parts + 1] = cjson.encode(name) .. ':' .. after
+      before, after = audited(before), audited(after)
     end
     audit_parts[#audit_parts + 1] = cjson.encode(name) .. ':[' .. before .. ',' .. after .. ']'
   end
   for _, name in ipairs(removed) do
-    local before = old[name]
+    local before = audited(old[name])
     if is_secret(rules, name) then before = cjson.encode(MASK) end
     audit_parts[#audit_parts + 1] = cjson.encode(name) .. ':[' .. before .. ',null]'
   end
@@ -138,7 +149,7 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
     'v', tostring(v), 'prev', tostring(prev), 'op', op,
     'author', opts.author or '', 'reason', opts.reason or '',
     'source', opts.source or 'redis', 'ts', tostring(ts),
-    'schema', tostring(rev), 'changes', changes_json,
+    'schema', tostring(rev), 'changes', changes_json, 'digest', digest,
   }
   for _, pair in ipairs(extra_audit or {}) do
     entry[#entry + 1] = pair[1]
@@ -149,7 +160,7 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
     local shown, secret = 'null', false
     if vnew then shown, secret = masked_variants(rules, vnew) end
     entry[#entry + 1] = 'variants'
-    entry[#entry + 1] = shown
+    entry[#entry + 1] = audited(shown)
     if secret then
       redacted[#redacted + 1] = cjson.encode('@variants')
     else
@@ -164,6 +175,7 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
     .. ',"epoch":' .. cjson.encode(meta.epoch)
     .. ',"v":' .. v .. ',"prev":' .. prev .. ',"ts":' .. ts
     .. ',"op":' .. cjson.encode(op) .. ',"schema":' .. rev
+    .. ',"digest":"' .. digest .. '","prev_digest":"' .. prev_digest .. '"'
     .. ',"changed":{' .. table.concat(event_parts, ',') .. '}'
     .. ',"removed":[' .. table.concat(removed_json, ',') .. ']'
     .. ',"redacted":[' .. table.concat(redacted, ',') .. ']'

@@ -110,8 +110,9 @@ local function hp_register(keys, argv)
   end
   if added == 0 then return { meta.version, rev, 0, 0 } end
   -- a new schema revision: new fields get their defaults, stored values stay
-  local old = load_values(ns, meta.version) or {}
-  local variants = load_variants(ns, meta.version)
+  local old, variants
+  old, variants, err = intact_version(ns, meta, meta.version)
+  if err then return err end
   local new, names = {}, {}
   for name, raw in pairs(old) do new[name] = raw end
   err = fill_defaults(rules, new)
@@ -158,7 +159,7 @@ end
 -- string-typed fields are taken as plain text (the redis-cli convenience).
 local function change(ns, args, raw_strings)
   local meta, err = require_meta(ns)
-  if err then return err end
+  if err then return missing_meta(ns, err) end
   local opts = args.opts
   -- sizes first: no per-byte work on a value that is too large
   local problems = {}
@@ -181,8 +182,14 @@ local function change(ns, args, raw_strings)
   local raw = raw_writer(rules, opts)
   err = check_raw_namespace(rules, raw)
   if err then return err end
-  local old = load_values(ns, meta.version) or {}
-  local vold = load_variants(ns, meta.version)
+  local old, vold
+  if opts.replace == '1' and opts.op == 'restore' then
+    -- a restore replaces the whole state: a damaged base is what it repairs
+    old, vold = load_values(ns, meta.version) or {}, load_variants(ns, meta.version)
+  else
+    old, vold, err = intact_version(ns, meta, meta.version)
+    if err then return err end
+  end
   local vnew = vold
   if opts.variants ~= nil then
     vnew = opts.variants
@@ -367,17 +374,24 @@ local function hp_rollback(keys, argv)
   end
   local meta
   meta, err = require_meta(ns)
-  if err then return err end
+  if err then return missing_meta(ns, err) end
   local done = replayed(ns, args.opts)
   if done then return done end
   err = check_expect(meta, args.opts)
   if err then return err end
-  local values = load_values(ns, target)
-  if not values then
+  local old, vold
+  old, vold, err = intact_version(ns, meta, meta.version)
+  if err then return err end
+  local n = tonumber(target)
+  if n < (meta.oldest or 1) or n > meta.version
+      or redis.call('EXISTS', key_of(ns, 'v:' .. n)) == 0 then
     return redis.error_reply('HP_NOVERSION version ' .. target .. ' of ' .. ns
       .. ' is not retained (oldest is ' .. tostring(meta.oldest) .. ', current is '
       .. meta.version .. ')')
   end
+  local values, vtarget
+  values, vtarget, err = intact_version(ns, meta, n)
+  if err then return err end
   local rev = meta.schema_rev
   local rules = load_rules(ns, rev)
   local raw = raw_writer(rules, args.opts)
@@ -391,17 +405,15 @@ local function hp_rollback(keys, argv)
   if err then return err end
   err = check_fields(rules, new, sorted_keys(new), meta.max_value_bytes, raw)
   if err then return err end
-  local vtarget = load_variants(ns, target)
   if vtarget then
     err = check_variants(rules, vtarget, meta.max_value_bytes, raw)
     if err then return err end
   end
   err = check_cross(rules, new, vtarget)
   if err then return err end
-  local old = load_values(ns, meta.version) or {}
   if args.opts.source == nil then args.opts.source = 'redis-cli' end
   return write_version(ns, meta, rules, rev, old, new, 'rollback', args.opts,
-    { { 'target', target } }, load_variants(ns, meta.version), vtarget)
+    { { 'target', target } }, vold, vtarget)
 end
 
 redis.register_function { function_name = 'hp_libversion', callback = hp_libversion,
