@@ -73,7 +73,7 @@ FOLLOW = ("subscribe", "unsubscribe", "ssubscribe", "sunsubscribe")
 #: what hp_report, hp_leave and hp_expose write (the fleet's keys only)
 REPORT = ("zadd", "zrem", "hset", "hdel", "hincrby", "pexpire")
 #: what the write functions do: versions, meta, schema, audit, request
-#: ids (kept a while: pexpire, oldest first: zpopmin), the event
+#: ids (kept a while: pexpire; the oldest trimmed: zrange + zrem), the event
 WRITE = (
     "hset",
     "hdel",
@@ -84,7 +84,7 @@ WRITE = (
     "xtrim",
     "zadd",
     "zrem",
-    "zpopmin",
+    "zrange",
     "pexpire",
     "publish",
     "spublish",

@@ -148,6 +148,11 @@ def test_a_live_keeps_its_last_good_snapshot_and_says_why_on_damaged_bytes(
         status = live.status()
         assert status.connected and status.stale and status.rejected is not None
         assert "not UTF-8" in status.rejected.errors["system_prompt"]
+        # a write on top of it is refused (its content no longer matches its
+        # digest, tests/test_partial_loss.py); a rollback repairs it
+        with pytest.raises(hotparams.NamespaceDamaged):
+            chat.set("chat", {"system_prompt": "fixed"})
+        chat.rollback("chat", good)
         # still following: the next real change is applied
         fixed = chat.set("chat", {"system_prompt": "fixed"})
         assert live.wait_for(fixed)

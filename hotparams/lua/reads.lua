@@ -7,8 +7,10 @@ ARGV[1] optional version (default: the current one; "" for it too)
 ARGV[2] optional "digest": also return the version's content digest as the
         pair "@digest", <sha1 hex> (clients of calling convention 3)
 Returns {version, epoch, commit ms, schema_rev, field, JSON value, ...}; the
-version is checked whole first: an HP_DAMAGED error when its hash lacks a
-field or no longer matches its digest (a partial loss)
+version is checked whole first: an HP_DAMAGED error when its hash is gone or
+lacks a field (a partial loss).  A complete hash whose content no longer
+matches its digest (written around the functions) is returned as stored:
+readers validate it, and writes refuse it (HP_DAMAGED)
 ]]
 local function hp_get(keys, argv)
   local ns, meta, err = open_namespace(keys)
@@ -29,7 +31,7 @@ local function hp_get(keys, argv)
       .. ' is not retained (oldest is ' .. tostring(meta.oldest) .. ', current is '
       .. meta.version .. ')')
   end
-  local _, _, damage = intact_version(ns, meta, v, flat)
+  local _, _, damage = intact_version(ns, meta, v, flat, true)
   if damage then return damage end
   local with_digest = argv[2] == 'digest'
   local out = { v, meta.epoch, '0', '0' }
@@ -58,7 +60,7 @@ local function hp_head(keys, argv)
     -- cheap, but it notices a lost current version hash (eviction)
     if meta.digest and redis.call('HGET', key_of(ns, 'v:' .. meta.version), '@digest')
         ~= meta.digest then
-      local _, _, damage = intact_version(ns, meta, meta.version)
+      local _, _, damage = intact_version(ns, meta, meta.version, nil, true)
       if damage then return damage end
     end
     return { meta.version, meta.epoch, meta.ts or '0', meta.schema_rev, meta.digest or '' }

@@ -181,8 +181,9 @@ end
 -- Version n read whole and checked: its values {field -> raw JSON}, its
 -- variants (JSON text or nil), or nil, nil and an HP_DAMAGED
 -- error when its hash is missing, lacks a field of its schema revision, or
--- no longer matches its digest (a partial loss: eviction, a stray HDEL).
-local function intact_version(ns, meta, n, flat)
+-- no longer matches its digest (a partial loss: eviction, a stray HDEL);
+-- `complete_only`: the hash and its fields only (the digest is not checked).
+local function intact_version(ns, meta, n, flat, complete_only)
   flat = flat or redis.call('HGETALL', key_of(ns, 'v:' .. n))
   if #flat == 0 then
     return nil, nil, damaged(ns, 'the hash of version ' .. n .. ' (' .. key_of(ns, 'v:' .. n)
@@ -204,7 +205,7 @@ local function intact_version(ns, meta, n, flat)
     end
   end
   local digest = at['@digest']
-  if digest and digest ~= content_digest(values, at['@variants'], at['@schema'] or '') then
+  if digest and not complete_only and digest ~= content_digest(values, at['@variants'], at['@schema'] or '') then
     return nil, nil, damaged(ns, 'version ' .. n .. ' no longer matches its digest')
   end
   return values, at['@variants'], nil

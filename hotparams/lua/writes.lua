@@ -379,9 +379,9 @@ local function hp_rollback(keys, argv)
   if done then return done end
   err = check_expect(meta, args.opts)
   if err then return err end
-  local old, vold
-  old, vold, err = intact_version(ns, meta, meta.version)
-  if err then return err end
+  -- the whole state comes from the target: a damaged current version is
+  -- what a rollback may repair (the target must be intact)
+  local old, vold = load_values(ns, meta.version) or {}, load_variants(ns, meta.version)
   local n = tonumber(target)
   if n < (meta.oldest or 1) or n > meta.version
       or redis.call('EXISTS', key_of(ns, 'v:' .. n)) == 0 then
