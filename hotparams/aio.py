@@ -128,7 +128,7 @@ class AsyncBus(BusCore):
 
     async def run(self, op: Op[T]) -> T:
         """Drive an operation generator of :mod:`hotparams.protocol` to its result."""
-        return await self._drive(op, self.execute)
+        return await self._drive(self.sealing(op), self.execute)
 
     async def _drive(self, op: Op[T], execute: Callable[[Call], Awaitable[Any]]) -> T:
         try:
@@ -493,6 +493,16 @@ class AsyncBus(BusCore):
                 reason=reason,
                 source=source,
             )
+        )
+
+    async def rotate_secrets(
+        self, namespace: str, *, author: str | None = None, reason: str = "", source: str = ""
+    ) -> tuple[int, int, tuple[str, ...]]:
+        """Re-encrypt every secret value of ``namespace`` (and of its A/B
+        variants) with the first secret key: a new version, audited as
+        ``rotate``.  Returns (previous version, new version, the fields)."""
+        return await self.run(
+            self.op_rotate_secrets(namespace, author=author, reason=reason, source=source)
         )
 
     async def namespaces(self) -> list[NamespaceInfo]:

@@ -87,7 +87,7 @@ class Bus(BusCore):
 
     def run(self, op: Op[T]) -> T:
         """Drive an operation generator to its result."""
-        return self._drive(op, self.execute)
+        return self._drive(self.sealing(op), self.execute)
 
     def _drive(self, op: Op[T], execute: Any) -> T:
         try:
@@ -500,6 +500,16 @@ class Bus(BusCore):
                 reason=reason,
                 source=source,
             )
+        )
+
+    def rotate_secrets(
+        self, namespace: str, *, author: str | None = None, reason: str = "", source: str = ""
+    ) -> tuple[int, int, tuple[str, ...]]:
+        """Re-encrypt every secret value of ``namespace`` (and of its A/B
+        variants) with the first secret key: a new version, audited as
+        ``rotate``.  Returns (previous version, new version, the fields)."""
+        return self.run(
+            self.op_rotate_secrets(namespace, author=author, reason=reason, source=source)
         )
 
     def namespaces(self) -> list[NamespaceInfo]:

@@ -14,6 +14,25 @@ __all__ = ["MASK", "dumps", "encode_value", "loads", "model_values", "revealed"]
 
 MASK = "******"
 
+#: how a secret value encrypted at rest starts (see hotparams/sealing.py):
+#: a JSON string in a version hash or a variant's overrides
+TOKEN_PREFIX = "hpenc:1:"
+#: why a value that no key opens is refused
+UNOPENED = (
+    "encrypted, and no key of this client opens it (give it the namespace's keys: "
+    "HOTPARAMS_SECRET_KEYS or connect(secret_keys=...))"
+)
+
+
+def is_token(value: Any) -> bool:
+    """Whether ``value`` is a sealed (encrypted) secret."""
+    return isinstance(value, str) and value.startswith(TOKEN_PREFIX)
+
+
+def unopened(values: Mapping[str, Any]) -> dict[str, str]:
+    """The fields of ``values`` still holding a sealed secret, each with :data:`UNOPENED`."""
+    return {name: UNOPENED for name, value in values.items() if is_token(value)}
+
 
 def dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()

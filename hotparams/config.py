@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import HotParamsError
 from .redact import redact_url, url_secrets
@@ -57,6 +57,9 @@ class Settings(BaseModel):
     report_interval: float = Field(5.0, gt=0, le=1200)
     #: seconds between a Live handle's flushes of A/B exposure counts
     exposure_interval: float = Field(5.0, gt=0)
+    #: Fernet keys that encrypt secret fields at rest (the first encrypts,
+    #: all decrypt); empty: those of HOTPARAMS_SECRET_KEYS, if any
+    secret_keys: tuple[SecretStr, ...] = ()
     #: load the Lua library when Redis has none or an older release (needs
     #: the ACL permission ``function|load``); False: never FUNCTION LOAD, and
     #: a missing or older library is an error saying to run ``hotparams install``

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from .codec import loads
-from .config import Settings, settings_from
+from .config import ConfigError, Settings, settings_from
 from .errors import LibraryMismatch, SchemaError
 from .fleet import Convergence, WorkerReport, convergence, expose_op, exposures_op, workers_op
 from .keys import keys_for
@@ -47,6 +47,7 @@ from .protocol import (
     register_op,
 )
 from .schema import AnyParams, ParamSchema
+from .sealing import rotate_op, sealed_op, sealer_from
 from .snapshot import Change, FieldChange, Snapshot, diff_values
 from .variants import VariantSet
 from .writes import (
@@ -64,6 +65,7 @@ __all__ = ["BusCore"]
 log = logging.getLogger("hotparams")
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 _NAMESPACE_SETTINGS = ("retention", "audit_maxlen", "max_value_bytes")
 
@@ -85,6 +87,32 @@ class BusCore:
         #: whether this bus may FUNCTION LOAD (False after Redis refused it)
         self._may_load = self.settings.auto_install
         self._load_refused = ""
+        #: secret fields encrypted at rest (None: no keys, nothing sealed or opened)
+        self.sealer = sealer_from([k.get_secret_value() for k in self.settings.secret_keys])
+        self._sealed_fields: dict[str, frozenset[str]] = {}
+
+    def sealing(self, op: Op[T]) -> Op[T]:
+        """``op`` with its secret values sealed and opened (:mod:`hotparams.sealing`)."""
+        if self.sealer is None:
+            return op
+        return sealed_op(op, self.sealer, self._sealed_fields, self._defaults_of)
+
+    def _defaults_of(self, namespace: str) -> Mapping[str, str]:
+        schema = self._schemas.get(namespace)
+        return schema.defaults_json if schema is not None else {}
+
+    def op_rotate_secrets(
+        self, namespace: str, *, author: str | None, reason: str, source: str
+    ) -> Op[tuple[int, int, tuple[str, ...]]]:
+        if self.sealer is None:
+            raise ConfigError(
+                f"rotating the secrets of {namespace!r} needs the keys "
+                "(HOTPARAMS_SECRET_KEYS or connect(secret_keys=...)), the new one first"
+            )
+        keys_for(namespace)
+        result = yield from rotate_op(namespace, self._sealed_fields, _who(author, reason, source))
+        self._states.pop(namespace, None)
+        return result
 
     # ------------------------------------------------------------ the library
 

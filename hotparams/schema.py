@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .checks import Check, checks_of
-from .codec import MASK, dumps, encode_value, revealed
+from .codec import MASK, dumps, encode_value, revealed, unopened
 from .errors import CROSS_FIELD, InvalidParams, SchemaError
 from .fastread import generic_reads
 from .messages import field_reason
@@ -459,6 +459,9 @@ class ParamSchema(Generic[M]):
         Stored fields this model does not know (a newer schema) are ignored.
         """
         known = {k: v for k, v in values.items() if k in self.rules["fields"]}
+        sealed = unopened(known)
+        if sealed:  # a secret encrypted at rest that no key of this client opens
+            raise InvalidParams(namespace, sealed)
         try:
             params = self.frozen_model.model_validate(known)
         except ValidationError as exc:

@@ -161,6 +161,8 @@ class LocalRedis:
                     # the server answering must be ours, not another one on that port
                     if probe.info("server").get("process_id") == self.proc.pid:
                         return self
+                except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError):
+                    return self  # it answers (an ACL file may switch the default user off)
                 except redis.exceptions.RedisError:
                     pass
                 if time.monotonic() > deadline:

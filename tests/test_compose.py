@@ -107,11 +107,14 @@ def test_the_compose_file_is_well_formed_with_redis_and_the_fleet() -> None:
     assert found["redis"]["image"].startswith(("redis:", "valkey/"))
     for name in FLEET:
         svc = found[name]
-        env = svc["environment"]
-        assert env["HOTPARAMS_URL"].startswith("redis://redis:"), name
+        assert "HOTPARAMS_URL" not in svc["environment"], name  # it holds a password
+        assert svc["env_file"], name
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert svc["depends_on"]["install"]["condition"] == "service_completed_successfully"
     assert found["chat-worker"]["deploy"]["replicas"] >= 2
     for name, svc in found.items():
+        if svc.get("restart") == "no":  # a one-shot step (the ACL file, the install)
+            continue
         assert as_argv(svc["healthcheck"]["test"])[0] in ("CMD", "CMD-SHELL"), name
     volumes = compose().get("volumes") or {}
     for svc in found.values():
@@ -129,6 +132,9 @@ def test_the_fleet_is_one_image_built_from_the_repository_dockerfile() -> None:
 
 
 def test_every_command_and_healthcheck_names_something_that_exists() -> None:
+    for name in ("redis-users", "install"):
+        assert services()[name]["image"] == services()["web"]["image"]
+        check_command(as_argv(services()[name]["command"]))
     for name in FLEET:
         svc = services()[name]
         check_command(as_argv(svc["command"]))
@@ -183,3 +189,114 @@ def test_the_dockerfile_copies_what_exists_installs_the_extras_runs_unprivileged
     cmd = [args for word, args in steps if word == "CMD"][-1]
     check_command(as_argv(yaml.safe_load(cmd)))
     assert "tests" not in {p[0] for p in copies}
+
+
+# ------------------------------------------------------------------ security
+
+
+ENV_FILES = {"redis.env", "admin.env", "web.env", "worker.env"}
+
+
+def _env_files(svc: dict[str, Any]) -> list[str]:
+    files = svc.get("env_file") or []
+    return [files] if isinstance(files, str) else list(files)
+
+
+def test_no_url_password_or_token_is_ever_on_a_command_line() -> None:
+    for name, svc in services().items():
+        argv = as_argv(svc.get("command") or [])
+        joined = " ".join(argv + as_argv(svc.get("healthcheck", {}).get("test") or []))
+        assert "--url" not in argv and "redis://" not in joined and "rediss://" not in joined
+        assert " -a " not in f" {joined} " and "--pass" not in joined, name
+        for variable, value in (svc.get("environment") or {}).items():
+            assert "PASSWORD" not in variable and "TOKEN" not in variable, (name, variable)
+            assert "://" not in str(value), (name, variable)
+
+
+def test_redis_runs_on_an_acl_file_of_hotparams_roles_from_environment_files() -> None:
+    found = services()
+    redis_argv = as_argv(found["redis"]["command"])
+    assert redis_argv[redis_argv.index("--aclfile") + 1] == "/acl/users.acl"
+    assert found["redis"]["depends_on"]["redis-users"]["condition"] == (
+        "service_completed_successfully"
+    )
+    gitignore = (ROOT / ".gitignore").read_text().split()
+    assert "deploy/*.env" in gitignore
+    generator = (ROOT / "scripts" / "compose-env").read_text()
+    for name, svc in found.items():
+        for path in _env_files(svc):
+            assert path.startswith("deploy/") and Path(path).name in ENV_FILES, (name, path)
+            assert f'"{Path(path).name}"' in generator, path
+
+
+def test_the_generated_environment_files_make_a_working_least_privilege_fleet(
+    tmp_path: Path,
+) -> None:
+    """scripts/compose-env's files and workers.redis_users's ACL file, on a
+    real redis-server: each service's user can do its part, and no more."""
+    import subprocess
+    import sys
+
+    import redis
+
+    import hotparams
+    from hotparams.server import LocalRedis
+    from workers import redis_users
+    from workers.params import ChatParams
+
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compose-env"), "--dir", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    env = {}
+    for name in ENV_FILES:
+        path = tmp_path / name
+        assert path.stat().st_mode & 0o077 == 0, name  # 0600: they hold secrets
+        env[name] = dict(line.split("=", 1) for line in path.read_text().splitlines())
+    acl = tmp_path / "users.acl"
+    acl.write_text(redis_users.acl_file(["chat"], env["redis.env"]))
+    with LocalRedis(extra=["--aclfile", str(acl)]) as server:
+
+        def url(service: str) -> str:
+            return env[service]["HOTPARAMS_URL"].replace("@redis:6379", f"@127.0.0.1:{server.port}")
+
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=server.port).ping()  # the default user is off
+        keys = [env["admin.env"]["HOTPARAMS_SECRET_KEYS"]]
+        with hotparams.connect(url("admin.env"), secret_keys=keys) as admin:
+            admin.install()
+            admin.register("chat", ChatParams)
+        with hotparams.connect(url("web.env"), secret_keys=keys) as web:
+            assert web.set("chat", {"temperature": 0.4, "api_key": "sk-compose-1"}) > 1
+        with hotparams.connect(url("worker.env"), secret_keys=keys) as worker:
+            live = worker.watch("chat", ChatParams)
+            assert live.current.params.api_key.get_secret_value() == "sk-compose-1"
+            live.close()
+            with pytest.raises(hotparams.PermissionDenied):
+                worker.set("chat", {"temperature": 0.9})
+        viewer = redis.Redis(
+            port=server.port,
+            username="ops-viewer",
+            password=env["redis.env"]["HOTPARAMS_VIEWER_PASSWORD"],
+        )
+        assert viewer.ping()  # the healthcheck's user
+        admin_password = env["redis.env"]["HOTPARAMS_ADMIN_PASSWORD"]
+        stored = server.client(username="hotparams-admin", password=admin_password)
+        assert b"hpenc:1:" in stored.hget("hp:{chat}:v:2", "api_key")  # encrypted at rest
+
+
+def test_the_tls_override_serves_tls_only_and_mounts_the_certificates() -> None:
+    doc = yaml.safe_load((ROOT / "docker-compose.tls.yml").read_text())
+    redis_argv = as_argv(doc["services"]["redis"]["command"])
+    assert redis_argv[redis_argv.index("--port") + 1] == "0"
+    for option in ("--tls-port", "--tls-cert-file", "--tls-key-file", "--tls-ca-cert-file"):
+        assert option in redis_argv
+    assert redis_argv[: len(as_argv(services()["redis"]["command"]))] == as_argv(
+        services()["redis"]["command"]
+    )
+    assert "--tls" in " ".join(as_argv(doc["services"]["redis"]["healthcheck"]["test"]))
+    for name in ("install", *FLEET):
+        assert "./deploy/tls:/tls:ro" in doc["services"][name]["volumes"], name
+    generator = (ROOT / "scripts" / "compose-env").read_text()
+    assert "rediss" in generator and "ssl_ca_certs=/tls/ca.crt" in generator

@@ -257,3 +257,19 @@ def test_the_admin_api_never_returns_a_secret_quoted_by_a_validator(redis_url: s
         assert SECRET not in r.get_data(as_text=True)
     finally:
         hp.close(app)
+
+
+def test_the_demo_passes_its_url_to_workers_by_environment_never_argv() -> None:
+    from hotparams.demo import Fleet
+    from hotparams.server import LocalRedis
+
+    password = "Demo-PW-in-argv-42"
+    with LocalRedis(extra=["--requirepass", password]) as server:
+        url = f"redis://:{password}@127.0.0.1:{server.port}/0"
+        with Fleet(url, "chat", 2) as fleet:
+            fleet.start()
+            for worker in fleet.workers:
+                argv = Path(f"/proc/{worker.proc.pid}/cmdline").read_bytes()
+                assert password.encode() not in argv and b"--url" not in argv
+                environ = Path(f"/proc/{worker.proc.pid}/environ").read_bytes()
+                assert f"HOTPARAMS_URL={url}".encode() in environ

@@ -51,6 +51,7 @@ VERBS: dict[str, str] = {
     "demo": ".demo:demo",
     "install": ".install:install",
     "acl": ".acl:acl",
+    "secrets": ".secrets:secrets_app",
     "list": ".lifecycle:list_",
     "configure": ".lifecycle:configure",
     "migrate": ".lifecycle:migrate",

@@ -238,7 +238,7 @@ def constraints_of(rule: Mapping[str, Any]) -> str:
         if key in rule:
             parts.append(f"{label} {rule[key]}")
     if rule.get("secret"):
-        parts.append("secret")
+        parts.append("secret, encrypted at rest" if rule.get("sealed") else "secret")
     return ", ".join(parts)
 
 
@@ -254,7 +254,10 @@ def schema_table(rules: Mapping[str, Any], defaults: Mapping[str, Any]) -> Table
     if described:
         table.add_column("description", style=DIM)
     for name, rule in fields.items():
-        default = value_text(defaults[name]) if name in defaults else Text("required", DIM)
+        if name in defaults:
+            default = value_text(defaults[name])
+        else:  # an encrypted secret's default is not stored (it would be in clear)
+            default = Text("(not stored)" if rule.get("sealed") else "required", DIM)
         row: list[RenderableType] = [
             Text(safe(name)),
             Text(safe(type_of(rule))),

@@ -219,8 +219,9 @@ class Fleet:
         self.workers: list[_Worker] = []
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("HOTPARAMS_URL", None)
+        # the URL (which may hold a password) goes by environment, never
+        # argv: any user of the host sees a process's arguments in ps
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOTPARAMS_URL": self.url}
         for i in range(1, self.size + 1):
             name = f"chat-{i}"
             errors = (self.tmp / f"{name}.err").open("w+")
@@ -228,7 +229,7 @@ class Fleet:
                 sys.executable,
                 "-m",
                 "hotparams.demo.worker",
-                *("--url", self.url, "--namespace", self.namespace, "--name", name),
+                *("--namespace", self.namespace, "--name", name),
                 *("--log", "json", "--interval", str(self.interval), "--reconcile", "1"),
                 "--exit-with-parent",
             ]

@@ -252,8 +252,9 @@ local function change(ns, args, raw_strings)
   err = check_cross(rules, new, vnew)
   if err then return err end
   local op = opts.op or (#names == 0 and #args.unset > 0 and 'unset' or 'set')
-  if op ~= 'set' and op ~= 'unset' and op ~= 'restore' and op ~= 'variant' then
-    return redis.error_reply('HP_BADARG @op must be set, unset, restore or variant')
+  if op ~= 'set' and op ~= 'unset' and op ~= 'restore' and op ~= 'variant'
+      and op ~= 'rotate' then
+    return redis.error_reply('HP_BADARG @op must be set, unset, restore, variant or rotate')
   end
   if opts.check == '1' then return meta.version end  -- a dry run: every check, no write
   return write_version(ns, meta, rules, rev, old, new, op, opts, nil, vold, vnew)
@@ -266,7 +267,7 @@ ARGV    field, JSON value pairs, then options:
         @base N     internal: the version the caller validated against
         @unset F    reset field F to its default (repeatable)
         @replace 1  the given values are the whole state (others: defaults)
-        @op OP      set | unset | restore | variant (audit label)
+        @op OP      set | unset | restore | variant | rotate (audit label)
         @variants J the whole A/B variants document (JSON; "" removes all),
                     see hotparams/variants.py
         @validated 1  the writer validated the whole new state with the
