@@ -268,11 +268,13 @@ def test_the_generated_environment_files_make_a_working_least_privilege_fleet(
             admin.install()
             admin.register("chat", ChatParams)
         with hotparams.connect(url("web.env"), secret_keys=keys) as web:
+            web.bind("chat", ChatParams)  # the web app writes with its model
             assert web.set("chat", {"temperature": 0.4, "api_key": "sk-compose-1"}) > 1
         with hotparams.connect(url("worker.env"), secret_keys=keys) as worker:
             live = worker.watch("chat", ChatParams)
             assert live.current.params.api_key.get_secret_value() == "sk-compose-1"
             live.close()
+            worker.bind("chat", ChatParams)
             with pytest.raises(hotparams.PermissionDenied):
                 worker.set("chat", {"temperature": 0.9})
         viewer = redis.Redis(

@@ -46,6 +46,9 @@ local function check_variants(rules, text, max_bytes, raw_writer)
         reason = 'unknown field'
       elseif #cjson.encode(overrides[field]) > max_bytes then
         reason = 'value is more than the limit of ' .. max_bytes .. ' bytes'
+      elseif rule.sealed then  -- an encrypted secret: a token, never a value
+        local value = overrides[field]
+        reason = check_sealed(type(value) == 'string' and cjson.encode(value) or '')
       elseif raw_writer and rule.py then
         reason = python_only('this field', rule.py)
       else
