@@ -40,7 +40,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["child_exit", "on_exit", "prepare_master", "when_ready", "worker_exit"]
+__all__ = [
+    "child_exit",
+    "in_gunicorn_master",
+    "on_exit",
+    "prepare_master",
+    "when_ready",
+    "worker_exit",
+]
 
 log = logging.getLogger("hotparams.gunicorn")
 
@@ -49,11 +56,20 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 _made: str | None = None
 
 
+def in_gunicorn_master() -> bool:
+    """Whether this process is gunicorn reading its config (its master): a
+    tool that merely runs the config file (a test, a linter) is not."""
+    return "gunicorn.app.base" in sys.modules and "gunicorn" in Path(sys.argv[0]).parts[-2:]
+
+
 def prepare_master(*, metrics: bool = True) -> None:
-    """Call at the top of the config file (the master reads it before the app)."""
+    """Call at the top of the config file (the master reads it before the
+    app); anywhere but in gunicorn's master it does nothing."""
     global _made
     from .live import serve_forks
 
+    if not in_gunicorn_master():
+        return
     serve_forks()
     if not metrics:
         return

@@ -23,6 +23,7 @@ import hotparams
 from hotparams.server import free_port
 from tests.helpers import wait_until
 from tests.test_cli import run_cli
+from workers.params import ChatParams
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "gunicorn-admin-token-" + "g" * 16
@@ -120,6 +121,7 @@ def test_gunicorn_lists_exactly_its_workers_aggregates_their_metrics_and_sigterm
 
         # one scrape (of whichever worker answers) aggregates every worker
         assert wait_until(lambda: scrape(web).get("hotparams_connected") == WORKERS, 10)
+        bus.bind("chat", ChatParams)  # its model validator is Python: write with the model
         version = bus.set("chat", {"temperature": 0.3}, author="test")
         assert wait_until(lambda: bus.convergence("chat", version).complete, 10)
         assert wait_until(lambda: scrape(web).get("hotparams_applied_version") == version, 10)
@@ -197,3 +199,19 @@ def test_every_gunicorn_worker_serves_a_change_and_each_request_keeps_one_versio
         assert shown["version"] == version and shown["values"]["api_key"] == "******"
     finally:
         pool.shutdown()
+
+
+def test_reading_the_gunicorn_config_outside_gunicorn_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tool that runs the config file (a test, a linter) is no gunicorn
+    master: its live handles still follow, its metrics stay per process."""
+    import runpy
+
+    import hotparams.live
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    settings = runpy.run_path(str(ROOT / "workers" / "gunicorn.conf.py"))
+    assert callable(settings["worker_exit"]) and callable(settings["child_exit"])
+    assert hotparams.live._fork_server is None
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
