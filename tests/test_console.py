@@ -443,9 +443,11 @@ def test_variants_create_widen_narrow_edit_and_remove_with_exposures(
 def test_the_fleet_page_lists_a_live_worker_on_the_current_version(
     app: Flask, bus: hotparams.Bus
 ) -> None:
-    live = bus.watch("chat", ChatParams, worker_name="w1")
+    live = bus.watch("chat", ChatParams, worker_name="w1", reconcile_interval=0.5)
     try:
         client, _ = client_as(app, "viewer")
+        # watch() waits for its first report at most connect_timeout: poll for it
+        assert wait_until(lambda: len(bus.workers("chat")) == 1, 10)
         doc = client.get("/ns/chat/fleet?format=json").json
         assert (doc["on_target"], doc["total"], doc["complete"]) == (1, 1, True)
         assert doc["workers"][0]["id"].endswith(":w1") and doc["workers"][0]["behind"] is False
@@ -506,7 +508,12 @@ def test_the_extension_mounts_the_console_under_a_prefix_with_authorize(redis_ur
         return people.get(request.headers.get("X-Test-Person", ""))
 
     app = Flask("mounted")
-    app.config.update(HOTPARAMS_URL=redis_url, SECRET_KEY="s" * 32, HOTPARAMS_ADMIN_TOKEN="t" * 32)
+    app.config.update(
+        HOTPARAMS_URL=redis_url,
+        SECRET_KEY="s" * 32,
+        HOTPARAMS_ADMIN_TOKEN="t" * 32,
+        HOTPARAMS_SETTINGS={"reconcile_interval": 0.5},  # converges by reconcile, if need be
+    )
     hp: HotParams[ChatParams] = HotParams(
         namespace="chat",
         model=ChatParams,
