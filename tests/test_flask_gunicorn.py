@@ -110,6 +110,7 @@ def test_gunicorn_lists_exactly_its_workers_aggregates_their_metrics_and_sigterm
     web: Web, redis_url: str
 ) -> None:
     bus = hotparams.connect(redis_url)
+    bus.bind("chat", ChatParams)  # its model validator is Python-only: write with the model
     try:
         # the master made the app (--preload) but is no worker: 3 listed, never 4
         assert wait_until(lambda: len(bus.workers("chat")) == WORKERS, 30), bus.workers("chat")
