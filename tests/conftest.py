@@ -41,6 +41,20 @@ def _need_redis_server() -> None:
     need(redis_server_binary() is not None, "redis-server (on PATH)")
 
 
+@pytest.fixture(autouse=True)
+def _process_left_as_found() -> Iterator[None]:
+    """A test may run after any other in its worker process: it must not leave
+    the process changed for the next ones (test_compose once made it a
+    gunicorn master, whose live handles stay dormant: later tests saw no
+    worker and no applied version)."""
+    from hotparams import live
+
+    multiproc = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    yield
+    assert live._fork_server is None, "the test made this process a fork server (serve_forks)"
+    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") == multiproc, "PROMETHEUS_MULTIPROC_DIR"
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[LocalRedis]:
     """One private redis-server for the session; tests may FLUSHALL it."""
