@@ -18,6 +18,11 @@ BIG = 120 * 1024 * 1024
 #: argument into Lua at all (a function that does nothing with it, measured
 #: alongside); the 120 MB refusal took 13.8 s before sizes came first
 BUDGET_US = 100_000
+#: at 120 MB, carrying the argument alone takes 0.3-1 s on a loaded machine
+#: and varies by a few hundred ms between two calls: the budget there is
+#: 1 s over the no-op call, still a tenth of the per-byte work it replaces
+#: (11.9 s on this machine before sizes came first)
+BIG_BUDGET_US = 1_000_000
 
 
 @pytest.fixture
@@ -82,7 +87,7 @@ def test_a_120mb_value_is_refused_before_any_per_byte_work(big_redis: redis.Redi
     assert dump_namespace(big_redis, "chat") == before
     print(f"\n120 MB: Redis time (us) of the refusals {timings}, of a no-op FCALL {floors}")
     for label, took in timings.items():
-        assert took < floors[label] + BUDGET_US, (label, took, floors[label])
+        assert took < floors[label] + BIG_BUDGET_US, (label, took, floors[label])
 
 
 def test_every_write_checks_sizes_first(big_redis: redis.Redis) -> None:
