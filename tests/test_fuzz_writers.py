@@ -269,3 +269,9 @@ def test_raw_fcall_of_every_function(fz: hotparams.Bus, function: str) -> None:
 
     check()
     assert TOTALS[path]["generated"] == 60
+
+
+def test_every_library_function_is_fuzzed(fz: hotparams.Bus) -> None:
+    from tests.test_refusals import registered_functions
+
+    assert set(FUNCTIONS) == registered_functions(fz.client)

@@ -179,7 +179,8 @@ def _dump(client: redis.Redis) -> dict[str, object]:
     return {ns: dump_namespace(client, ns, include_fleet=True) for ns in names}
 
 
-def _registered(client: redis.Redis) -> set[str]:
+def registered_functions(client: redis.Redis) -> set[str]:
+    """The names of the functions the hotparams library registers."""
     libraries = client.function_list(library=LIBRARY_NAME)
     functions = next(v for k, v in _pairs(libraries[0]) if k == "functions")
     return {dict(_pairs(f))["name"] for f in functions}
@@ -191,7 +192,7 @@ def _pairs(flat: list[object]) -> list[tuple[str, object]]:
 
 
 def test_every_library_function_has_refusal_cases(chat: hotparams.Bus) -> None:
-    assert _registered(chat.client) == set(REFUSALS)
+    assert registered_functions(chat.client) == set(REFUSALS)
 
 
 @pytest.mark.parametrize("function", sorted(REFUSALS))
