@@ -28,7 +28,7 @@ def check_namespace(namespace: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """The keys of one namespace (see the README's "Implementation" section)."""
+    """The keys of one namespace (see docs/implementation.md)."""
 
     namespace: str
 

@@ -74,7 +74,7 @@ Origin = Literal["redis", "cache", "defaults"]
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One change message of a namespace's channel (see the README)."""
+    """One change message of a namespace's channel (see docs/implementation.md)."""
 
     namespace: str
     epoch: str

@@ -8,7 +8,7 @@ Assignment is deterministic everywhere: a user's *bucket* is a keyed
 BLAKE2b hash of (namespace, salt, user id) into ``BUCKETS`` buckets; each
 variant owns a set of bucket ranges, disjoint from every other variant's.
 
-Rules (documented in the README):
+Rules (documented in docs/live-handles.md and docs/cli.md):
 
 - an allow-list wins over percentages; a user may be on one allow-list only;
 - percentages never overlap: ranges are disjoint by construction, so 10% and

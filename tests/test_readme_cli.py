@@ -1,17 +1,20 @@
-"""Every ``console`` example of the README's "Command line" and "Quick edits
-with redis-cli" sections is run, in order, and its output compared.
+"""Every ``console`` example of the docs' "Command line" and "Quick edits
+with redis-cli" pages (docs/cli.md, docs/redis-cli.md) is run, in order, and
+its output compared.
 
 How a block is run: each ``$ `` line is one ``bash -c`` command in the
 repository root, with stdout and stderr merged, against an empty
 redis-server (``HOTPARAMS_URL`` points at it; ``redis-cli`` is a wrapper that
 adds ``-p <port> --no-raw``, so its output is what a person sees at a
-terminal); ``fake-worker`` (:data:`FAKE_WORKER`) writes the report a Live
-handle sends (``hp_report``), so ``status`` and ``--wait`` have a fleet to
-show; the OS user is ``ana``; the terminal is 100 columns wide.  The lines
-after a command, up to the next ``$ ``, are its expected output.
+terminal); a ``<!-- docs-test: COMMAND -->`` comment of a page is a step
+the reader does not see, run where it stands: there ``fake-worker``
+(:data:`FAKE_WORKER`) writes the report a Live handle sends (``hp_report``),
+so ``status`` and ``--wait`` have a fleet to show; the OS user is ``ana``;
+the terminal is 100 columns wide.  The lines after a command, up to the
+next ``$ ``, are its expected output.
 
 How outputs are compared: both sides are normalised the same way, so the
-README can show real output: local times and ISO times become ``<time>``,
+docs can show real output: local times and ISO times become ``<time>``,
 13-digit epoch milliseconds ``<ms>``, 16-hex-digit history epochs
 ``<epoch>``, the host in ``cli:<host>`` sources ``<host>``, ages (``3 s
 ago``) ``<age>``; runs of spaces
@@ -37,8 +40,7 @@ from hotparams.server import LocalRedis
 from .conftest import need
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
-SECTIONS = ("Command line", "Quick edits with redis-cli")
+PAGES = (ROOT / "docs" / "cli.md", ROOT / "docs" / "redis-cli.md")
 REDIS_CLI = "/usr/bin/redis-cli"
 
 _VOLATILE = [
@@ -83,20 +85,25 @@ class Example:
     section: str
     command: str
     expected: list[str]
+    #: a step of the docs test the reader does not see (its output is not shown)
+    hidden: bool = False
 
 
-def section_text(text: str, title: str) -> str:
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
-    assert match, f"README has no section {title!r}"
-    return match.group(1)
-
-
-def examples(text: str) -> list[Example]:
+def examples(pages: tuple[Path, ...] = PAGES) -> list[Example]:
+    """The commands of the pages' console blocks and their hidden steps, in order."""
     out: list[Example] = []
-    for title in SECTIONS:
-        blocks = re.findall(r"^```console\n(.*?)^```", section_text(text, title), re.S | re.M)
-        assert blocks, f"README section {title!r} has no console example"
-        for block in blocks:
+    for page in pages:
+        title = page.name
+        found = re.findall(
+            r"^<!-- docs-test: (.*?) -->$|^```console\n(.*?)^```",
+            page.read_text(encoding="utf-8"),
+            re.S | re.M,
+        )
+        assert any(block for _, block in found), f"{title} has no console example"
+        for step, block in found:
+            if step:
+                out.append(Example(title, step, [], hidden=True))
+                continue
             for line in block.splitlines():
                 if line.startswith("$ "):
                     out.append(Example(title, line[2:], []))
@@ -119,7 +126,7 @@ def normalise(lines: list[str]) -> list[str]:
 
 
 class Shell:
-    """Runs README commands against one redis-server."""
+    """Runs the docs' commands against one redis-server."""
 
     def __init__(self, server: LocalRedis, bin_dir: Path) -> None:
         wrapper = bin_dir / "redis-cli"
@@ -157,23 +164,23 @@ def test_readme_cli_and_redis_cli_examples_print_what_they_show(
 ) -> None:
     need(Path(REDIS_CLI).exists(), "redis-cli (redis-tools)")
     shell = Shell(redis_server, tmp_path)
-    found = examples(README.read_text(encoding="utf-8"))
+    found = examples()
     assert len(found) >= 10
     for example in found:
         actual = shell.run(example.command)
         assert normalise(actual) == normalise(example.expected), (
-            f"README ({example.section}): $ {example.command}\n" + "\n".join(actual)
+            f"docs/{example.section}: $ {example.command}\n" + "\n".join(actual)
         )
 
 
 def main() -> None:
-    """Print each README command with its actual output (to refresh the README)."""
+    """Print each docs command with its actual output (to refresh the pages)."""
     with LocalRedis() as server:
         bin_dir = Path(server.dir) / "bin"
         bin_dir.mkdir()
         shell = Shell(server, bin_dir)
-        for example in examples(README.read_text(encoding="utf-8")):
-            print(f"$ {example.command}")
+        for example in examples():
+            print(f"{'<!-- docs-test: ' if example.hidden else '$ '}{example.command}")
             for line in shell.run(example.command):
                 print(line.rstrip())
 

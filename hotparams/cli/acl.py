@@ -21,9 +21,7 @@ def acl(
     ctx: typer.Context,
     role: Annotated[
         str,
-        typer.Argument(
-            metavar="ROLE", help=f"One of {', '.join(ROLES)} (see the README's Security section)."
-        ),
+        typer.Argument(metavar="ROLE", help=f"One of {', '.join(ROLES)} (see docs/security.md)."),
     ],
     namespaces: Annotated[
         list[str],

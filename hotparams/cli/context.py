@@ -1,6 +1,6 @@
 """What every verb shares: the connection, the consoles, the exit codes.
 
-Exit codes (the README's "Command line" section lists them too):
+Exit codes (docs/cli.md lists them too):
 
 ====  ==================================================================
 0     ok
