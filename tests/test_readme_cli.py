@@ -35,6 +35,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from hotparams.server import LocalRedis
 
 from .conftest import need
@@ -159,6 +161,7 @@ class Shell:
         return proc.stdout.splitlines()
 
 
+@pytest.mark.timeout(300)  # ~70 CLI processes, one after another
 def test_readme_cli_and_redis_cli_examples_print_what_they_show(
     redis_url: str, redis_server: LocalRedis, tmp_path: Path
 ) -> None:
