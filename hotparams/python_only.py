@@ -53,7 +53,11 @@ def model_reason(model: type[BaseModel]) -> str | None:
     decorators = model.__pydantic_decorators__
     names = sorted({*decorators.model_validators, *decorators.root_validators})
     if names:
-        return f"model validator {', '.join(names)}; declare ordering rules as hotparams.Check"
+        # no "; " in the text: it separates the problems of an HP_INVALID reply
+        return (
+            f"model validator {', '.join(names)}, which Redis cannot run: "
+            "declare ordering rules as hotparams.Check"
+        )
     if model.model_config.get("strict"):
         return "strict mode"
     return None

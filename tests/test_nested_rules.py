@@ -230,6 +230,11 @@ def test_a_model_validator_closes_the_namespace_to_raw_writers_unless_allowed(
     with pytest.raises(redis.ResponseError, match="checked by Python only"):
         client.fcall("hp_rollback", 1, "val", "1")
     assert dump_namespace(client, "val") == before
+    # a Bus without the model is told once, under "*", not in pieces of the text
+    with pytest.raises(hotparams.InvalidParams) as info:
+        hotparams.Bus(client).set("val", {"low": 5})
+    assert list(info.value.errors) == ["*"]
+    assert "ordered" in info.value.errors["*"] and "hotparams.Check" in info.value.errors["*"]
     v = bus.set("val", {"low": 1, "high": 2})  # the Python writer with the model
     assert bus.rollback("val", 1) == v + 1
     # the documented opt-in: raw writers then meet the Lua rules alone
