@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ import hotparams
 from hotparams.server import LocalRedis
 
 from .models import PairParams
+from .proxy import Partitioner
 
 pytestmark = pytest.mark.slow
 
@@ -300,80 +300,11 @@ def test_a_frozen_redis_is_detected_reads_go_on_and_workers_catch_up(
         bus.close()
 
 
-class Proxy:
-    """A TCP proxy to Redis that can blackhole its connections (a partition).
-
-    During a partition every byte is dropped silently, on connections old
-    and new; a connection that lost bytes stays silent for good (its stream
-    is broken), and connections made after ``heal`` work.
-    """
-
-    def __init__(self, upstream: int) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
-        self.cut = threading.Event()
-        self.closing = threading.Event()
-        self.sockets: list[socket.socket] = []
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
-        self.threads[0].start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def _accept(self) -> None:
-        while not self.closing.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream))
-            self.sockets += [client, upstream]
-            broken = [self.cut.is_set()]
-            for src, dst in ((client, upstream), (upstream, client)):
-                t = threading.Thread(target=self._pump, args=(src, dst, broken), daemon=True)
-                self.threads.append(t)
-                t.start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, broken: list[bool]) -> None:
-        try:
-            while data := src.recv(65536):
-                if broken[0] or self.cut.is_set():
-                    broken[0] = True
-                    continue
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_RDWR)
-
-    def partition(self) -> None:
-        self.cut.set()
-
-    def heal(self) -> None:
-        self.cut.clear()
-
-    def close(self) -> None:
-        self.closing.set()
-        self.listener.close()
-        for s in self.sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-        for t in self.threads:
-            t.join(5)
-
-
 def test_a_partitioned_worker_notices_and_converges_after_the_partition_heals(
     server: LocalRedis,
 ) -> None:
     bus = writer(server.url)
-    proxy = Proxy(server.port)
+    proxy = Partitioner(server.port)
     far = hotparams.connect(proxy.url, **FAST)
     live = far.watch(NS, PairParams)
     try:

@@ -26,8 +26,8 @@ from hotparams.server import free_port
 
 from .helpers import wait_until
 from .models import PairParams
+from .proxy import Partitioner
 from .test_cli import run_cli
-from .test_faults_live import Proxy
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +161,7 @@ def test_set_wait_fails_with_exit_7_while_a_worker_is_partitioned(
     store: hotparams.Bus, redis_url: str
 ) -> None:
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    proxy = Proxy(port)
+    proxy = Partitioner(port)
     near = Workers(redis_url, ["near"], interval=0.5)
     far = Workers(proxy.url, ["far"], interval=2.0)  # its report lives 6 s
     try:
