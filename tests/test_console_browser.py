@@ -167,7 +167,8 @@ def test_a_bad_temperature_shows_an_inline_error_and_writes_nothing(
     assert error.inner_text() == "temperature: must be <= 2 (got 5)"
     field = page.get_by_label("temperature", exact=True)
     assert field.get_attribute("aria-invalid") == "true"
-    assert page.evaluate("document.activeElement.id") == "f-temperature"  # focus on the problem
+    # the page's script moves the focus to the problem once it has run: poll for it
+    assert wait_until(lambda: page.evaluate("document.activeElement.id") == "f-temperature", 5)
     shot(page, "edit-invalid")
     assert dump_namespace(bus.client, "chat") == before
     page.context.close()
