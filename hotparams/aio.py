@@ -40,8 +40,9 @@ from tenacity import (
 )
 
 from . import follow
-from .config import Settings, invalid_url, redact_url, settings_from
-from .connection import TRANSIENT, client_options, describe, first_retry_wait, retry_policy
+from .clients import async_client
+from .config import Settings, redact_url, settings_from
+from .connection import TRANSIENT, describe, first_retry_wait, retry_policy
 from .core import BusCore
 from .errors import ConnectionFailed, ProtocolError
 from .fleet import Convergence, WorkerReport
@@ -89,19 +90,10 @@ T = TypeVar("T")
 _FAREWELL = 0.5
 
 
-def make_client(url: str, settings: Settings) -> aredis.Redis:
-    """A redis.asyncio client whose retries are left to hotparams."""
-    return aredis.Redis.from_url(url, **client_options(settings))
-
-
 def connect(url: str = "redis://127.0.0.1:6379/0", **settings: Any) -> AsyncBus:
     """An :class:`AsyncBus` for the Redis at ``url``; settings as :func:`hotparams.connect`."""
     s = settings_from(settings)
-    try:
-        client = make_client(url, s)
-    except ValueError as exc:
-        raise invalid_url(url, exc) from None
-    return AsyncBus(client, settings=s, url=url)
+    return AsyncBus(async_client(url, s), settings=s, url=url)
 
 
 def _send(client: aredis.Redis, *args: Any) -> Any:

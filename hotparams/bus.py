@@ -16,9 +16,10 @@ from tenacity import (
     Retrying,
 )
 
+from .clients import sync_client
 from .codec import MASK
-from .config import Settings, invalid_url, redact_url, settings_from
-from .connection import TRANSIENT, client_options, describe, first_retry_wait, retry_policy
+from .config import Settings, redact_url, settings_from
+from .connection import TRANSIENT, describe, first_retry_wait, retry_policy
 from .core import BusCore
 from .errors import ConnectionFailed, ProtocolError
 from .fleet import (
@@ -38,7 +39,6 @@ from .protocol import (
     decode_error,
 )
 from .snapshot import Change, FieldChange, Snapshot
-from .tls import TlsConnection
 from .variants import VariantSet
 
 if TYPE_CHECKING:
@@ -49,15 +49,6 @@ __all__ = ["Bus", "connect"]
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
-
-
-def make_client(url: str, settings: Settings) -> redis.Redis:
-    """A redis-py client whose retries are left to hotparams (over TLS, one
-    whose handshake fails fast and says why: :mod:`hotparams.tls`)."""
-    options = client_options(settings)
-    if url.lower().startswith("rediss://"):
-        options["connection_class"] = TlsConnection
-    return redis.Redis.from_url(url, **options)
 
 
 def send(client: redis.Redis, *args: Any) -> Any:
@@ -639,8 +630,4 @@ def connect(url: str = "redis://127.0.0.1:6379/0", **settings: Any) -> Bus:
     the first call.
     """
     s = settings_from(settings)
-    try:
-        client = make_client(url, s)
-    except ValueError as exc:
-        raise invalid_url(url, exc) from None
-    return Bus(client, settings=s, url=url)
+    return Bus(sync_client(url, s), settings=s, url=url)
