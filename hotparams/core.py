@@ -349,7 +349,7 @@ class BusCore:
         reason: str,
         source: str,
     ) -> Op[int]:
-        from .lkg import restore_op
+        from .writes import restore_op
 
         keys = keys_for(namespace)
         if model is not None:

@@ -1,5 +1,6 @@
-"""Keeping secrets out of text (I/O-free): Redis passwords in URLs, secret
-values quoted in messages, and control characters in what reaches a terminal.
+"""Keeping secrets out of text (I/O-free): secret values in what is shown
+(:func:`masked`), Redis passwords in URLs, secret values quoted in
+messages, and control characters in what reaches a terminal.
 
 A password in a URL hides in two places, the user-info
 (``redis://user:password@host``) and query options (``?password=...``,
@@ -13,12 +14,30 @@ holds ``@`` elsewhere is the price of never showing part of a password.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["MASKED_PASSWORD", "redact_text", "redact_url", "terminal_safe", "url_secrets"]
+from .codec import MASK
+
+__all__ = [
+    "MASKED_PASSWORD",
+    "masked",
+    "redact_text",
+    "redact_url",
+    "terminal_safe",
+    "url_secrets",
+]
 
 MASKED_PASSWORD = "***"
+
+
+def masked(values: Mapping[str, Any], secrets: Collection[str]) -> dict[str, Any]:
+    """``values`` sorted by name, each of the fields ``secrets`` as
+    :data:`~hotparams.codec.MASK`: what the CLI, the admin API and the
+    console show of values and of a variant's overrides."""
+    return {k: (MASK if k in secrets else v) for k, v in sorted(values.items())}
+
 
 #: a query option naming a password (``password=``, ``sentinel_password=``, ...)
 _PASSWORD_OPTION = re.compile(r"([?&;][^=&;#?]*password[^=&;#?]*=)", re.IGNORECASE)

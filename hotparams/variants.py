@@ -26,11 +26,12 @@ import bisect
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import dumps, loads
+from .redact import masked
 
 __all__ = [
     "BUCKETS",
@@ -84,9 +85,11 @@ class Variant:
             f"percent={self.percent:g}, users={len(self.users)})"
         )
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, secrets: Collection[str] = ()) -> dict[str, Any]:
+        """The variant's part of the variants document; the overrides of the
+        fields ``secrets`` masked (for showing, never for storing)."""
         return {
-            "overrides": dict(self.overrides),
+            "overrides": masked(self.overrides, secrets),
             "buckets": [list(r) for r in self.ranges],
             "users": sorted(self.users),
         }
@@ -148,12 +151,15 @@ class VariantSet:
         """Canonical JSON, or None when there are no variants."""
         if not self.variants:
             return None
-        return dumps(
-            {
-                "salt": self.salt,
-                "variants": {n: v.as_json() for n, v in sorted(self.variants.items())},
-            }
-        )
+        return dumps(self.as_json())
+
+    def as_json(self, secrets: Collection[str] = ()) -> dict[str, Any]:
+        """The variants document as data (what :meth:`to_json` encodes); the
+        overrides of the fields ``secrets`` masked (for showing)."""
+        return {
+            "salt": self.salt,
+            "variants": {n: v.as_json(secrets) for n, v in sorted(self.variants.items())},
+        }
 
     def __bool__(self) -> bool:
         return bool(self.variants)

@@ -1,4 +1,4 @@
-"""The write operations, free of I/O: commit, batch, variant, rollback.
+"""The write operations, free of I/O: commit, batch, variant, rollback, restore.
 
 Like every operation of :mod:`hotparams.protocol`, each is a generator that
 yields its calls and receives their replies; a Python writer validates a
@@ -9,12 +9,13 @@ re-validating after a concurrent change.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .codec import encode_value, loads
-from .errors import HotParamsError, InvalidParams, VersionConflict
+from .errors import HotParamsError, InvalidParams, NamespaceNotFound, VersionConflict
 from .keys import Keys
 from .protocol import (
     Batch,
@@ -25,8 +26,10 @@ from .protocol import (
     Stored,
     Who,
     check_variants_merge,
+    head_op,
     new_request_id,
     parse_stored,
+    register_op,
 )
 from .schema import ParamSchema
 from .variants import VariantSet
@@ -36,6 +39,7 @@ __all__ = [
     "Committed",
     "check_op",
     "commit_op",
+    "restore_op",
     "rollback_op",
     "set_many_op",
     "variant_op",
@@ -472,3 +476,71 @@ def rollback_op(
         args += VALIDATED
     args += who.args()
     return int((yield FCall("hp_rollback", ns, tuple(args))))
+
+
+def restore_op(
+    keys: Keys,
+    schema: ParamSchema[Any],
+    values: Mapping[str, Any],
+    *,
+    who: Who,
+    settings: Mapping[str, int],
+    variants: str | None = None,
+) -> Op[int]:
+    """Make ``values`` (and ``variants``, an A/B variants document) the
+    current state of the namespace; returns its version.
+
+    An existing namespace gets them as a new version (audited as
+    ``restore``), also when its current version hash is damaged (lost or
+    incomplete); a missing one, or one whose meta was lost, is registered
+    with them as version 1 of a new history (epoch), whose version hashes
+    are written whole into fresh keys.  Fields the model does not know are
+    dropped.
+    """
+    known = {k: v for k, v in values.items() if k in schema.fields}
+    for _ in range(3):
+        try:
+            head = yield from head_op(keys, digest=False)
+            # the current version is replaced whole: restore does not read it
+            # (it may be damaged: a lost or incomplete hash is what it repairs)
+            base = Stored(keys.namespace, head.version, head.epoch, 0, head.schema_rev, {})
+            committed = yield from commit_op(
+                keys,
+                schema,
+                known,
+                expect=None,
+                who=who,
+                known=base,
+                replace=True,
+                op="restore",
+                variants=variants,
+                set_variants=True,
+            )
+            return committed.version
+        except NamespaceNotFound:
+            pass  # never registered, flushed, or its meta lost: a new history (epoch)
+        registered = yield from register_op(
+            keys,
+            schema,
+            epoch=secrets.token_hex(8),
+            who=who,
+            initial=known,
+            settings=settings,
+        )
+        if registered.created:
+            if not variants:
+                return registered.version
+            # version 1 holds the values; the variants come back as version 2
+            committed = yield from commit_op(
+                keys,
+                schema,
+                {},
+                expect=registered.version,
+                who=who,
+                op="restore",
+                variants=variants,
+                set_variants=True,
+            )
+            return committed.version
+        # someone registered it meanwhile: write the values over theirs
+    raise HotParamsError(f"{keys.namespace!r} kept changing while being restored; giving up")

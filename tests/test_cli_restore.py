@@ -66,3 +66,14 @@ def test_restore_refuses_a_bad_file_and_writes_nothing(redis_url: str, tmp_path:
         assert len(result.err.strip().splitlines()) == 1, result.err
     assert dump_namespace(bus.client, "chat") == before
     bus.close()
+
+
+def test_the_cache_file_module_holds_no_second_restore_command() -> None:
+    """Drift: ``python -m hotparams.lkg restore`` was a second, argparse CLI
+    that dropped the A/B variants, exited 1 where ``hotparams restore``
+    exits 2 and printed a RuntimeWarning; restoring is the CLI's alone."""
+    from hotparams import lkg
+
+    assert set(lkg.__all__) == {"FORMAT", "load", "read", "save"}
+    for gone in ("main", "restore_op", "import_model", "masked_doc"):
+        assert not hasattr(lkg, gone), gone

@@ -15,11 +15,11 @@ import pytest
 from pydantic import BaseModel, SecretStr, field_validator, model_validator
 
 import hotparams
-from hotparams import lkg
 from hotparams.redact import redact_url, terminal_safe, url_secrets
 from hotparams.variants import Variant, VariantSet
 
 from .helpers import dead_port, wait_until
+from .test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 HOTPARAMS = str(Path(sys.executable).parent / "hotparams")
@@ -129,8 +129,8 @@ def test_committed_and_batch_error_results_never_show_secret_values(redis_url: s
         assert bus.get("creds", Creds).params.api_key.get_secret_value() == SECRET
 
 
-def test_lkg_show_masks_the_secret_overrides_of_variants(
-    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_restore_dry_run_masks_the_secret_overrides_of_variants(
+    redis_url: str, tmp_path: Path
 ) -> None:
     cache = tmp_path / "creds.json"
     with hotparams.connect(redis_url) as bus:
@@ -144,15 +144,19 @@ def test_lkg_show_masks_the_secret_overrides_of_variants(
         assert wait_until(lambda: cache.exists() and json.loads(cache.read_text())["version"] == v)
         live.close()
     assert SECRET in cache.read_text()  # the worker needs the real values
-    assert lkg.main(["show", str(cache)]) == 0
-    out = capsys.readouterr().out
-    assert SECRET not in out
-    shown = json.loads(out)
-    assert shown["values"]["api_key"] == hotparams.MASK
-    assert shown["variants"]["variants"]["vip"]["overrides"] == {
+    args = ["restore", "creds", "--from-cache", str(cache)]  # the file names the model
+    shown = run_cli(redis_url, *args, "--dry-run", "--json")
+    assert shown.code == 0, shown.err
+    assert SECRET not in shown.out + shown.err
+    doc = shown.json()
+    assert doc["values"]["api_key"] == hotparams.MASK
+    assert doc["variants"]["variants"]["vip"]["overrides"] == {
         "api_key": hotparams.MASK,
         "region": "us",
     }
+    table = run_cli(redis_url, *args, "--dry-run")
+    assert table.code == 0, table.err
+    assert SECRET not in table.out + table.err and "vip" in table.out
 
 
 # ------------------------------------------------------------------ validator messages

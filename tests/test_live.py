@@ -298,23 +298,24 @@ def test_the_restore_command_writes_a_cache_file_back(redis_url: str, tmp_path: 
         assert wait_until(lambda: cache.exists() and lkg.read(cache)["version"] == 2)
     bus.client.flushall()
     env = {**os.environ, "HOTPARAMS_URL": redis_url, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "hotparams.lkg"]
-    shown = subprocess.run([*cmd, "show", str(cache)], env=env, capture_output=True, cwd=ROOT)
-    assert shown.returncode == 0
+    cmd = [sys.executable, "-m", "hotparams", "restore", "chat", "--from-cache", str(cache)]
+    shown = subprocess.run([*cmd, "--dry-run", "--json"], env=env, capture_output=True, cwd=ROOT)
+    assert shown.returncode == 0, shown.stderr
     assert b"sk-cached" not in shown.stdout and b"******" in shown.stdout
     assert orjson.loads(shown.stdout)["values"]["temperature"] == 1.25
+    assert bus.client.dbsize() == 0  # a dry run writes nothing
     done = subprocess.run(
-        [*cmd, "restore", str(cache), "--author", "ops", "--reason", "lost"],
-        env=env,
-        capture_output=True,
-        cwd=ROOT,
+        [*cmd, "--author", "ops", "--reason", "lost"], env=env, capture_output=True, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
-    assert b"restored as version 1" in done.stdout
+    assert b"version 1 restored" in done.stdout
     snap = bus.get("chat", ChatParams)
     assert snap.params.temperature == 1.25 and snap.params.api_key.get_secret_value() == "sk-cached"
-    bad = subprocess.run([*cmd, "restore", str(tmp_path / "nope.json")], env=env, cwd=ROOT)
+    bad = subprocess.run(
+        [*cmd[:-1], str(tmp_path / "nope.json")], env=env, cwd=ROOT, capture_output=True
+    )
     assert bad.returncode == 2
+    assert b"Warning" not in bad.stderr
     bus.close()
 
 

@@ -17,8 +17,9 @@ from ..codec import MASK, loads
 from ..errors import InvalidParams
 from ..keys import keys_for
 from ..protocol import Command, Stored, get_op
+from ..redact import masked
 from ..schema import ParamSchema
-from ..snapshot import Change
+from ..snapshot import Change, Snapshot
 from .context import (
     DEFAULT_TIMEOUT,
     AuthorOpt,
@@ -410,6 +411,13 @@ def restore(
     schema: SchemaOpt = None,
     author: AuthorOpt = None,
     reason: ReasonOpt = "",
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Show the cached version (secrets as ******) and write nothing.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """After a loss (FLUSHALL, a restart without persistence), write a worker's
@@ -428,9 +436,13 @@ def restore(
     if not model_ref:
         raise UsageProblem("the cache file names no model: give --schema module:Model")
     model = load_model(model_ref)
-    snapshot = lkg.load(from_cache, namespace, ParamSchema.of(model))
+    cached = ParamSchema.of(model)
+    snapshot = lkg.load(from_cache, namespace, cached)
     if snapshot is None:
         raise InvalidParams(namespace, {"*": f"{from_cache}: the model refuses its values"})
+    if dry_run:
+        show_cached(state, snapshot, cached.secrets, json_out)
+        return
     bus = state.bus()
     version = bus.restore(
         namespace, snapshot, model=model, author=author, reason=reason, source=cli_source()
@@ -445,3 +457,35 @@ def restore(
             f"{namespace}: version {version} restored from {from_cache} "
             f"(its version {snapshot.version})"
         )
+
+
+def show_cached(
+    state: State, snapshot: Snapshot[Any], secrets: frozenset[str], json_out: bool
+) -> None:
+    """What ``restore --dry-run`` prints: the cached version, secrets masked
+    (its values and the overrides of its A/B variants)."""
+    values = masked(snapshot.values, secrets)
+    if json_out:
+        doc = {
+            "namespace": snapshot.namespace,
+            "version": snapshot.version,
+            "epoch": snapshot.epoch,
+            "committed_ms": snapshot.committed_ms,
+            "committed_at": iso_time(snapshot.committed_ms),
+            "schema_rev": snapshot.schema_rev,
+            "values": values,
+            "variants": snapshot.variants.as_json(secrets) if snapshot.variants else None,
+        }
+        print_json(state.out, doc)
+        return
+    state.out.print(
+        Text.assemble(
+            (snapshot.namespace, "bold"),
+            f"  cached version {snapshot.version}  committed {local_time(snapshot.committed_ms)}"
+            "  (dry run: nothing written)",
+        )
+    )
+    state.out.print(values_table(values, {}, frozenset()))
+    if snapshot.variants:
+        shown = snapshot.variants.as_json(secrets)
+        state.out.print(Padding(variants_summary(shown), (0, 0, 0, 2), expand=False))
