@@ -78,7 +78,3 @@ def encode_value(value: Any) -> str:
 def model_values(params: BaseModel) -> dict[str, Any]:
     """Every field of a model instance as JSON-able values, secrets revealed."""
     return {name: revealed(getattr(params, name)) for name in type(params).model_fields}
-
-
-def masked(values: Mapping[str, Any], secrets: frozenset[str]) -> dict[str, Any]:
-    return {k: (MASK if k in secrets else v) for k, v in values.items()}

@@ -1,4 +1,5 @@
-"""The one error tree of hotparams.
+"""The error tree of hotparams: every exception it raises on purpose is a
+:class:`HotParamsError`.
 
 ::
 
@@ -6,15 +7,26 @@
      ├── ConnectionFailed      Redis unreachable (after bounded, jittered retries)
      ├── InvalidNamespace      a malformed namespace name (also a ValueError)
      ├── InvalidParams         values that break the schema; one message per field
+     │                         (also a ValueError)
      ├── VersionConflict       a failed ``expect_version`` (compare-and-set)
-     ├── NamespaceNotFound     the namespace was never registered, was lost or deleted
-     ├── VersionNotFound       the version is not retained (trimmed or never written)
+     ├── NamespaceNotFound     the namespace was never registered, was lost or
+     │                         deleted (also a LookupError)
+     ├── NamespaceDamaged      part of the namespace's state is gone: restore it
+     ├── VersionNotFound       the version is not retained (also a LookupError)
      ├── SchemaError           a model that cannot describe a parameter set
+     │                         (also a TypeError)
      ├── PermissionDenied      Redis refused the call to this ACL user (NOPERM)
      ├── LibraryMismatch       the Lua library in Redis is missing, older than
      │                         this client needs, or newer and incompatible
-     └── ProtocolError         an unexpected reply, e.g. from an incompatible library
+     ├── ProtocolError         an unexpected reply, e.g. from an incompatible library
+     ├── ConfigError           an unknown or out-of-range setting (also a
+     │                         ValueError; defined in :mod:`hotparams.config`)
+     ├── BatchError            some changes of a ``set_many`` failed, the others
+     │                         were committed (defined in :mod:`hotparams.writes`)
+     └── DemoError             ``hotparams demo`` cannot run (also a RuntimeError)
 
+What each one means to the CLI (exit code), the admin API (HTTP status)
+and the console is one table, :data:`hotparams.outcomes.OUTCOMES`.
 Exceptions carry their context as attributes; their messages never contain
 a secret value or a Redis password.
 """
@@ -27,6 +39,7 @@ from datetime import UTC, datetime
 
 __all__ = [
     "ConnectionFailed",
+    "DemoError",
     "HotParamsError",
     "InvalidNamespace",
     "InvalidParams",
@@ -207,3 +220,7 @@ class LibraryMismatch(HotParamsError):
         self.wanted = wanted
         self.permission = permission
         super().__init__(message)
+
+
+class DemoError(HotParamsError, RuntimeError):
+    """The demo cannot run (no Redis to start, no fleet to run, a worker failed)."""

@@ -305,7 +305,7 @@ def get(
     if version is not None:  # a field secret in the current schema stays hidden too
         secret |= secret_names(rules_at(bus, namespace, bus.head(namespace).schema_rev))
     real = stored.values()
-    values = {k: (MASK if k in secret else v) for k, v in real.items()}
+    values = masked(real, secret)
     if json_out:
         doc = {
             "namespace": namespace,
@@ -314,7 +314,7 @@ def get(
             "committed_ms": stored.committed_ms,
             "committed_at": iso_time(stored.committed_ms),
             "schema_rev": stored.schema_rev,
-            "values": dict(sorted(values.items())),
+            "values": values,
         }
         print_json(state.out, doc)
         return

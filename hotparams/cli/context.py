@@ -1,23 +1,8 @@
 """What every verb shares: the connection, the consoles, the exit codes.
 
-Exit codes (docs/cli.md lists them too):
-
-====  ==================================================================
-0     ok
-1     any other failure (an unexpected reply, an internal error)
-2     usage: a bad flag or argument, ``key`` without ``=``, a malformed
-      namespace name, a ``--schema`` module or attribute that cannot be
-      imported, an invalid ``--url``
-3     invalid value: a value that does not parse as the field's type or
-      breaks the schema, an unknown field, a model that is not a schema
-4     version conflict (``--expect-version``)
-5     Redis unreachable
-6     not found: the namespace, the version or the variant does not exist
-7     ``--wait``: not every live worker applied the change in time
-8     permission denied: the Redis user's ACL refused the call (also a
-      library this user may not install: run ``hotparams install`` as an admin)
-130   interrupted (Ctrl-C), except ``watch``, which stops with 0
-====  ==================================================================
+The exit code of an error is its row of :data:`hotparams.outcomes.OUTCOMES`
+(the table the admin API and the console read too; docs/cli.md lists the
+codes).
 """
 
 from __future__ import annotations
@@ -34,21 +19,9 @@ import typer
 from pydantic import BaseModel
 
 from ..bus import Bus, connect
-from ..config import ConfigError
-from ..errors import (
-    ConnectionFailed,
-    HotParamsError,
-    InvalidNamespace,
-    InvalidParams,
-    LibraryMismatch,
-    NamespaceNotFound,
-    PermissionDenied,
-    SchemaError,
-    VersionConflict,
-    VersionNotFound,
-)
+from ..errors import SchemaError
+from ..outcomes import EXIT_NAMES, NotConverged, NotFound, UsageProblem, outcome_of
 from .render import console
-from .values import UsageProblem
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -56,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
-    "EXIT_CODES",
     "EXIT_NAMES",
     "AuthorOpt",
     "ExpectOpt",
@@ -81,54 +53,9 @@ DEFAULT_TIMEOUT = 10.0
 CLI_SETTINGS: dict[str, Any] = {"retry_attempts": 2, "retry_deadline": 2.0, "connect_timeout": 2.0}
 
 
-class NotFound(LookupError):
-    """Something named on the command line does not exist, e.g. a variant (exit 6)."""
-
-
-class NotConverged(RuntimeError):
-    """``--wait`` ran out of time before every live worker applied the change (exit 7)."""
-
-
-#: exception class -> exit code; the first match (in this order) wins
-EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (UsageProblem, 2),
-    (InvalidNamespace, 2),
-    (ConfigError, 2),
-    (InvalidParams, 3),
-    (SchemaError, 3),
-    (VersionConflict, 4),
-    (ConnectionFailed, 5),
-    (NamespaceNotFound, 6),
-    (VersionNotFound, 6),
-    (NotFound, 6),
-    (NotConverged, 7),
-    (PermissionDenied, 8),
-    (HotParamsError, 1),
-)
-
-
-#: exit code -> its name (``--json`` errors carry both)
-EXIT_NAMES: dict[int, str] = {
-    0: "ok",
-    1: "failure",
-    2: "usage",
-    3: "invalid_value",
-    4: "version_conflict",
-    5: "unreachable",
-    6: "not_found",
-    7: "wait_timeout",
-    8: "permission_denied",
-    130: "interrupted",
-}
-
-
 def exit_code_for(exc: BaseException) -> int:
-    if isinstance(exc, LibraryMismatch) and exc.permission:
-        return 8  # Redis refused this user's FUNCTION LOAD
-    for kind, code in EXIT_CODES:
-        if isinstance(exc, kind):
-            return code
-    return 1
+    """The exit code of ``exc`` (:func:`hotparams.outcomes.outcome_of`)."""
+    return outcome_of(exc).exit_code
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..codec import MASK
 from ..errors import InvalidParams
+from ..outcomes import UsageProblem
 
 __all__ = [
     "UsageProblem",
@@ -39,10 +40,6 @@ _HINTS = {
     "null": "null",
     "any": "a JSON value (quote a string: '\"text\"')",
 }
-
-
-class UsageProblem(ValueError):
-    """A command line that cannot mean anything (exit 2)."""
 
 
 def field_rules(rules: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -24,11 +24,11 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from ..codec import MASK
 from ..errors import HotParamsError, InvalidParams, VersionConflict
 from ..fleet import exposures_op
 from ..keys import keys_for
 from ..protocol import Stored, get_op
+from ..redact import masked
 from ..variants import BUCKETS, Variant, VariantSet, bucket_of, check_name
 from .commands import SchemaOpt, rules_at
 from .context import (
@@ -78,10 +78,6 @@ def _variants_of(stored: Stored) -> VariantSet:
     return VariantSet.from_json(stored.variants)
 
 
-def _masked(values: Mapping[str, Any], secret: frozenset[str]) -> dict[str, Any]:
-    return {k: (MASK if k in secret else v) for k, v in sorted(values.items())}
-
-
 def _percent(p: float) -> str:
     return f"{p:g}%"
 
@@ -96,7 +92,7 @@ def variant_doc(variant: Variant | None, secret: frozenset[str]) -> dict[str, An
     return {
         "percent": variant.percent,
         "users": sorted(variant.users),
-        "overrides": _masked(variant.overrides, secret),
+        "overrides": masked(variant.overrides, secret),
         "buckets": [list(r) for r in variant.ranges],
     }
 
@@ -152,7 +148,7 @@ def variant_changes(old: Variant | None, new: Variant, secret: frozenset[str]) -
         rows.append(("allow-list", _arrow(was, Text(_users(len(new.users)), style=NEW))))
     was_real = dict(old.overrides) if old else {}
     now_real = dict(new.overrides)
-    was_shown, now_shown = _masked(was_real, secret), _masked(now_real, secret)
+    was_shown, now_shown = masked(was_real, secret), masked(now_real, secret)
     base = Text("(base)", style=DIM)
     for field in sorted(set(was_real) | set(now_real)):
         if field in was_real and field in now_real and was_real[field] == now_real[field]:
@@ -380,7 +376,7 @@ def list_variants(ctx: typer.Context, namespace: NamespaceArg, json_out: JsonOpt
     for v in ordered:
         overrides = Text("\n").join(
             Text.assemble(f"{safe(k)}=", value_text(value))
-            for k, value in _masked(v.overrides, secret).items()
+            for k, value in masked(v.overrides, secret).items()
         )
         table.add_row(
             v.name,
@@ -414,7 +410,7 @@ def which(
     bucket = bucket_of(namespace, variants.salt, user) if variants and not listed else None
     base = stored.values()
     overrides = dict(variant.overrides) if variant else {}
-    values = _masked({**base, **overrides}, secret)
+    values = masked({**base, **overrides}, secret)
     if json_out:
         doc = {
             "namespace": namespace,
@@ -423,7 +419,7 @@ def which(
             "variant": name,
             "allow_list": listed,
             "bucket": bucket,
-            "overrides": _masked(overrides, secret),
+            "overrides": masked(overrides, secret),
             "values": values,
         }
         print_json(state.out, doc)
@@ -441,6 +437,4 @@ def which(
             f"  version {stored.version}  user {safe(repr(user))} gets {gets} ({how})",
         )
     )
-    state.out.print(
-        values_table(values, _masked(base, secret), frozenset(overrides), beside="base")
-    )
+    state.out.print(values_table(values, masked(base, secret), frozenset(overrides), beside="base"))

@@ -16,8 +16,9 @@ from typing import Any
 from ..bus import Bus
 from ..cli.values import field_rules, scrub, shown
 from ..codec import MASK, loads
-from ..flask.operations import masked, variants_doc, worker_doc
+from ..flask.operations import variants_doc, worker_doc
 from ..fleet import Convergence
+from ..redact import masked
 from ..snapshot import Change, Snapshot
 from .forms import FormField, form_fields
 

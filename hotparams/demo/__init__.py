@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from ..errors import HotParamsError
+from ..errors import DemoError
 from ..fleet import WorkerReport
 from ..server import LocalRedis, free_port, redis_server_binary
 
@@ -52,10 +52,6 @@ Embedded = Literal["auto", "redis-server", "fakeredis"]
 
 #: how long a stopped worker may take before it is killed
 STOP_TIMEOUT = 10.0
-
-
-class DemoError(HotParamsError, RuntimeError):
-    """The demo cannot run (no Redis to start, no fleet to run, a worker failed)."""
 
 
 # ---------------------------------------------------------------- Redis

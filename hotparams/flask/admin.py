@@ -21,8 +21,10 @@ author) or False (403).  A body over 1 MiB is 413, JSON nested too deep
 ``{"error": code, "message": text, ...}`` with the CLI's message: 400
 ``bad_request`` / ``invalid_params`` (with ``fields``), 404 ``not_found``
 (a namespace this app does not serve, or a version that is not retained),
-409 ``version_conflict`` (with ``expected``, ``actual``), 503
-``redis_unavailable``.  Secret values never appear in a response.
+403 ``permission_denied`` (the Redis user's ACL), 409 ``version_conflict``
+(with ``expected``, ``actual``), 503 ``redis_unavailable``: the rows of
+:data:`hotparams.outcomes.OUTCOMES`, the table the CLI's exit codes come
+from too.  Secret values never appear in a response.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..config import ConfigError
 from ..errors import HotParamsError, InvalidParams, VersionConflict
+from ..redact import masked
 from .guard import MIN_TOKEN_LENGTH, BodyTooLarge, FailedLogins, MalformedBody, parse_json
 from .operations import (
     BadRequest,
@@ -44,7 +47,6 @@ from .operations import (
     change_doc,
     changes_doc,
     error_message,
-    masked,
     set_values,
     status_of,
     variants_doc,
@@ -135,7 +137,7 @@ def _error(status: int, code: str, message: str, **extra: Any) -> Response:
 
 def error_response(exc: BaseException) -> Response:
     """An exception as the API's JSON error, with its status code
-    (:data:`~hotparams.flask.operations.ERROR_STATUS`)."""
+    (:data:`hotparams.outcomes.OUTCOMES`)."""
     message = error_message(exc)
     if isinstance(exc, Denied):
         response = _error(exc.status, exc.code, message)

@@ -1,6 +1,7 @@
 """What the admin JSON API and the operators' console share: the
-operations on a namespace, the error-to-status table and the documents
-(JSON-able dicts) of values, changes, variants and workers.
+operations on a namespace, the status of an error (its row of
+:data:`hotparams.outcomes.OUTCOMES`, the table the CLI reads too) and the
+documents (JSON-able dicts) of values, changes, variants and workers.
 
 Both are thin faces over this module: the admin API renders its results as
 JSON, the console as HTML.  Every document is built from values that are
@@ -14,30 +15,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..bus import Bus
-from ..codec import MASK
-from ..errors import (
-    ConnectionFailed,
-    InvalidNamespace,
-    InvalidParams,
-    NamespaceNotFound,
-    SchemaError,
-    VersionConflict,
-    VersionNotFound,
-)
 from ..fleet import WorkerReport
 from ..messages import one_line
+from ..outcomes import BadRequest, NotServed, outcome_of
+from ..redact import masked
 from ..snapshot import Change, FieldChange
 from ..variants import VariantSet
 
 __all__ = [
-    "ERROR_STATUS",
     "BadRequest",
     "NotServed",
     "Written",
     "change_doc",
     "changes_doc",
     "error_message",
-    "masked",
     "rollback",
     "set_values",
     "status_of",
@@ -47,37 +38,10 @@ __all__ = [
 ]
 
 
-class BadRequest(Exception):
-    """A malformed body, query or form (400)."""
-
-
-class NotServed(LookupError):
-    """A namespace this app does not serve (404)."""
-
-    def __init__(self, namespace: str) -> None:
-        super().__init__(f"namespace {namespace!r} is not served by this app")
-
-
-#: exception class -> (HTTP status, error code); the first match wins
-ERROR_STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
-    (BadRequest, 400, "bad_request"),
-    (InvalidNamespace, 400, "bad_request"),
-    (InvalidParams, 400, "invalid_params"),
-    (SchemaError, 400, "invalid_params"),
-    (VersionConflict, 409, "version_conflict"),
-    (NamespaceNotFound, 404, "not_found"),
-    (VersionNotFound, 404, "not_found"),
-    (NotServed, 404, "not_found"),
-    (ConnectionFailed, 503, "redis_unavailable"),
-)
-
-
 def status_of(exc: BaseException) -> tuple[int, str]:
     """The HTTP status and error code of ``exc`` (500 ``internal`` if unknown)."""
-    for kind, status, code in ERROR_STATUS:
-        if isinstance(exc, kind):
-            return status, code
-    return 500, "internal"
+    outcome = outcome_of(exc)
+    return outcome.status, outcome.code
 
 
 def error_message(exc: BaseException) -> str:
@@ -86,11 +50,6 @@ def error_message(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- documents
-
-
-def masked(values: Mapping[str, Any], secrets: frozenset[str]) -> dict[str, Any]:
-    """``values`` sorted by name, each secret one as ``******``."""
-    return {k: (MASK if k in secrets else v) for k, v in sorted(values.items())}
 
 
 def changes_doc(changes: Mapping[str, FieldChange]) -> dict[str, Any]:
