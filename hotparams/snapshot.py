@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from .codec import MASK
 from .variants import EMPTY, VariantSet
 
-__all__ = ["Change", "FieldChange", "Snapshot", "diff_values"]
+__all__ = ["Change", "FieldChange", "Snapshot", "changes_to_json", "diff_values"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -57,6 +57,14 @@ class FieldChange:
     old: Any
     new: Any
 
+    def to_json(self) -> dict[str, Any]:
+        return {"old": self.old, "new": self.new}
+
+
+def changes_to_json(changes: Mapping[str, FieldChange]) -> dict[str, Any]:
+    """``{field: {"old": ..., "new": ...}}``: a change's fields, or a diff, as data."""
+    return {name: change.to_json() for name, change in changes.items()}
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -90,6 +98,31 @@ class Change:
     @property
     def at(self) -> datetime:
         return _utc(self.committed_ms)
+
+    def to_json(self, epoch: str | None = None) -> dict[str, Any]:
+        """The entry as JSON-able data, the one document of a change (the
+        CLI's ``history --json`` and ``watch --json``, the admin API's
+        history); ``epoch`` is the history it belongs to, when the caller
+        knows it.  Secret values are masked already (in the audit)."""
+        return {
+            "namespace": self.namespace,
+            "epoch": epoch,
+            "version": self.version,
+            "previous": self.previous,
+            "op": self.op,
+            "target": self.target,
+            "author": self.author,
+            "reason": self.reason,
+            "source": self.source,
+            "committed_ms": self.committed_ms,
+            "committed_at": self.at.isoformat(timespec="milliseconds"),
+            "schema_rev": self.schema_rev,
+            "changes": changes_to_json(self.changes),
+            "variants": None if self.variants is None else dict(self.variants),
+            "settings": changes_to_json(self.settings),
+            "migration": dict(self.migration),
+            "damaged": list(self.damaged),
+        }
 
 
 def diff_values(

@@ -315,6 +315,32 @@ def test_admin_change_history_diff_rollback_never_show_a_secret(fleet_app: Any) 
     assert not any("12345" in text for text in seen)
 
 
+def test_the_cli_and_the_admin_api_show_a_change_as_one_document(
+    fleet_app: Any, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Drift: the admin API's history left out ``target`` and ``schema_rev``
+    (and said the time in UTC where the CLI said it in local time)."""
+    app, _, bus = fleet_app
+    bus.set("chat", {"api_key": SECRET}, author="ana", reason="vendor")
+    bus.rollback("chat", 1, author="ana", reason="back")
+    response = app.test_client().get("/hotparams/chat/history?limit=5", headers=AUTH)
+    assert response.status_code == 200
+    api = response.get_json()["changes"]
+    capsys.readouterr()
+    assert run(["--url", redis_url, "history", "chat", "--limit", "5", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out) == api
+    assert [(c["version"], c["op"], c["target"]) for c in api] == [
+        (3, "rollback", 1),
+        (2, "set", None),
+        (1, "init", None),
+    ]
+    head = bus.head("chat")
+    assert all(c["schema_rev"] == head.schema_rev and c["epoch"] == head.epoch for c in api)
+    assert api[1]["changes"]["api_key"] == {"old": "******", "new": "******"}
+    assert SECRET not in out + response.get_data(as_text=True)
+
+
 def test_admin_answers_503_when_redis_is_unreachable(private_redis: LocalRedis) -> None:
     app, hp = make_app(private_redis.url, {"retry_attempts": 1, "connect_timeout": 0.5})
     client = app.test_client()

@@ -19,7 +19,7 @@ from ..keys import keys_for
 from ..protocol import Command, Stored, get_op
 from ..redact import masked
 from ..schema import ParamSchema
-from ..snapshot import Change, Snapshot
+from ..snapshot import Change, Snapshot, changes_to_json
 from .context import (
     DEFAULT_TIMEOUT,
     AuthorOpt,
@@ -37,8 +37,6 @@ from .context import (
 from .fleet import report_wait
 from .render import (
     change_block,
-    change_doc,
-    changes_doc,
     changes_table,
     iso_time,
     local_time,
@@ -126,7 +124,7 @@ def report_write(
             "version": after,
             "previous": before,
             "changed": after != before,
-            "changes": changes_doc(changes),
+            "changes": changes_to_json(changes),
         }
         if wait is not None:
             report_wait(state, namespace, after, wait, doc)
@@ -345,7 +343,7 @@ def history(
     head = bus.head(namespace)  # an unknown namespace is an error, not an empty list
     changes = bus.history(namespace, limit=limit)
     if json_out:
-        print_json(state.out, [change_doc(c, head.epoch) for c in changes])
+        print_json(state.out, [c.to_json(head.epoch) for c in changes])
     else:
         for change in changes:
             state.out.print(change_block(change))
@@ -362,7 +360,7 @@ def diff(
     state = state_of(ctx)
     changes = state.bus().diff(namespace, a, b)
     if json_out:
-        doc = {"namespace": namespace, "from": a, "to": b, "changes": changes_doc(changes)}
+        doc = {"namespace": namespace, "from": a, "to": b, "changes": changes_to_json(changes)}
         print_json(state.out, doc)
     elif not changes:
         state.out.print(f"{namespace}: versions {a} and {b} have the same values")

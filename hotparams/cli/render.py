@@ -31,8 +31,6 @@ from .values import field_rules, shown
 
 __all__ = [
     "change_block",
-    "change_doc",
-    "changes_doc",
     "changes_table",
     "console",
     "constraints_of",
@@ -129,10 +127,6 @@ def changes_table(changes: Mapping[str, FieldChange], *, initial: bool = False) 
     return Padding(grid, (0, 0, 0, 2), expand=False)
 
 
-def changes_doc(changes: Mapping[str, FieldChange]) -> dict[str, Any]:
-    return {name: {"old": c.old, "new": c.new} for name, c in changes.items()}
-
-
 def _what(change: Change) -> str:
     return f"rollback to {change.target}" if change.op == "rollback" else change.op
 
@@ -180,30 +174,6 @@ def variants_summary(doc: Mapping[str, Any] | None) -> Text:
         listed = f" + {users} user{'' if users == 1 else 's'}" if users else ""
         shown.append(f"{safe(name)} {share:g}%{listed}")
     return Text.assemble(("variants", "bold"), ": ", ", ".join(shown))
-
-
-def change_doc(change: Change, epoch: str | None = None) -> dict[str, Any]:
-    """A history entry for ``--json`` (also one line of ``watch --json``)."""
-    variants = change.variants
-    return {
-        "namespace": change.namespace,
-        "epoch": epoch,
-        "version": change.version,
-        "previous": change.previous,
-        "op": change.op,
-        "target": change.target,
-        "author": change.author,
-        "reason": change.reason,
-        "source": change.source,
-        "committed_ms": change.committed_ms,
-        "committed_at": iso_time(change.committed_ms),
-        "schema_rev": change.schema_rev,
-        "changes": changes_doc(change.changes),
-        "variants": None if variants is None else dict(variants),
-        "settings": changes_doc(change.settings),
-        "migration": dict(change.migration),
-        "damaged": list(change.damaged),
-    }
 
 
 # ------------------------------------------------------------------ schema

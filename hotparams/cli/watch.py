@@ -27,7 +27,7 @@ from ..keys import keys_for
 from ..snapshot import Change
 from .commands import NamespaceArg
 from .context import JsonOpt, State, state_of
-from .render import change_block, change_doc, print_json
+from .render import change_block, print_json
 
 __all__ = ["Backoff", "Tail", "watch"]
 
@@ -100,7 +100,7 @@ class Tail:
 
     def show(self, change: Change) -> None:
         if self.json_out:
-            print_json(self.state.out, change_doc(change, self.epoch), compact=True)
+            print_json(self.state.out, change.to_json(self.epoch), compact=True)
         else:
             self.state.out.print(change_block(change))
 

@@ -40,12 +40,11 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from ..config import ConfigError
 from ..errors import HotParamsError, InvalidParams, VersionConflict
 from ..redact import masked
+from ..snapshot import changes_to_json
 from .guard import MIN_TOKEN_LENGTH, BodyTooLarge, FailedLogins, MalformedBody, parse_json
 from .operations import (
     BadRequest,
     NotServed,
-    change_doc,
-    changes_doc,
     error_message,
     set_values,
     status_of,
@@ -264,9 +263,9 @@ def show(namespace: str) -> Response:
 def history(namespace: str) -> Response:
     state = _served(namespace)
     limit = _int(request.args.get("limit", "20"), "limit", minimum=1)
-    state.bus.head(namespace)  # an unknown namespace is a 404, not an empty list
+    head = state.bus.head(namespace)  # an unknown namespace is a 404, not an empty list
     changes = state.bus.history(namespace, limit=min(limit, 1000))
-    return jsonify({"namespace": namespace, "changes": [change_doc(c) for c in changes]})
+    return jsonify({"namespace": namespace, "changes": [c.to_json(head.epoch) for c in changes]})
 
 
 def diff(namespace: str) -> Response:
@@ -276,7 +275,7 @@ def diff(namespace: str) -> Response:
     a = _int(request.args["from"], "from", minimum=1)
     to = request.args.get("to")
     b = _int(to, "to", minimum=1) if to else state.bus.head(namespace).version
-    changes = changes_doc(state.bus.diff(namespace, a, b))
+    changes = changes_to_json(state.bus.diff(namespace, a, b))
     return jsonify({"namespace": namespace, "from": a, "to": b, "changes": changes})
 
 

@@ -19,15 +19,13 @@ from ..fleet import WorkerReport
 from ..messages import one_line
 from ..outcomes import BadRequest, NotServed, outcome_of
 from ..redact import masked
-from ..snapshot import Change, FieldChange
+from ..snapshot import Change, changes_to_json
 from ..variants import VariantSet
 
 __all__ = [
     "BadRequest",
     "NotServed",
     "Written",
-    "change_doc",
-    "changes_doc",
     "error_message",
     "rollback",
     "set_values",
@@ -50,30 +48,6 @@ def error_message(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- documents
-
-
-def changes_doc(changes: Mapping[str, FieldChange]) -> dict[str, Any]:
-    return {name: {"old": c.old, "new": c.new} for name, c in changes.items()}
-
-
-def change_doc(change: Change) -> dict[str, Any]:
-    """One history entry (secrets are masked in the audit already)."""
-    doc: dict[str, Any] = {
-        "version": change.version,
-        "previous": change.previous,
-        "op": change.op,
-        "author": change.author,
-        "reason": change.reason,
-        "source": change.source,
-        "committed_ms": change.committed_ms,
-        "committed_at": change.at.isoformat(timespec="milliseconds"),
-        "changes": changes_doc(change.changes),
-    }
-    if change.target is not None:
-        doc["target"] = change.target
-    if change.variants is not None:
-        doc["variants"] = dict(change.variants)
-    return doc
 
 
 def variants_doc(
@@ -140,7 +114,7 @@ class Written:
             "version": self.version,
             "previous": self.previous,
             "changed": self.changed,
-            "changes": changes_doc(change.changes) if change else {},
+            "changes": changes_to_json(change.changes) if change else {},
         }
         if change is not None and change.target is not None:
             doc["target"] = change.target
