@@ -264,13 +264,12 @@ def expose_op(namespace: str, salt: str, counts: dict[str | None, int]) -> Op[in
 
 
 def exposures_op(namespace: str, key: str, salt: str) -> Op[dict[str | None, int]]:
-    """Assignment counts of the experiment with ``salt``: variant -> count."""
-
+    """Assignment counts of the experiment with ``salt``: variant -> count
+    (redis-py decodes ``HGETALL`` as a dict, in RESP2 and RESP3 alike)."""
     reply = yield Command(namespace, ("HGETALL", key))
-    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
     out: dict[str | None, int] = {}
     prefix = f"{salt}:"
-    for field_name, count in pairs:
+    for field_name, count in reply.items():
         name = text(field_name)
         if name.startswith(prefix):
             out[name[len(prefix) :] or None] = int(count)

@@ -1,4 +1,6 @@
-"""Every Redis key and channel hotparams uses, in one place.
+"""The Redis keys and the channel of a namespace (:class:`Keys`), and the
+rule for namespace names.  The Lua library builds the same names
+(``hotparams/lua/hotparams.lua``; docs/implementation.md lists them all).
 
 All keys of a namespace share the hash tag ``{<namespace>}``, so they live
 in one Redis Cluster slot together with the bare namespace name that the
@@ -15,7 +17,6 @@ from .errors import InvalidNamespace
 __all__ = ["PREFIX", "Keys", "check_namespace", "keys_for"]
 
 PREFIX = "hp"
-MAX_NAMESPACE = 64
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 

@@ -27,10 +27,9 @@ import orjson
 from pydantic import BaseModel
 
 from .errors import InvalidParams
-from .protocol import check_variants_merge
 from .schema import ParamSchema
 from .snapshot import Snapshot, frozen_mapping
-from .variants import VariantSet
+from .variants import VariantSet, validate_variants
 
 __all__ = ["FORMAT", "load", "read", "save"]
 
@@ -125,7 +124,7 @@ def load(
     try:
         params = schema.validate(namespace, values)
         variants = VariantSet.from_json(doc.get("variants"))
-        check_variants_merge(namespace, schema, values, variants)
+        validate_variants(namespace, schema, values, variants)
     except InvalidParams as exc:
         log.warning(
             "%s: ignoring the cache file %s: %s",

@@ -3,9 +3,9 @@
 
 Each operation is a generator that yields the calls it needs
 (:class:`FCall` or :class:`Command`) and receives their replies; the sync
-and the asyncio buses only drive these generators, so neither holds any
-logic of its own.  Errors from Redis are decoded here, in one place, and
-thrown into the generator.
+and the asyncio buses drive these generators, adding only what I/O needs
+(sending, retries, the library check).  Error replies of the Lua library
+are decoded here (:func:`decode_error`) and thrown into the generator.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ __all__ = [
     "Stale",
     "Stored",
     "Who",
-    "check_variants_merge",
     "decode_error",
     "get_op",
     "head_op",
@@ -524,19 +523,6 @@ def head_op(keys: Keys, *, digest: bool = True) -> Op[Head]:
     return parse_head(keys.namespace, reply)
 
 
-def check_variants_merge(
-    ns: str, schema: ParamSchema[Any], base: Mapping[str, Any], variants: VariantSet
-) -> None:
-    """Each variant merged with the base must satisfy the full model."""
-    for name, variant in variants.variants.items():
-        try:
-            schema.validate(ns, {**base, **variant.overrides})
-        except InvalidParams as exc:
-            raise InvalidParams(
-                ns, {f"variant {name} {field}": reason for field, reason in exc.errors.items()}
-            ) from None
-
-
 def history_op(keys: Keys, limit: int = 50) -> Op[list[Change]]:
     if limit < 1:
         raise ValueError("limit must be at least 1")
@@ -563,15 +549,12 @@ def _int(value: str | None) -> int:
         return 0
 
 
-def parse_change(namespace: str, entry_id: Any, fields: Any) -> Change:
-    pairs = (
-        list(fields.items())
-        if isinstance(fields, dict)
-        else list(zip(fields[::2], fields[1::2], strict=True))
-    )
+def parse_change(namespace: str, entry_id: Any, fields: Mapping[Any, Any]) -> Change:
+    """One audit entry, as redis-py decodes an ``XREVRANGE`` entry (its
+    fields as a dict, in RESP2 and RESP3 alike)."""
     data: dict[str, str] = {}
     damaged: list[str] = []
-    for key, value in pairs:
+    for key, value in fields.items():
         name, bad_name = lenient_text(key)
         data[name], bad_value = lenient_text(value)
         if bad_name or bad_value:

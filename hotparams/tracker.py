@@ -48,7 +48,7 @@ from .errors import HotParamsError, InvalidParams, NamespaceNotFound, ProtocolEr
 from .protocol import Head, Stored
 from .schema import ParamSchema
 from .snapshot import Snapshot, frozen_mapping
-from .variants import VariantSet
+from .variants import VariantSet, validate_variants
 
 __all__ = [
     "Event",
@@ -149,12 +149,6 @@ class View(Generic[M]):
     applied_ms: int = 0
     lag_ms: float = 0.0
 
-    def for_user(self, user_id: str) -> Snapshot[M]:
-        """The snapshot a user gets: the merged one of their variant, else the base."""
-        base = self.base
-        name = base.variants.assign(base.namespace, user_id)
-        return base if name is None else self.merged[name]
-
 
 def build_view(
     schema: ParamSchema[M], base: Snapshot[M], applied_ms: int = 0, lag_ms: float = 0.0
@@ -163,17 +157,8 @@ def build_view(
 
     InvalidParams names the variant: ``{"variant NAME FIELD": reason}``.
     """
-    merged: dict[str, Snapshot[M]] = {}
-    for name, variant in base.variants.variants.items():
-        values = {**base.values, **variant.overrides}
-        try:
-            params = schema.validate(base.namespace, values)
-        except InvalidParams as exc:
-            raise InvalidParams(
-                base.namespace,
-                {f"variant {name} {field}": reason for field, reason in exc.errors.items()},
-            ) from None
-        merged[name] = Snapshot(
+    merged = {
+        name: Snapshot(
             namespace=base.namespace,
             version=base.version,
             epoch=base.epoch,
@@ -185,6 +170,10 @@ def build_view(
             variants=base.variants,
             digest=base.digest,
         )
+        for name, (params, values) in validate_variants(
+            base.namespace, schema, base.values, base.variants
+        ).items()
+    }
     return View(base, frozen_mapping(merged), applied_ms, lag_ms)
 
 

@@ -28,17 +28,27 @@ import re
 import secrets
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
 
 from .codec import dumps, loads
+from .errors import InvalidParams
 from .redact import masked
+
+if TYPE_CHECKING:
+    from .schema import ParamSchema
 
 __all__ = [
     "BUCKETS",
     "Variant",
     "VariantSet",
     "bucket_of",
+    "validate_merged",
+    "validate_variants",
 ]
+
+M = TypeVar("M", bound=BaseModel)
 
 #: the bucket space: one bucket is 0.01% of users
 BUCKETS = 10_000
@@ -316,6 +326,44 @@ def check_users(current: VariantSet, variant: Variant) -> None:
                 f"users: {sorted(both)[0]!r} is already on the allow-list of variant "
                 f"{other.name!r} (a user may be on one allow-list only)"
             )
+
+
+# ---------------------------------------------------------------- the merge
+
+
+def validate_merged(
+    namespace: str,
+    schema: ParamSchema[M],
+    base: Mapping[str, Any],
+    name: str,
+    overrides: Mapping[str, Any],
+) -> tuple[M, dict[str, Any]]:
+    """The base values merged with one variant's overrides, validated by the
+    full model: ``(params, values)``.  What a user of the variant gets, so
+    a variant is refused unless it makes a valid parameter set: InvalidParams
+    names the variant, ``{"variant NAME FIELD": reason}``.
+
+    The one merge-and-validate of variants: the writers (before a write
+    reaches Redis), the live handles (before a version is served) and the
+    cache file (before a cached version is served or restored) call it."""
+    values = {**base, **overrides}
+    try:
+        return schema.validate(namespace, values), values
+    except InvalidParams as exc:
+        raise InvalidParams(
+            namespace,
+            {f"variant {name} {field}": reason for field, reason in exc.errors.items()},
+        ) from None
+
+
+def validate_variants(
+    namespace: str, schema: ParamSchema[M], base: Mapping[str, Any], variants: VariantSet
+) -> dict[str, tuple[M, dict[str, Any]]]:
+    """:func:`validate_merged` of each variant: name -> ``(params, values)``."""
+    return {
+        name: validate_merged(namespace, schema, base, name, variant.overrides)
+        for name, variant in variants.variants.items()
+    }
 
 
 EMPTY = VariantSet()

@@ -25,14 +25,13 @@ from .protocol import (
     Stale,
     Stored,
     Who,
-    check_variants_merge,
     head_op,
     new_request_id,
     parse_stored,
     register_op,
 )
 from .schema import ParamSchema
-from .variants import VariantSet
+from .variants import VariantSet, validate_merged, validate_variants
 
 __all__ = [
     "BatchError",
@@ -328,7 +327,7 @@ def _validated(
     for name in unset:
         merged.pop(name, None)
     params = schema.validate(ns, merged)
-    check_variants_merge(ns, schema, merged, VariantSet.from_json(variants))
+    validate_variants(ns, schema, merged, VariantSet.from_json(variants))
     touched = list(schema.fields) if replace else list(changes)
     encoded = schema.encode(ns, params, [n for n in touched if n not in unset])
     new_raw = {} if replace else dict(state.raw)
@@ -366,7 +365,7 @@ def variant_op(
             raise VersionConflict(ns, expect, state.version)
         updated = _updated_variants(ns, schema, state, name, overrides, percent, users, remove)
         if schema is not None:
-            check_variants_merge(ns, schema, state.values(), updated)
+            validate_variants(ns, schema, state.values(), updated)
         document = updated.to_json()
         args: list[str] = [
             "@variants",
@@ -431,13 +430,7 @@ def _override_values(
     """Overrides as stored JSON values: through the model when it is known."""
     if schema is None:
         return {k: loads(v) for k, v in _encode_plain(ns, overrides).items()}
-    merged = {**state.values(), **overrides}
-    try:
-        params = schema.validate(ns, merged)
-    except InvalidParams as exc:
-        raise InvalidParams(
-            ns, {f"variant {name} {field}": reason for field, reason in exc.errors.items()}
-        ) from None
+    params, _ = validate_merged(ns, schema, state.values(), name, overrides)
     return {k: loads(v) for k, v in schema.encode(ns, params, overrides).items()}
 
 

@@ -6,6 +6,7 @@ import hashlib
 import multiprocessing
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -231,3 +232,33 @@ def test_restore_brings_back_the_variants_of_a_snapshot(chat: hotparams.Bus) -> 
     chat.restore("chat", saved)
     assert chat.variants("chat") == saved.variants
     assert chat.history("chat", limit=1)[0].op == "restore"
+
+
+def test_the_writer_the_handle_and_the_cache_refuse_a_bad_variant_alike(
+    chat: hotparams.Bus, tmp_path: Path
+) -> None:
+    """One merge-and-validate of variants (``validate_merged``): a variant
+    whose merge with the base breaks a cross-field rule is refused by the
+    writer, by a live handle's view and by the cache file, with one reason."""
+    import dataclasses
+
+    from hotparams import lkg
+    from hotparams.schema import ParamSchema
+    from hotparams.tracker import build_view
+    from hotparams.variants import Variant
+
+    schema = ParamSchema.of(ChatParams)
+    chat.set("chat", {"quiet_from": 1, "quiet_to": 5})
+    before = dump_namespace(chat.client, "chat")
+    with pytest.raises(hotparams.InvalidParams) as by_writer:
+        chat.set_variant("chat", "late", {"quiet_from": 20}, percent=10)
+    assert dump_namespace(chat.client, "chat") == before
+    base = chat.get("chat", ChatParams)
+    late = VariantSet.build("salt", [Variant("late", {"quiet_from": 20}, ((0, 1000),))])
+    with pytest.raises(hotparams.InvalidParams) as by_handle:
+        build_view(schema, dataclasses.replace(base, variants=late))
+    assert by_writer.value.errors == by_handle.value.errors
+    assert [key.split(" ")[:2] for key in by_writer.value.errors] == [["variant", "late"]]
+    cache = tmp_path / "chat.json"
+    assert lkg.save(cache, dataclasses.replace(base, variants=late), schema)
+    assert lkg.load(cache, "chat", schema) is None  # refused, logged
