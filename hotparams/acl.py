@@ -88,6 +88,7 @@ WRITE = (
     "pexpire",
     "publish",
     "spublish",
+    "wait",
 )
 INSTALL = ("function|load", "function|list")
 

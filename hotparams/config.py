@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from .errors import HotParamsError
 from .redact import redact_url, url_secrets
@@ -64,6 +64,21 @@ class Settings(BaseModel):
     #: the ACL permission ``function|load``); False: never FUNCTION LOAD, and
     #: a missing or older library is an error saying to run ``hotparams install``
     auto_install: bool = True
+    #: replicas that must acknowledge each write before it returns (``WAIT``;
+    #: fewer raise ReplicationLagging, the write committed); 0: do not wait
+    #: (Redis replicates asynchronously: a failover may lose the last writes)
+    min_replica_acks: int = Field(0, ge=0, le=64)
+    #: seconds a write waits for those acknowledgements (shorter than socket_timeout)
+    replica_ack_timeout: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ack_within_reply(self) -> Settings:
+        if self.min_replica_acks and self.replica_ack_timeout >= self.socket_timeout:
+            raise ValueError(
+                "replica_ack_timeout must be shorter than socket_timeout "
+                "(a write's WAIT runs within the wait for its reply)"
+            )
+        return self
 
 
 def settings_from(values: dict[str, Any]) -> Settings:

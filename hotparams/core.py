@@ -46,6 +46,7 @@ from .protocol import (
     history_op,
     register_op,
 )
+from .replication import acknowledged
 from .schema import AnyParams, ParamSchema
 from .sealing import rotate_op, sealed_op, sealer_from
 from .snapshot import Change, FieldChange, Snapshot, diff_values
@@ -92,10 +93,12 @@ class BusCore:
         self._sealed_fields: dict[str, frozenset[str]] = {}
 
     def sealing(self, op: Op[T]) -> Op[T]:
-        """``op`` with its secret values sealed and opened (:mod:`hotparams.sealing`)."""
+        """``op`` with its secret values sealed and opened (:mod:`hotparams.sealing`)
+        and its writes acknowledged by replicas (:mod:`hotparams.replication`)."""
         if self.sealer is None:
-            return op
-        return sealed_op(op, self.sealer, self._sealed_fields, self._defaults_of)
+            return acknowledged(op, self.settings)
+        sealed = sealed_op(op, self.sealer, self._sealed_fields, self._defaults_of)
+        return acknowledged(sealed, self.settings)
 
     def _defaults_of(self, namespace: str) -> Mapping[str, str]:
         schema = self._schemas.get(namespace)

@@ -18,6 +18,8 @@
      ├── PermissionDenied      Redis refused the call to this ACL user (NOPERM)
      ├── LibraryMismatch       the Lua library in Redis is missing, older than
      │                         this client needs, or newer and incompatible
+     ├── ReplicationLagging    a committed write fewer replicas acknowledged
+     │                         than ``min_replica_acks`` asks (WAIT)
      ├── ProtocolError         an unexpected reply, e.g. from an incompatible library
      ├── ConfigError           an unknown or out-of-range setting (also a
      │                         ValueError; defined in :mod:`hotparams.config`)
@@ -48,6 +50,7 @@ __all__ = [
     "NamespaceNotFound",
     "PermissionDenied",
     "ProtocolError",
+    "ReplicationLagging",
     "SchemaError",
     "Tombstone",
     "VersionConflict",
@@ -224,3 +227,34 @@ class LibraryMismatch(HotParamsError):
 
 class DemoError(HotParamsError, RuntimeError):
     """The demo cannot run (no Redis to start, no fleet to run, a worker failed)."""
+
+
+class ReplicationLagging(HotParamsError):
+    """A write committed on the master, but fewer replicas than
+    ``Settings.min_replica_acks`` acknowledged it within
+    ``replica_ack_timeout`` (``WAIT``): a failover now could lose it.
+
+    The write is not undone; ``version`` is the committed version (0 when
+    unknown), ``acks`` the replicas that acknowledged it, ``wanted`` the
+    setting.  Do not retry the change blindly: read the head first."""
+
+    def __init__(
+        self,
+        namespace: str,
+        version: int,
+        acks: int,
+        wanted: int,
+        timeout: float,
+        detail: str = "",
+    ) -> None:
+        self.namespace = namespace
+        self.version = version
+        self.acks = acks
+        self.wanted = wanted
+        self.timeout = timeout
+        what = f"version {version} of {namespace!r}" if version else f"the write to {namespace!r}"
+        why = f" (WAIT failed: {detail})" if detail else ""
+        super().__init__(
+            f"{what} is committed on the master, but {acks} of the {wanted} replicas wanted "
+            f"acknowledged it within {timeout:g} s{why}; a failover before they do would lose it"
+        )

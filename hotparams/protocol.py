@@ -111,12 +111,13 @@ class Scan:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Several FCalls sent in one pipeline (not a transaction).
+    """Several calls sent in one pipeline (not a transaction), on one
+    connection, in order.
 
     The reply is a list with, per call, its reply or its decoded exception.
     """
 
-    calls: tuple[FCall, ...]
+    calls: tuple[FCall | Command, ...]
 
     @property
     def namespace(self) -> str:
