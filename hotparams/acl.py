@@ -39,10 +39,12 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .keys import PREFIX
+from .protocol import Command, Op
 
-__all__ = ["ROLES", "AclUser", "acl_user", "check_pattern", "check_user"]
+__all__ = ["ROLES", "AclUser", "acl_user", "check_pattern", "check_user", "setuser_op"]
 
 #: what every client sends when it connects (``client|setname``: the
 #: connection's name, ``select``: a URL's database)
@@ -232,3 +234,8 @@ def acl_user(
     bare = " ".join(f"{'~' if calls else '%R~'}{p}" for p in patterns)
     rules.append(f"({bare} {'+fcall +fcall_ro' if calls else '+fcall_ro'})")
     return AclUser(user, role, patterns, tuple(rules))
+
+
+def setuser_op(user: AclUser) -> Op[Any]:
+    """Send ``user``'s ``ACL SETUSER`` (``hotparams acl --apply``; an admin's call)."""
+    return (yield Command("", user.command()))

@@ -60,6 +60,7 @@ __all__ = [
     "new_request_id",
     "parse_stored",
     "register_op",
+    "rules_op",
 ]
 
 T = TypeVar("T")
@@ -514,6 +515,15 @@ def get_op(keys: Keys, version: int | None = None) -> Op[Stored]:
     args = ("" if version is None else str(int(version)), "digest")
     reply = yield FCall("hp_get", keys.namespace, args, readonly=True)
     return parse_stored(keys.namespace, reply)
+
+
+def rules_op(keys: Keys, schema_rev: int | None = None) -> Op[dict[str, Any]]:
+    """The validation rules of one schema revision (default: the current
+    one); ``{"fields": {}}`` when that revision is not stored."""
+    if schema_rev is None:
+        schema_rev = (yield from head_op(keys)).schema_rev
+    raw = yield Command(keys.namespace, ("HGET", keys.schema, str(schema_rev)))
+    return loads(raw) if raw else {"fields": {}}
 
 
 def head_op(keys: Keys, *, digest: bool = True) -> Op[Head]:

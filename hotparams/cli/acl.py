@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from ..acl import ROLES, acl_user
-from ..protocol import Command, Op
+from ..acl import ROLES, acl_user, setuser_op
 from .context import JsonOpt, state_of
 from .render import print_json
 from .values import UsageProblem
@@ -58,7 +57,7 @@ def acl(
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None
     if apply:
-        state.bus().run(_send(Command("", made.command())))
+        state.bus().run(setuser_op(made))
     if json_out:
         print_json(
             state.out,
@@ -73,7 +72,3 @@ def acl(
         )
     else:
         state.out.file.write(made.line() + "\n")
-
-
-def _send(call: Command) -> Op[Any]:
-    return (yield call)

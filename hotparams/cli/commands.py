@@ -3,7 +3,6 @@ rollback, history, diff, schema (``watch`` lives in :mod:`.watch`)."""
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +15,7 @@ from ..bus import Bus
 from ..codec import MASK, loads
 from ..errors import InvalidParams
 from ..keys import keys_for
-from ..protocol import Command, Stored, get_op
+from ..protocol import rules_op
 from ..redact import masked
 from ..schema import ParamSchema
 from ..snapshot import Change, Snapshot, changes_to_json
@@ -76,17 +75,6 @@ SchemaOpt = Annotated[
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def rules_at(bus: Bus, namespace: str, rev: int) -> dict[str, Any]:
-    """The validation rules of one schema revision (``{"fields": {}}`` if gone)."""
-    keys = keys_for(namespace)
-    raw = bus.run(_one(Command(namespace, ("HGET", keys.schema, str(rev)))))
-    return loads(raw) if raw else {"fields": {}}
-
-
-def _one(call: Command) -> Generator[Command, Any, Any]:
-    return (yield call)
 
 
 def defaults_of(rules: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +205,7 @@ def set_(
     model = load_model(schema) if schema else None
     bus = state.bus()
     head = bus.head(namespace)
-    values = parse_assignments(namespace, assignments, rules_at(bus, namespace, head.schema_rev))
+    values = parse_assignments(namespace, assignments, bus.rules(namespace))
     if model is not None:
         bus.bind(namespace, model)
     version = bus.set(
@@ -297,12 +285,15 @@ def get(
     """Show the values of NS (secrets as ******)."""
     state = state_of(ctx)
     bus = state.bus()
-    stored: Stored = bus.run(get_op(keys_for(namespace), version))
-    rules = rules_at(bus, namespace, stored.schema_rev)
-    secret = secret_names(rules)
-    if version is not None:  # a field secret in the current schema stays hidden too
-        secret |= secret_names(rules_at(bus, namespace, bus.head(namespace).schema_rev))
-    real = stored.values()
+    stored = bus.get(namespace, version=version)
+    current = bus.rules(namespace)
+    # a retained version is shown by the rules it was written with (its
+    # defaults, its secrets); a field secret in the current schema stays hidden too
+    rules = current
+    if version is not None:  # Bus.rules has no schema_rev yet: the op it would run
+        rules = bus.run(rules_op(keys_for(namespace), stored.schema_rev))
+    secret = secret_names(rules) | secret_names(current)
+    real = dict(stored.values)
     values = masked(real, secret)
     if json_out:
         doc = {
@@ -374,7 +365,7 @@ def schema(ctx: typer.Context, namespace: NamespaceArg, json_out: JsonOpt = Fals
     state = state_of(ctx)
     bus = state.bus()
     head = bus.head(namespace)
-    rules = rules_at(bus, namespace, head.schema_rev)
+    rules = bus.rules(namespace)
     defaults = defaults_of(rules)
     if json_out:
         fields = {}

@@ -24,8 +24,6 @@ from rich.text import Text
 from ..bus import Bus
 from ..fleet import Convergence, WorkerReport, convergence, workers_op
 from ..keys import keys_for
-from ..protocol import get_op
-from ..variants import VariantSet
 from .context import JsonOpt, NamespaceArg, NotConverged, State, state_of
 from .render import iso_time, local_time, print_json, safe
 from .values import scrub
@@ -49,9 +47,9 @@ def secret_values(bus: Bus, namespace: str, secret_fields: frozenset[str]) -> fr
     from text that workers wrote."""
     if not secret_fields:
         return frozenset()
-    stored = bus.run(get_op(keys_for(namespace)))
-    found = {str(v) for k, v in stored.values().items() if k in secret_fields}
-    for variant in VariantSet.from_json(stored.variants).variants.values():
+    stored = bus.get(namespace)
+    found = {str(v) for k, v in stored.values.items() if k in secret_fields}
+    for variant in stored.variants.variants.values():
         found |= {str(v) for k, v in variant.overrides.items() if k in secret_fields}
     return frozenset(s for s in found if s)
 

@@ -25,12 +25,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import HotParamsError, InvalidParams, VersionConflict
-from ..fleet import exposures_op
 from ..keys import keys_for
-from ..protocol import Stored, get_op
 from ..redact import masked
-from ..variants import BUCKETS, Variant, VariantSet, bucket_of, check_name
-from .commands import SchemaOpt, rules_at
+from ..snapshot import Snapshot
+from ..variants import BUCKETS, Variant, bucket_of, check_name
+from .commands import SchemaOpt
 from .context import (
     DEFAULT_TIMEOUT,
     AuthorOpt,
@@ -72,10 +71,6 @@ def _check_name(name: str) -> None:
         check_name(name)
     except ValueError as exc:
         raise UsageProblem(str(exc)) from None
-
-
-def _variants_of(stored: Stored) -> VariantSet:
-    return VariantSet.from_json(stored.variants)
 
 
 def _percent(p: float) -> str:
@@ -170,17 +165,17 @@ def report_variant(
     state: State,
     namespace: str,
     name: str,
-    before: Stored,
+    before: Snapshot[Any],
     version: int,
     json_out: bool,
     wait: float | None,
 ) -> None:
     """What ``variant set`` and ``variant remove`` print, then ``--wait``."""
     bus = state.bus()
-    after = bus.run(get_op(keys_for(namespace), version)) if version != before.version else before
-    secret = secret_names(rules_at(bus, namespace, after.schema_rev))
-    old = _variants_of(before).variants.get(name)
-    new = _variants_of(after).variants.get(name)
+    after = bus.get(namespace, version=version) if version != before.version else before
+    secret = secret_names(bus.rules(namespace))
+    old = before.variants.variants.get(name)
+    new = after.variants.variants.get(name)
     if json_out:
         doc = {
             "namespace": namespace,
@@ -256,7 +251,7 @@ def set_variant(
 ) -> None:
     """Create or change variant NAME of NS: variant set chat cool temperature=0.3 --percent 10."""
     state = state_of(ctx)
-    keys = keys_for(namespace)
+    keys_for(namespace)  # a malformed name is a usage error, before any I/O
     _check_name(name)
     items, add, drop, unset = assignments or [], users or [], drop_users or [], unset or []
     given = {k for k, _ in split_assignments(items)}  # usage errors before any I/O
@@ -275,11 +270,11 @@ def set_variant(
     if model is not None:
         bus.bind(namespace, model)
     for _ in range(ATTEMPTS):
-        before = bus.run(get_op(keys))
-        old = _variants_of(before).variants.get(name)
+        before = bus.get(namespace)
+        old = before.variants.variants.get(name)
         if old is None and not (items or add or percent is not None):
             raise _not_found(namespace, name)
-        rules = rules_at(bus, namespace, before.schema_rev)
+        rules = bus.rules(namespace)
         try:
             version = bus.set_variant(
                 namespace,
@@ -315,11 +310,11 @@ def remove_variant(
 ) -> None:
     """Remove variant NAME of NS: its users get the base values."""
     state = state_of(ctx)
-    keys = keys_for(namespace)
+    keys_for(namespace)  # a malformed name is a usage error, before any I/O
     _check_name(name)
     bus = state.bus()
-    before = bus.run(get_op(keys))
-    if name not in _variants_of(before).variants:
+    before = bus.get(namespace)
+    if name not in before.variants.variants:
         raise _not_found(namespace, name)
     version = bus.remove_variant(
         namespace,
@@ -336,12 +331,12 @@ def remove_variant(
 def list_variants(ctx: typer.Context, namespace: NamespaceArg, json_out: JsonOpt = False) -> None:
     """The variants of NS: share of users, allow-list, overrides, exposures counted."""
     state = state_of(ctx)
-    keys = keys_for(namespace)
+    keys_for(namespace)  # a malformed name is a usage error, before any I/O
     bus = state.bus()
-    stored = bus.run(get_op(keys))
-    secret = secret_names(rules_at(bus, namespace, stored.schema_rev))
-    variants = _variants_of(stored)
-    counts = bus.run(exposures_op(namespace, keys.exposures, variants.salt)) if variants else {}
+    stored = bus.get(namespace)
+    secret = secret_names(bus.rules(namespace))
+    variants = stored.variants
+    counts = bus.exposures(namespace) if variants else {}
     taken = sum(e - s for v in variants.variants.values() for s, e in v.ranges)
     base_percent = (BUCKETS - taken) * 100 / BUCKETS
     ordered = sorted(variants.variants.values(), key=lambda v: v.name)
@@ -401,14 +396,14 @@ def which(
     """The variant USER gets in NS, and the values that makes (secrets as ******)."""
     state = state_of(ctx)
     bus = state.bus()
-    stored = bus.run(get_op(keys_for(namespace)))
-    secret = secret_names(rules_at(bus, namespace, stored.schema_rev))
-    variants = _variants_of(stored)
+    stored = bus.get(namespace)
+    secret = secret_names(bus.rules(namespace))
+    variants = stored.variants
     name = variants.assign(namespace, user)
     variant = variants.variants.get(name) if name else None
     listed = variant is not None and user in variant.users
     bucket = bucket_of(namespace, variants.salt, user) if variants and not listed else None
-    base = stored.values()
+    base = dict(stored.values)
     overrides = dict(variant.overrides) if variant else {}
     values = masked({**base, **overrides}, secret)
     if json_out:
