@@ -44,6 +44,7 @@ from .errors import (
     NamespaceNotFound,
     PermissionDenied,
     ProtocolError,
+    ReplicationLagging,
     SchemaError,
     VersionConflict,
     VersionNotFound,
@@ -139,6 +140,8 @@ OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (NamespaceDamaged, Outcome(1, 500, "namespace_damaged")),
     (LibraryMismatch, Outcome(1, 500, "library_mismatch")),
     (ProtocolError, Outcome(1, 500, "protocol_error")),
+    # committed, but not on enough replicas: not a retry (it would write twice)
+    (ReplicationLagging, Outcome(1, 500, "replication_lagging")),
     (BatchError, Outcome(1, 500, "batch_failed")),
     (DemoError, Outcome(1, 500, "demo_failed")),
     (HotParamsError, FAILURE),
