@@ -302,3 +302,164 @@ def test_the_tls_override_serves_tls_only_and_mounts_the_certificates() -> None:
         assert "./deploy/tls:/tls:ro" in doc["services"][name]["volumes"], name
     generator = (ROOT / "scripts" / "compose-env").read_text()
     assert "rediss" in generator and "ssl_ca_certs=/tls/ca.crt" in generator
+
+
+# ------------------------------------------------------------------ sentinel
+
+SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
+
+
+def test_the_sentinel_profile_adds_a_replica_and_three_sentinels_beside_the_single_redis() -> None:
+    from workers import redis_users
+
+    found = services()
+    profiled = {name for name, svc in found.items() if svc.get("profiles")}
+    assert profiled == {"redis-replica", *SENTINELS}
+    assert all(found[name]["profiles"] == ["sentinel"] for name in profiled)
+    replica = as_argv(found["redis-replica"]["command"])
+    master = as_argv(found["redis"]["command"])
+    assert replica[: len(master)] == master  # the same node configuration and users
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    assert replica[replica.index("--replica-announce-ip") + 1] == "redis-replica"
+    assert master[1] == "/acl/node.conf"
+    for name in SENTINELS:
+        svc = found[name]
+        assert svc["hostname"] == name
+        script = as_argv(svc["command"])[-1]
+        assert "/acl/sentinel.conf" in script and "--sentinel" in script
+        assert "redis-acl:/acl:ro" in svc["volumes"]
+        assert redis_users.SERVICE in " ".join(as_argv(svc["healthcheck"]["test"]))
+        assert "ports" not in svc  # the compose network alone
+    conf = redis_users.sentinel_conf({"HOTPARAMS_SENTINEL_PASSWORD": "x"})
+    quorum = int(conf.split(f"monitor {redis_users.SERVICE} redis 6379 ")[1].split()[0])
+    assert quorum == len(SENTINELS) // 2 + 1
+
+
+def test_compose_env_sentinel_points_every_url_at_the_profiles_sentinels(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from hotparams.urls import parse_topology
+    from workers import redis_users
+
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "compose-env"),
+            "--sentinel",
+            "--dir",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    for name in ("admin.env", "web.env", "worker.env"):
+        env = dict(line.split("=", 1) for line in (tmp_path / name).read_text().splitlines())
+        topology = parse_topology(env["HOTPARAMS_URL"])
+        assert topology.nodes == tuple((host, 26379) for host in SENTINELS)
+        assert topology.service == redis_users.SERVICE
+        assert topology.username and topology.password
+    redis_env = (tmp_path / "redis.env").read_text()
+    assert "HOTPARAMS_REPLICA_PASSWORD=" in redis_env
+    assert "HOTPARAMS_SENTINEL_PASSWORD=" in redis_env
+
+
+def test_the_generated_users_and_configurations_make_a_working_sentinel_deployment(
+    tmp_path: Path,
+) -> None:
+    """On real processes: the master and the replica run on the ACL file and
+    node.conf of workers.redis_users (the replica authenticates as
+    hotparams-replica), a sentinel on its sentinel.conf (as
+    hotparams-sentinel), and a worker follows through redis+sentinel://."""
+    import subprocess
+    import sys
+    import time
+
+    import redis
+
+    import hotparams
+    from hotparams.server import LocalRedis, free_port
+    from workers import redis_users
+    from workers.params import ChatParams
+
+    from .sentinel import NODE_ARGS
+
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compose-env"), "--dir", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    env = {
+        name: dict(line.split("=", 1) for line in (tmp_path / name).read_text().splitlines())
+        for name in ENV_FILES
+    }
+    secrets_env = env["redis.env"]
+    (tmp_path / "users.acl").write_text(redis_users.acl_file(["chat"], secrets_env))
+    (tmp_path / "node.conf").write_text(redis_users.node_conf(secrets_env))
+    node = [
+        "--include",
+        str(tmp_path / "node.conf"),
+        "--aclfile",
+        str(tmp_path / "users.acl"),
+        *NODE_ARGS,
+    ]
+    viewer = {"username": "ops-viewer", "password": secrets_env["HOTPARAMS_VIEWER_PASSWORD"]}
+    master = LocalRedis(extra=node)
+    master.client = lambda **kw: redis.Redis(port=master.port, **{**viewer, **kw})  # type: ignore[method-assign]
+    replica = LocalRedis(extra=node)
+    replica.client = lambda **kw: redis.Redis(port=replica.port, **{**viewer, **kw})  # type: ignore[method-assign]
+    sport = free_port()
+    sentinel: subprocess.Popen[bytes] | None = None
+    try:
+        master.start()
+        replica.extra += ["--replicaof", "127.0.0.1", str(master.port)]
+        replica.start()
+        as_sentinel = redis.Redis(  # the user Sentinel runs INFO as
+            port=master.port,
+            username=redis_users.SENTINEL[0],
+            password=secrets_env["HOTPARAMS_SENTINEL_PASSWORD"],
+        )
+        deadline = time.monotonic() + 10
+        while as_sentinel.info("replication")["connected_slaves"] < 1:
+            assert time.monotonic() < deadline, "the replica did not authenticate"
+            time.sleep(0.05)
+        as_sentinel.close()
+        conf = tmp_path / "sentinel.conf"
+        conf.write_text(
+            f"port {sport}\nbind 127.0.0.1\ndir {tmp_path}\n"
+            + redis_users.sentinel_conf(secrets_env, "127.0.0.1", master.port, quorum=1)
+        )
+        sentinel = subprocess.Popen(
+            [master.binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL
+        )
+        watcher = redis.Redis(port=sport)
+        while True:  # its first INFO of the master names the replica
+            try:
+                state = watcher.sentinel_master(redis_users.SERVICE)
+                if int(state["num-slaves"]) >= 1 and "disconnected" not in state["flags"]:
+                    break
+            except redis.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the sentinel did not see the master and replica"
+            time.sleep(0.05)
+        assert "s_down" not in state["flags"], state["flags"]
+        watcher.close()
+
+        def url(service: str) -> str:
+            user = env[service]["HOTPARAMS_URL"].split("://")[1].split("@")[0]
+            return f"redis+sentinel://{user}@127.0.0.1:{sport}/{redis_users.SERVICE}/0"
+
+        keys = [env["admin.env"]["HOTPARAMS_SECRET_KEYS"]]
+        with hotparams.connect(url("admin.env"), secret_keys=keys) as admin:
+            admin.install()
+            admin.register("chat", ChatParams)
+        with hotparams.connect(url("worker.env"), secret_keys=keys) as worker:
+            live = worker.watch("chat", ChatParams)
+            assert live.current.version == 1
+            live.close()
+    finally:
+        if sentinel is not None:
+            sentinel.kill()
+            sentinel.wait()
+        replica.close()
+        master.close()
