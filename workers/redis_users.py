@@ -93,18 +93,21 @@ def sentinel_conf(
     rewrites its file); detection in ``down_after_ms``, see docs/deployment.md."""
     if not environ.get(SENTINEL[1]):
         return "# no HOTPARAMS_SENTINEL_PASSWORD: run scripts/compose-env --force\n"
-    return "\n".join(
-        [
-            "sentinel resolve-hostnames yes",
-            "sentinel announce-hostnames yes",
-            f"sentinel monitor {SERVICE} {master} {port} {quorum}",
-            f"sentinel auth-user {SERVICE} {SENTINEL[0]}",
-            f"sentinel auth-pass {SERVICE} {environ[SENTINEL[1]]}",
-            f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}",
-            f"sentinel failover-timeout {SERVICE} {failover_timeout_ms}",
-            f"sentinel parallel-syncs {SERVICE} 1",
-        ]
-    ) + "\n"
+    return (
+        "\n".join(
+            [
+                "sentinel resolve-hostnames yes",
+                "sentinel announce-hostnames yes",
+                f"sentinel monitor {SERVICE} {master} {port} {quorum}",
+                f"sentinel auth-user {SERVICE} {SENTINEL[0]}",
+                f"sentinel auth-pass {SERVICE} {environ[SENTINEL[1]]}",
+                f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}",
+                f"sentinel failover-timeout {SERVICE} {failover_timeout_ms}",
+                f"sentinel parallel-syncs {SERVICE} 1",
+            ]
+        )
+        + "\n"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
