@@ -360,3 +360,30 @@ def test_versions_a_failover_loses_are_undone_on_every_handle_and_wait_names_the
             handle.close()
         follower.close()
         writer.close()
+
+
+def test_the_cli_and_the_flask_extension_take_a_sentinel_url(group: SentinelGroup) -> None:
+    """``--url`` and ``HOTPARAMS_URL`` of the CLI, and the Flask extension's
+    ``HOTPARAMS_URL``, reach the master through the sentinels."""
+    from flask import Flask
+
+    from hotparams.flask import HotParams
+
+    from .test_cli import run_cli
+
+    url = group.url()
+    with hotparams.connect(url, **FAST) as bus:
+        bus.register(NS, PairParams)
+    done = run_cli(url, "set", NS, "a=4", "b=4", "--author", "ops")  # HOTPARAMS_URL
+    assert done.code == 0, done.err
+    shown = run_cli("redis://127.0.0.1:1/0", "--url", url, "--json", "get", NS)
+    assert shown.code == 0, shown.err
+    assert json.loads(shown.out)["values"] == {"a": 4, "b": 4, "note": ""}
+
+    app = Flask("sentinel-app")
+    app.config.update(HOTPARAMS_URL=url, HOTPARAMS_SETTINGS=FAST)
+    ext = HotParams(app, namespace=NS, model=PairParams)
+    try:
+        assert ext.live(app).current.params.a == 4
+    finally:
+        ext.close(app)
