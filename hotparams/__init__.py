@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .protocol import Head, Registered
     from .schema import AnyParams, ParamSchema
     from .snapshot import Change, FieldChange, Snapshot
-    from .tracker import LiveStatus, Rejected
+    from .status import LiveStatus, Rejected
     from .writes import BatchError
 
 #: public name -> the module that defines it (imported on first use)
@@ -69,8 +69,8 @@ _LAZY = {
     "Change": ".snapshot",
     "FieldChange": ".snapshot",
     "Snapshot": ".snapshot",
-    "LiveStatus": ".tracker",
-    "Rejected": ".tracker",
+    "LiveStatus": ".status",
+    "Rejected": ".status",
     "BatchError": ".writes",
 }
 

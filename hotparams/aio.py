@@ -74,8 +74,8 @@ from .protocol import (
 from .reporting import Idle, Write, farewell, reporting
 from .schema import ParamSchema
 from .snapshot import Change, FieldChange, Snapshot
-from .tracker import View
 from .variants import VariantSet
+from .views import View
 
 if TYPE_CHECKING:
     from .metrics import Metrics

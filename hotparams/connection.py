@@ -25,7 +25,7 @@ from tenacity import (
 )
 
 from .config import Settings
-from .redact import redact_text, url_secrets
+from .redact import describe  # re-exported: bus, aio and live import it from here
 
 __all__ = ["TRANSIENT", "client_options", "describe", "first_retry_wait", "retry_policy"]
 
@@ -66,10 +66,3 @@ def retry_policy(settings: Settings) -> dict[str, Any]:
 def first_retry_wait() -> float:
     """Seconds to wait before the first retry (tenacity waits only between its own tries)."""
     return random.uniform(0, 0.05)
-
-
-def describe(exc: BaseException, url: str = "") -> str:
-    """``Type: message`` of an exception, for one-line errors and logs; any
-    password of ``url`` that the message quotes is masked."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return redact_text(text, url_secrets(url)) if url else text

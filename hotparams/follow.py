@@ -36,10 +36,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConnectionFailed, NamespaceDamaged, NamespaceNotFound, ProtocolError
+from .events import Event, parse_event
 from .keys import Keys
 from .protocol import Op, get_op, head_op, text
 from .snapshot import Snapshot
-from .tracker import Event, Tracker, View, parse_event
+from .tracker import Tracker
+from .views import View
 
 __all__ = [
     "MAX_BATCH",

@@ -24,11 +24,14 @@ from pydantic import BaseModel
 from . import lkg
 from .fleet import acl_user
 from .keys import keys_for
+from .observer import Observer
 from .otel import observer_for
 from .reporting import Reporter
 from .schema import ParamSchema
 from .snapshot import Snapshot
-from .tracker import LiveStatus, Observer, Rejected, Tracker, View, touches
+from .status import LiveStatus, Rejected
+from .tracker import Tracker
+from .views import View, touches
 
 if TYPE_CHECKING:
     from datetime import datetime

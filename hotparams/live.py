@@ -44,7 +44,6 @@ from tenacity import (
 
 from .bus import Bus
 from .config import redact_url
-from .connection import describe
 from .errors import ConnectionFailed
 from .follow import (
     MAX_BATCH,
@@ -60,10 +59,11 @@ from .follow import (
 )
 from .handle import Handle, live_changed
 from .protocol import text
+from .redact import describe
 from .reporting import Idle, Write, farewell, reporting
 from .schema import ParamSchema
 from .snapshot import Snapshot
-from .tracker import View
+from .views import View
 
 if TYPE_CHECKING:
     from .metrics import Metrics

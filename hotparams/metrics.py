@@ -46,7 +46,7 @@ from wsgiref.simple_server import WSGIServer
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .tracker import Observer
+from .observer import Observer
 
 __all__ = ["LAG_BUCKETS", "Metrics", "default_metrics", "multiprocess_dir"]
 

@@ -50,8 +50,8 @@ from openfeature.exception import FlagNotFoundError, TypeMismatchError
 from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider import AbstractProvider, Metadata
 
+from .observer import Observer
 from .snapshot import Snapshot
-from .tracker import Observer
 
 if TYPE_CHECKING:
     from openfeature.flag_evaluation import FlagValueType

@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from .tracker import Observer
+from .observer import Observer
 
 if TYPE_CHECKING:
     from .handle import Handle

@@ -22,6 +22,7 @@ from .codec import MASK
 
 __all__ = [
     "MASKED_PASSWORD",
+    "describe",
     "masked",
     "redact_text",
     "redact_url",
@@ -114,3 +115,10 @@ def terminal_safe(text: str) -> str:
     so data from Redis cannot move a terminal's cursor, recolour it or hide
     what follows."""
     return _UNSAFE.sub(_escape, text)
+
+
+def describe(exc: BaseException, url: str = "") -> str:
+    """``Type: message`` of an exception, for one-line errors and logs; any
+    password of ``url`` that the message quotes is masked."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return redact_text(text, url_secrets(url)) if url else text

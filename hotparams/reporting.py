@@ -44,9 +44,9 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from .connection import describe
 from .fleet import WorkerReport, expose_op, leave_op, report_op, worker_id
 from .protocol import Op
+from .redact import describe
 from .tracker import Tracker
 
 __all__ = ["DEBOUNCE", "Idle", "Reporter", "Tally", "Write", "farewell", "reporting"]

@@ -19,15 +19,11 @@ stays, the reason is kept in :attr:`Tracker.rejected` and logged once.
 The sync and asyncio handles (:mod:`hotparams.live`, :mod:`hotparams.aio`)
 only do the I/O around this.
 
-Applying a version builds a :class:`View`: the base snapshot and, once per
-A/B variant, the base merged with that variant's overrides (validated by
-the model), so that ``for_user`` only picks one; a handle swaps the whole
-view as one reference.  Every applied change and every fault (gap,
-re-read, rejection, lost connection, reconnect) is logged on
-``hotparams.live`` with ``namespace``, ``version`` (and ``previous``,
-``epoch``, ``event``) as ``extra`` fields, and told to an
-:class:`Observer` (the Prometheus metrics of :mod:`hotparams.metrics`).
-Log lines name fields, never values.
+Applying a version builds a :class:`~hotparams.views.View` (the base and
+its merged A/B variants); every decision is logged (:mod:`hotparams.livelog`)
+and told to an :class:`~hotparams.observer.Observer`.  The parts live in
+modules of their own: the channel's events (:mod:`hotparams.events`), the
+views (:mod:`hotparams.views`), the reported values (:mod:`hotparams.status`).
 """
 
 from __future__ import annotations
@@ -35,255 +31,49 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from .codec import dumps, loads, model_values
-from .connection import describe
-from .errors import HotParamsError, InvalidParams, NamespaceNotFound, ProtocolError, Tombstone
+from .errors import HotParamsError, InvalidParams, NamespaceNotFound, Tombstone
+from .events import Event
+from .livelog import extra_of, log, log_applied
+from .observer import Observer
 from .protocol import Head, Stored
+from .redact import describe
 from .schema import ParamSchema
 from .snapshot import Snapshot, frozen_mapping
-from .variants import VariantSet, validate_variants
+from .status import LiveStatus, Origin, Rejected, Step
+from .variants import VariantSet
+from .views import View, build_view, defaults_snapshot
 
-__all__ = [
-    "Event",
-    "LiveStatus",
-    "Observer",
-    "Rejected",
-    "Step",
-    "Tracker",
-    "View",
-    "build_view",
-    "defaults_snapshot",
-    "parse_event",
-    "touches",
-]
+__all__ = ["Tracker"]
 
 M = TypeVar("M", bound=BaseModel)
-
-log = logging.getLogger("hotparams.live")
-
-#: where the served snapshot came from
-Origin = Literal["redis", "cache", "defaults"]
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One change message of a namespace's channel (see docs/implementation.md)."""
-
-    namespace: str
-    epoch: str
-    version: int
-    previous: int
-    committed_ms: int
-    op: str
-    schema_rev: int
-    changed: Mapping[str, Any]
-    removed: tuple[str, ...] = ()
-    redacted: tuple[str, ...] = ()
-    #: the A/B variants document after the change (JSON text, None: none
-    #: left), when ``variants_changed``
-    variants: str | None = None
-    variants_changed: bool = False
-    #: content digests of the new version and of the one it follows ("" from
-    #: a library without digests): the change applies only to that state
-    digest: str = ""
-    prev_digest: str = ""
-
-
-def parse_event(data: bytes | str) -> Event:
-    """The :class:`Event` in a channel message, or ProtocolError."""
-    try:
-        doc = loads(data)
-        variants = doc.get("variants")
-        return Event(
-            namespace=str(doc["ns"]),
-            epoch=str(doc["epoch"]),
-            version=int(doc["v"]),
-            previous=int(doc["prev"]),
-            committed_ms=int(doc["ts"]),
-            op=str(doc["op"]),
-            schema_rev=int(doc["schema"]),
-            changed=dict(doc["changed"]),
-            removed=tuple(str(n) for n in doc.get("removed", ())),
-            redacted=tuple(str(n) for n in doc.get("redacted", ())),
-            variants=None if variants is None else dumps(variants),
-            variants_changed="variants" in doc,
-            digest=str(doc.get("digest", "")),
-            prev_digest=str(doc.get("prev_digest", "")),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ProtocolError(f"malformed change event ({type(exc).__name__})") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A stored version the model refused; the handle kept its last good one."""
-
-    epoch: str
-    version: int
-    reason: str
-    errors: Mapping[str, str]
-    #: the refused version's content digest ("" when unknown)
-    digest: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class View(Generic[M]):
-    """What a handle serves, replaced whole as one reference: the base
-    snapshot and the base merged with each A/B variant of the same version.
-
-    ``applied_ms`` is when this process applied the version (wall clock)
-    and ``lag_ms`` how long after its commit (or, for a version committed
-    before the handle started, after the start) that was.
-    """
-
-    base: Snapshot[M]
-    #: variant name -> the base merged with its overrides (``.variant`` = the name)
-    merged: Mapping[str, Snapshot[M]]
-    applied_ms: int = 0
-    lag_ms: float = 0.0
-
-
-def build_view(
-    schema: ParamSchema[M], base: Snapshot[M], applied_ms: int = 0, lag_ms: float = 0.0
-) -> View[M]:
-    """The base and one merged snapshot per variant, each validated by the model.
-
-    InvalidParams names the variant: ``{"variant NAME FIELD": reason}``.
-    """
-    merged = {
-        name: Snapshot(
-            namespace=base.namespace,
-            version=base.version,
-            epoch=base.epoch,
-            params=params,
-            committed_ms=base.committed_ms,
-            schema_rev=base.schema_rev,
-            values=frozen_mapping(values),
-            variant=name,
-            variants=base.variants,
-            digest=base.digest,
-        )
-        for name, (params, values) in validate_variants(
-            base.namespace, schema, base.values, base.variants
-        ).items()
-    }
-    return View(base, frozen_mapping(merged), applied_ms, lag_ms)
-
-
-class Observer:
-    """Told of what a tracker decides (the metrics); every method does nothing here."""
-
-    def applied(self, version: int, lag_s: float) -> None:
-        """A version was applied, ``lag_s`` seconds after its commit."""
-
-    def resynced(self) -> None:
-        """The handle re-reads the namespace (a gap, a re-subscribe, a probe)."""
-
-    def rejected(self) -> None:
-        """A stored version did not fit the model and was not applied."""
-
-    def reconnected(self) -> None:
-        """The listener is subscribed again after losing its connection."""
-
-    def connection(self, connected: bool) -> None:
-        """The listener's connection state changed."""
-
-    def callback_failed(self) -> None:
-        """A change callback raised."""
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """The outcome of one decision.
-
-    ``apply``: ``new`` replaces ``old``; ``resync``: re-read the current
-    version; ``keep``: nothing to publish (confirmed, rejected, older,
-    missing); ``ignore``: the input was already superseded.
-    """
-
-    action: Literal["apply", "resync", "keep", "ignore"]
-    reason: str = ""
-    old: Snapshot[Any] | None = None
-    new: Snapshot[Any] | None = None
-    #: with ``apply``: the new snapshot and its merged variants
-    view: View[Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LiveStatus:
-    """How fresh a live handle is, at one moment.
-
-    ``staleness`` is the number of seconds since the handle last confirmed
-    that its snapshot was the current one (``inf`` if it never did, e.g.
-    when started from the disk cache while Redis was down): no change older
-    than that can be missing.  ``stale`` is true when the handle cannot
-    vouch for its snapshot: not connected, the namespace is missing in
-    Redis, the newest version was rejected, or no confirmation for longer
-    than ``stale_after`` seconds.
-    """
-
-    namespace: str
-    version: int
-    epoch: str
-    origin: Origin
-    connected: bool
-    confirmed_at: datetime | None
-    staleness: float
-    stale: bool
-    stale_after: float
-    lost: bool
-    rejected: Rejected | None
-    epoch_changes: int
-    applied: int
-    resyncs: int
-    last_error: str | None
-    #: how often the listener subscribed again after losing its connection
-    reconnects: int = 0
-    #: the tombstone when the namespace was deleted (``Bus.delete``): the
-    #: handle serves its last good snapshot until the namespace is registered
-    #: again, then follows the new history
-    deleted: Tombstone | None = None
-    #: the content digest of the served version ("" when unknown)
-    digest: str = ""
-    #: how often the handle moved to Redis's state from one Redis does not
-    #: hold (a forged event, or versions Redis lost): see Tracker.on_stored
-    rewinds: int = 0
-
-
-def defaults_snapshot(namespace: str, schema: ParamSchema[M]) -> Snapshot[M]:
-    """Version 0 of no history: the model's defaults (InvalidParams if it has required fields)."""
-    params = schema.validate(namespace, {})
-    return Snapshot(
-        namespace=namespace,
-        version=0,
-        epoch="",
-        params=params,
-        committed_ms=0,
-        schema_rev=0,
-        values=frozen_mapping(model_values(params)),
-    )
-
-
-def touches(fields: Collection[str] | None, old: Snapshot[Any] | None, new: Snapshot[Any]) -> bool:
-    """Whether a change from ``old`` to ``new`` concerns any of ``fields`` (None: all)."""
-    if fields is None or old is None:
-        return True
-    before, after = old.values, new.values
-    return any(before.get(n) != after.get(n) or (n in before) != (n in after) for n in fields)
 
 
 class Tracker(Generic[M]):
     """The applied snapshot of one namespace and every decision about it.
 
-    Not thread-safe: one listener owns it.  ``current`` is replaced whole,
-    never mutated.
+    One writer, many readers.  Every decision (the ``on_*`` methods,
+    ``begin``, ``connection``, ``restarted``) is made by one listener, a
+    thread of a :class:`~hotparams.Live` or a task of an
+    :class:`~hotparams.aio.AsyncLive`, never two at once.  Other threads
+    only read: the reporter (``view``, :meth:`status`), readers of the
+    handle (``status()``, ``connected``, ``rejected`` ...); and ``close()``
+    writes ``connected = False`` (and an asyncio handle ``last_error``)
+    once the listener is stopped or abandoned.
+
+    That is safe without a lock because each attribute is replaced by one
+    assignment of an immutable value (a frozen snapshot, view, Rejected or
+    Tombstone, an int, a bool, a str), never mutated in place: a reader
+    sees each attribute before or after a decision, never half of one.  A
+    :meth:`status` read while a decision is made may combine attributes of
+    the states before and after it (say, the new version with the old
+    ``applied`` count); it is a report of a moment, every field true at
+    most one decision ago.
     """
 
     def __init__(
@@ -736,40 +526,8 @@ class Tracker(Generic[M]):
         self.applied += 1
         self._clear_rejection(version)
         self.observer.applied(version, max(0.0, lag_ms) / 1000)
-        self._log_applied(old, new, view, how)
+        log_applied(self.namespace, old, new, view, how)
         return Step("apply", how, old, new, view)
-
-    def _log_applied(
-        self, old: Snapshot[M] | None, new: Snapshot[M], view: View[M], how: str
-    ) -> None:
-        if not log.isEnabledFor(logging.INFO):  # the apply path pays nothing for it
-            return
-        previous = old.version if old is not None and old.epoch == new.epoch else 0
-        changed = sorted(
-            n
-            for n in set(new.values) | (set(old.values) if old is not None else set())
-            if old is None or old.values.get(n) != new.values.get(n)
-        )
-        variants = old is None or old.variants.to_json() != new.variants.to_json()
-        source = "an event" if how == "event" else "a re-read"
-        log.info(
-            "%s: applied version %d (was %d) from %s, %.1f ms after its commit; changed: %s",
-            self.namespace,
-            new.version,
-            previous,
-            source,
-            view.lag_ms,
-            ", ".join([*changed, *(["(variants)"] if variants and new.variants else [])])
-            or "nothing",
-            extra={
-                **self._extra(new.version, new.epoch, event="applied"),
-                "previous": previous,
-                "source": how,
-                "lag_ms": view.lag_ms,
-                "fields": changed,
-                "variants": sorted(new.variants.variants),
-            },
-        )
 
     def _reject(self, epoch: str, version: int, exc: InvalidParams, digest: str = "") -> Step:
         previous = self.rejected
@@ -807,7 +565,4 @@ class Tracker(Generic[M]):
     def _extra(self, version: int, epoch: str | None = None, event: str = "") -> dict[str, Any]:
         if epoch is None:
             epoch = self.current.epoch if self.current else ""
-        extra: dict[str, Any] = {"namespace": self.namespace, "version": version, "epoch": epoch}
-        if event:
-            extra["event"] = event
-        return extra
+        return extra_of(self.namespace, version, epoch, event)

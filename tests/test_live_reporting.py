@@ -13,11 +13,12 @@ import orjson
 import pytest
 
 from hotparams.codec import dumps
+from hotparams.events import Event
 from hotparams.fleet import worker_id
 from hotparams.protocol import FCall, Stored
 from hotparams.reporting import DEBOUNCE, Idle, Reporter, Tally, Write, farewell, reporting
 from hotparams.schema import ParamSchema
-from hotparams.tracker import Event, Tracker
+from hotparams.tracker import Tracker
 from hotparams.variants import Variant, VariantSet
 
 from .models import PairParams

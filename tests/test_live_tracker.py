@@ -10,12 +10,14 @@ import pytest
 
 from hotparams.codec import dumps
 from hotparams.errors import ConnectionFailed, InvalidParams, NamespaceNotFound, ProtocolError
+from hotparams.events import Event, parse_event
 from hotparams.follow import Lost, Ping, Publish, Read, Receive, Subscribe, connect, listen, start
 from hotparams.keys import keys_for
 from hotparams.protocol import Head, Stored
 from hotparams.schema import ParamSchema
 from hotparams.snapshot import Snapshot
-from hotparams.tracker import Event, Tracker, defaults_snapshot, parse_event, touches
+from hotparams.tracker import Tracker
+from hotparams.views import defaults_snapshot, touches
 
 from .models import ChatParams, PairParams
 

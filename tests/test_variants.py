@@ -244,8 +244,8 @@ def test_the_writer_the_handle_and_the_cache_refuse_a_bad_variant_alike(
 
     from hotparams import lkg
     from hotparams.schema import ParamSchema
-    from hotparams.tracker import build_view
     from hotparams.variants import Variant
+    from hotparams.views import build_view
 
     schema = ParamSchema.of(ChatParams)
     chat.set("chat", {"quiet_from": 1, "quiet_to": 5})
