@@ -20,7 +20,6 @@ from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, SecretStr
-from redis.exceptions import NoPermissionError, ResponseError
 
 from .codec import dumps, loads
 from .config import ConfigError
@@ -173,8 +172,14 @@ def lenient_text(value: Any) -> tuple[str, bool]:
     return str(value), False
 
 
-def is_function_missing(exc: ResponseError) -> bool:
+def is_function_missing(exc: Exception) -> bool:
     return "function not found" in str(exc).lower()
+
+
+def _is_noperm(exc: Exception) -> bool:
+    """Whether redis-py raised its NoPermissionError (it drops the NOPERM
+    code from the message); by name, so that this module imports no redis."""
+    return any(kind.__name__ == "NoPermissionError" for kind in type(exc).__mro__)
 
 
 _INVALID_PART = re.compile(r"^([^:]+): (.*)$")
@@ -224,8 +229,9 @@ _SIMPLE_ERRORS: dict[str, Callable[[str, str], Exception]] = {
 }
 
 
-def decode_error(namespace: str, exc: ResponseError) -> Exception:
-    """The typed exception for an error reply of the Lua library."""
+def decode_error(namespace: str, exc: Exception) -> Exception:
+    """The typed exception for an error reply (a redis-py ``ResponseError``)
+    of the Lua library or of Redis."""
     message = str(exc)
     code, _, rest = message.partition(" ")
     if code == "HP_CONFLICT":
@@ -253,7 +259,7 @@ def decode_error(namespace: str, exc: ResponseError) -> Exception:
         return VersionNotFound(namespace, number, detail)
     if is_function_missing(exc):
         return LibraryMissing(message)
-    denied = permission_denied(namespace, message, isinstance(exc, NoPermissionError))
+    denied = permission_denied(namespace, message, _is_noperm(exc))
     if denied is not None:
         return denied
     if "already exists" in message.lower() and "library" in message.lower():
