@@ -67,8 +67,12 @@ def check_field_names(ns: str, names: Sequence[Any]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Committed:
+    """One committed write of a batch (:attr:`BatchError.results`): its
+    version and, when the writer knows it whole, the new state, whose repr
+    shows no value (:class:`~hotparams.protocol.Stored` leaves them out)."""
+
     version: int
-    state: Stored | None  # the new state when the writer knows it whole
+    state: Stored | None
 
 
 def commit_op(
