@@ -15,7 +15,9 @@ when no redis-server binary is on PATH.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -25,6 +27,23 @@ import hotparams
 from hotparams.server import LocalRedis, redis_server_binary
 
 REQUIRE_REDIS = os.environ.get("HOTPARAMS_REQUIRE_REDIS") == "1"
+
+
+def _bytecode_cache_for_subprocesses() -> None:
+    """The Python processes the tests start (console scripts, workers,
+    demos) inherit this environment: under ``PYTHONDONTWRITEBYTECODE`` each
+    one compiled hotparams from source again (about 30 modules, ~80 ms a
+    process).  They write and reuse bytecode in one cache outside the
+    checkout instead, shared by the xdist workers and kept between runs
+    (``importlib`` writes each file atomically).  A cache the user chose
+    (``PYTHONPYCACHEPREFIX``) is kept."""
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is None:
+        return
+    default = Path(tempfile.gettempdir()) / f"hotparams-tests-pycache-{os.getuid()}"
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(default))
+
+
+_bytecode_cache_for_subprocesses()
 
 
 def need(available: bool, what: str) -> None:
@@ -39,6 +58,14 @@ def need(available: bool, what: str) -> None:
 
 def _need_redis_server() -> None:
     need(redis_server_binary() is not None, "redis-server (on PATH)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` (seconds each) run first: the workers share
+    the quick ones out at the end (xdist's worksteal takes from the back of
+    a worker's queue), instead of one worker still running a long test
+    alone when everything else is done."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)

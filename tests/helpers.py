@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import os
 import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -66,3 +70,55 @@ def dead_port() -> int:
     sock.bind(("127.0.0.1", 0))
     _HELD.append(sock)
     return int(sock.getsockname()[1])
+
+
+def run_in_process(
+    argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: str = "", merged: bool = False
+) -> tuple[int, str, str]:
+    """``hotparams ARGV`` in this process: exit code, stdout, stderr.
+
+    What the console script runs (``hotparams.cli.app.run``), with the
+    variables of ``env`` set, ``cwd`` as working directory and ``stdin`` as
+    standard input for the call, then everything put back.  The streams are
+    UTF-8 text streams that are not terminals, like a subprocess's pipes
+    (``merged``: stderr written into stdout, as ``2>&1``; stderr is then "").
+    The OS user is read once per process (``default_author``): the call
+    reads it anew from ``env``.
+    A CLI process costs a test half a second or more (interpreter start and
+    imports), a call here a few milliseconds.
+    """
+    from hotparams.cli.app import run
+    from hotparams.protocol import default_author
+
+    saved_env = {name: os.environ.get(name) for name in env}
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    saved_cwd = os.getcwd()
+    out, err = io.BytesIO(), io.BytesIO()
+    stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    streams = (
+        io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8"),
+        stdout,
+        stdout if merged else io.TextIOWrapper(err, encoding="utf-8", write_through=True),
+    )
+    sys.stdin, sys.stdout, sys.stderr = streams
+    os.environ.update(env)
+    os.chdir(cwd)
+    default_author.cache_clear()
+    try:
+        try:
+            code = run(argv)
+        except SystemExit as exc:  # what a process would exit with
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        for stream in streams[1:]:
+            stream.flush()
+        output = out.getvalue().decode(), err.getvalue().decode()
+    finally:
+        default_author.cache_clear()
+        os.chdir(saved_cwd)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+    return code, *output

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+import pytest
 from pydantic import BaseModel, SecretStr
 
 import hotparams
@@ -32,6 +33,7 @@ def stream_bytes(bus: hotparams.Bus) -> int:
     )
 
 
+@pytest.mark.slow
 def test_large_values_are_audited_by_digest_and_size(bus: hotparams.Bus) -> None:
     bus.register(NS, Big)
     big = "y" * 60_000

@@ -1,4 +1,6 @@
-"""The ``hotparams`` console script, run in subprocesses against a real redis-server."""
+"""The ``hotparams`` command line against a real redis-server: in this process
+(:func:`run_cli`), and as the installed console script where the process is
+the point (:func:`run_cli_process`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 import hotparams
 from hotparams.cli.values import UsageProblem, parse_assignments, parse_value
-from tests.helpers import dead_port, dump_namespace
+from tests.helpers import dead_port, dump_namespace, run_in_process
 from tests.models import ChatParams
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +47,18 @@ class Result:
 
 
 def run_cli(url: str, *args: str, **env: str) -> Result:
+    """``hotparams ARGS`` run in this process (what the console script runs:
+    ``hotparams.cli.app.run``), with its own environment, standard streams
+    and working directory for the call; :func:`run_cli_process` runs the
+    real console script, for the tests where the process is the point."""
+    code, out, err = run_in_process(
+        list(args), env={"HOTPARAMS_URL": url, "COLUMNS": "100", **env}, cwd=ROOT
+    )
+    return Result(code, out, err)
+
+
+def run_cli_process(url: str, *args: str, **env: str) -> Result:
+    """``hotparams ARGS`` as a process of its own (the installed console script)."""
     environ = {**os.environ, "HOTPARAMS_URL": url, "COLUMNS": "100", **env}
     proc = subprocess.run(
         [HOTPARAMS, *args], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=30
@@ -172,7 +186,8 @@ def test_set_parses_values_by_the_stored_schema_and_shows_the_change(
 
 
 def test_author_defaults_to_the_os_user(store: hotparams.Bus, redis_url: str) -> None:
-    r = run_cli(redis_url, "set", "chat", "tone=friendly", LOGNAME="night-owl")
+    # a process of its own: the OS user is read once per process
+    r = run_cli_process(redis_url, "set", "chat", "tone=friendly", LOGNAME="night-owl")
     assert r.code == 0, r.err
     assert store.history("chat", limit=1)[0].author == "night-owl"
     assert getpass.getuser()  # the default really is the OS user's name
@@ -262,12 +277,15 @@ def test_unset_and_rollback_write_new_versions(store: hotparams.Bus, redis_url: 
     assert (last.op, last.target, last.author) == ("rollback", 1, "ana")
 
 
-def test_help_lists_the_verbs_and_no_arguments_is_a_usage_error(redis_url: str) -> None:
-    r = run_cli(redis_url, "--help")
+@pytest.mark.parametrize("run", [run_cli, run_cli_process], ids=["in-process", "console-script"])
+def test_help_lists_the_verbs_and_no_arguments_is_a_usage_error(
+    redis_url: str, run: Callable[..., Result]
+) -> None:
+    r = run(redis_url, "--help")
     assert r.code == 0
     for verb in ("init", "get", "set", "unset", "history", "diff", "rollback", "watch", "schema"):
         assert verb in r.out
-    assert run_cli(redis_url).code == 2
+    assert run(redis_url).code == 2
 
 
 # ------------------------------------------------------------------ bad input

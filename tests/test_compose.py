@@ -229,6 +229,7 @@ def test_redis_runs_on_an_acl_file_of_hotparams_roles_from_environment_files() -
             assert f'"{Path(path).name}"' in generator, path
 
 
+@pytest.mark.slow
 def test_the_generated_environment_files_make_a_working_least_privilege_fleet(
     tmp_path: Path,
 ) -> None:

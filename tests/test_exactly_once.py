@@ -203,6 +203,7 @@ REQUEST_IDS_KEPT = _lua_constant("REQUEST_IDS_KEPT")
 REQUEST_IDS_TTL_MS = _lua_constant("REQUEST_IDS_TTL_MS")
 
 
+@pytest.mark.slow  # thousands of Lua calls, on fakeredis too
 def test_request_ids_are_kept_bounded_in_count_and_time(raw_bus: hotparams.Bus) -> None:
     keys = keys_for(NS)
     client = raw_bus.client

@@ -18,7 +18,7 @@ import hotparams
 from hotparams.redact import redact_url, terminal_safe, url_secrets
 from hotparams.variants import Variant, VariantSet
 
-from .helpers import dead_port, wait_until
+from .helpers import dead_port, run_in_process, wait_until
 from .test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,13 +79,10 @@ def test_a_password_in_any_url_form_never_shows_in_reprs_or_errors(form: str) ->
 def test_the_cli_never_prints_a_password_of_its_url(form: str) -> None:
     url, password = URLS[form]
     for args in (["--url", url, "get", "chat"], ["get", "chat"]):
-        env = {**os.environ, "HOTPARAMS_URL": url}
-        proc = subprocess.run(
-            [HOTPARAMS, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=30
-        )
-        assert proc.returncode in (2, 5), proc.stderr
-        assert proc.stderr.startswith("hotparams: error: ")
-        _assert_clean(proc.stdout + proc.stderr, password, f"the CLI with the {form} URL")
+        code, out, err = run_in_process(args, env={"HOTPARAMS_URL": url}, cwd=ROOT)
+        assert code in (2, 5), err
+        assert err.startswith("hotparams: error: ")
+        _assert_clean(out + err, password, f"the CLI with the {form} URL")
 
 
 def test_terminal_safe_escapes_every_control_character() -> None:
@@ -263,6 +260,7 @@ def test_the_admin_api_never_returns_a_secret_quoted_by_a_validator(redis_url: s
         hp.close(app)
 
 
+@pytest.mark.slow
 def test_the_demo_passes_its_url_to_workers_by_environment_never_argv() -> None:
     from hotparams.demo import Fleet
     from hotparams.server import LocalRedis

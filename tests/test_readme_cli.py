@@ -3,7 +3,9 @@ with redis-cli" pages (docs/cli.md, docs/redis-cli.md) is run, in order, and
 its output compared.
 
 How a block is run: each ``$ `` line is one ``bash -c`` command in the
-repository root, with stdout and stderr merged, against an empty
+repository root, with stdout and stderr merged (a plain ``hotparams ...``
+command, with no pipe, redirection or variable, runs what the console script
+runs in this process, which saves a Python start-up and the imports a step), against an empty
 redis-server (``HOTPARAMS_URL`` points at it; ``redis-cli`` is a wrapper that
 adds ``-p <port> --no-raw``, so its output is what a person sees at a
 terminal); a ``<!-- docs-test: COMMAND -->`` comment of a page is a step
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ import pytest
 from hotparams.server import LocalRedis
 
 from .conftest import need
+from .helpers import run_in_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = (ROOT / "docs" / "cli.md", ROOT / "docs" / "redis-cli.md")
@@ -149,6 +153,12 @@ class Shell:
         self.env.pop("FORCE_COLOR", None)
 
     def run(self, command: str) -> list[str]:
+        plain, or_exit, rest = command.partition(_OR_EXIT)
+        argv = _hotparams_argv(plain) if not rest else None
+        if argv is not None:  # what the console script runs, in this process
+            code, out, _ = run_in_process(argv, env=self.env, cwd=ROOT, merged=True)
+            lines = out.splitlines()
+            return [*lines, f"exit {code}"] if code and or_exit else lines
         proc = subprocess.run(
             ["bash", "-c", command],
             cwd=ROOT,
@@ -161,7 +171,25 @@ class Shell:
         return proc.stdout.splitlines()
 
 
-@pytest.mark.timeout(300)  # ~70 CLI processes, one after another
+#: ``CMD || echo "exit $?"``: the docs show a failing command's exit code
+_OR_EXIT = ' || echo "exit $?"'
+
+
+def _hotparams_argv(command: str) -> list[str] | None:
+    """The arguments of a plain ``hotparams ...`` command (no pipe, redirection,
+    variable or second command), which runs in this process; None: bash runs it."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    words = list(lexer)
+    if not words or words[0] != "hotparams" or "$" in command or "`" in command:
+        return None
+    if any(word and all(c in lexer.punctuation_chars for c in word) for word in words):
+        return None
+    return words[1:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # a redis-cli or fake-worker process a step, one after another
 def test_readme_cli_and_redis_cli_examples_print_what_they_show(
     redis_url: str, redis_server: LocalRedis, tmp_path: Path
 ) -> None:

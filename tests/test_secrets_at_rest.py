@@ -68,6 +68,7 @@ def _files_text(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
 
 
+@pytest.mark.slow
 def test_secret_values_never_reach_redis_in_clear(persistent: LocalRedis, tmp_path: Path) -> None:
     replica = LocalRedis(extra=["--replicaof", "127.0.0.1", str(persistent.port)]).start()
     try:
