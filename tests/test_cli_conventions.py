@@ -135,6 +135,7 @@ NOT_FOR_GET = (
     "hotparams.cli.demo",
     "hotparams.cli.watch",
     "hotparams.cli.variant",
+    "hotparams.lkg",  # the cache files: ``restore`` only
     "rich.live",
 )
 

@@ -10,7 +10,6 @@ import typer
 from rich.padding import Padding
 from rich.text import Text
 
-from .. import lkg
 from ..bus import Bus
 from ..codec import MASK, loads
 from ..errors import InvalidParams
@@ -411,6 +410,8 @@ def restore(
 ) -> None:
     """After a loss (FLUSHALL, a restart without persistence), write a worker's
     last good snapshot back as the current state of NS, A/B variants included."""
+    from .. import lkg  # (the cache files' module: only this verb needs it)
+
     state = state_of(ctx)
     keys_for(namespace)
     try:

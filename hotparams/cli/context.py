@@ -16,15 +16,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel
 
-from ..bus import Bus, connect
 from ..errors import SchemaError
 from ..outcomes import EXIT_NAMES, NotConverged, NotFound, UsageProblem, outcome_of
-from .render import console
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
     from rich.console import Console
+
+    from ..bus import Bus
+
+# The Bus, pydantic and rich are imported where they are used: building the
+# app (``hotparams --version``, completion) loads neither the Bus's modules
+# nor rich (tests/test_cli_imports.py pins it).
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -70,14 +74,20 @@ class State:
     @functools.cached_property
     def out(self) -> Console:
         """stdout as a rich console (made on first use: ``--json`` needs none)."""
+        from .render import console
+
         return console()
 
     @functools.cached_property
     def err(self) -> Console:
+        from .render import console
+
         return console(stderr=True)
 
     def bus(self) -> Bus:
         if self._bus is None:
+            from ..bus import connect
+
             self._bus = connect(self.url, **CLI_SETTINGS)
         return self._bus
 
@@ -123,6 +133,8 @@ def load_model(spec: str) -> type[BaseModel]:
             raise UsageProblem(
                 f"--schema {spec}: module {module_name!r} has no attribute {attr!r}"
             ) from None
+    from pydantic import BaseModel
+
     if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
         raise SchemaError(f"--schema {spec}: {attr} is not a pydantic model class")
     return obj
