@@ -13,7 +13,14 @@ from pydantic import BaseModel
 from .codec import MASK
 from .variants import EMPTY, VariantSet
 
-__all__ = ["Change", "FieldChange", "Snapshot", "changes_to_json", "diff_values"]
+__all__ = [
+    "Change",
+    "FieldChange",
+    "Snapshot",
+    "changes_to_json",
+    "diff_values",
+    "write_to_json",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -123,6 +130,25 @@ class Change:
             "migration": dict(self.migration),
             "damaged": list(self.damaged),
         }
+
+
+def write_to_json(
+    namespace: str, previous: int, version: int, change: Change | None
+) -> dict[str, Any]:
+    """What a write answers, as data (the CLI's ``--json`` of ``set``,
+    ``unset``, ``rollback``, the admin API's PATCH and rollback): the new
+    version, the one it follows, what changed (``change``: its audit entry,
+    None when nothing changed) and, for a rollback, its ``target``."""
+    doc: dict[str, Any] = {
+        "namespace": namespace,
+        "version": version,
+        "previous": previous,
+        "changed": version != previous,
+        "changes": changes_to_json(change.changes) if change is not None else {},
+    }
+    if change is not None and change.target is not None:
+        doc["target"] = change.target
+    return doc
 
 
 def diff_values(

@@ -265,12 +265,13 @@ def test_unset_and_rollback_write_new_versions(store: hotparams.Bus, redis_url: 
     assert " ".join(r.out.split()) == "chat: version 2 -> 3 temperature 1.5 -> 0.7"
     r = run_cli(redis_url, "rollback", "chat", "1", "--author", "ana", "--json")
     assert r.code == 0, r.err
-    assert r.json() == {
+    assert r.json() == {  # the admin API's answer to a rollback (it had its target only)
         "namespace": "chat",
         "version": 4,
         "previous": 3,
         "changed": True,
         "changes": {"tone": {"old": "friendly", "new": "plain"}},
+        "target": 1,
     }
     assert store.get("chat", ChatParams).params == ChatParams()
     last = store.history("chat", limit=1)[0]

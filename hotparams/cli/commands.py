@@ -17,7 +17,7 @@ from ..keys import keys_for
 from ..protocol import rules_op
 from ..redact import masked
 from ..schema import ParamSchema
-from ..snapshot import Change, Snapshot, changes_to_json
+from ..snapshot import Change, Snapshot, changes_to_json, write_to_json
 from .context import (
     DEFAULT_TIMEOUT,
     AuthorOpt,
@@ -106,13 +106,8 @@ def report_write(
     change = change_of(state.bus(), namespace, after) if after != before else None
     changes = change.changes if change else {}
     if json_out:
-        doc = {
-            "namespace": namespace,
-            "version": after,
-            "previous": before,
-            "changed": after != before,
-            "changes": changes_to_json(changes),
-        }
+        previous = change.previous if change is not None else before
+        doc = write_to_json(namespace, previous, after, change)
         if wait is not None:
             report_wait(state, namespace, after, wait, doc)
         else:

@@ -19,7 +19,7 @@ from ..fleet import WorkerReport
 from ..messages import one_line
 from ..outcomes import BadRequest, NotServed, outcome_of
 from ..redact import masked
-from ..snapshot import Change, changes_to_json
+from ..snapshot import Change, write_to_json
 from ..variants import VariantSet
 
 __all__ = [
@@ -107,18 +107,8 @@ class Written:
         return self.version != self.previous
 
     def doc(self) -> dict[str, Any]:
-        """What a write answers (the CLI's ``--json``)."""
-        change = self.change
-        doc: dict[str, Any] = {
-            "namespace": self.namespace,
-            "version": self.version,
-            "previous": self.previous,
-            "changed": self.changed,
-            "changes": changes_to_json(change.changes) if change else {},
-        }
-        if change is not None and change.target is not None:
-            doc["target"] = change.target
-        return doc
+        """What a write answers (the CLI's ``--json`` too)."""
+        return write_to_json(self.namespace, self.previous, self.version, self.change)
 
 
 def written(bus: Bus, namespace: str, write: Callable[[], int]) -> Written:
