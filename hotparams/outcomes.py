@@ -32,23 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import errors as e
 from .config import ConfigError
-from .errors import (
-    ConnectionFailed,
-    DemoError,
-    HotParamsError,
-    InvalidNamespace,
-    InvalidParams,
-    LibraryMismatch,
-    NamespaceDamaged,
-    NamespaceNotFound,
-    PermissionDenied,
-    ProtocolError,
-    ReplicationLagging,
-    SchemaError,
-    VersionConflict,
-    VersionNotFound,
-)
 from .writes import BatchError
 
 __all__ = [
@@ -125,32 +110,32 @@ FAILURE = Outcome(1, 500, "internal")
 OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (UsageProblem, _BAD_REQUEST),
     (BadRequest, _BAD_REQUEST),
-    (InvalidNamespace, _BAD_REQUEST),
+    (e.InvalidNamespace, _BAD_REQUEST),
     (ConfigError, _BAD_REQUEST),
-    (InvalidParams, _INVALID),
-    (SchemaError, _INVALID),
-    (VersionConflict, Outcome(4, 409, "version_conflict")),
-    (ConnectionFailed, Outcome(5, 503, "redis_unavailable")),
-    (NamespaceNotFound, _NOT_FOUND),
-    (VersionNotFound, _NOT_FOUND),
+    (e.InvalidParams, _INVALID),
+    (e.SchemaError, _INVALID),
+    (e.VersionConflict, Outcome(4, 409, "version_conflict")),
+    (e.ConnectionFailed, Outcome(5, 503, "redis_unavailable")),
+    (e.NamespaceNotFound, _NOT_FOUND),
+    (e.VersionNotFound, _NOT_FOUND),
     (NotFound, _NOT_FOUND),
     (NotServed, _NOT_FOUND),
     (NotConverged, Outcome(7, 504, "wait_timeout")),
-    (PermissionDenied, _DENIED),
-    (NamespaceDamaged, Outcome(1, 500, "namespace_damaged")),
-    (LibraryMismatch, Outcome(1, 500, "library_mismatch")),
-    (ProtocolError, Outcome(1, 500, "protocol_error")),
+    (e.PermissionDenied, _DENIED),
+    (e.NamespaceDamaged, Outcome(1, 500, "namespace_damaged")),
+    (e.LibraryMismatch, Outcome(1, 500, "library_mismatch")),
+    (e.ProtocolError, Outcome(1, 500, "protocol_error")),
     # committed, but not on enough replicas: not a retry (it would write twice)
-    (ReplicationLagging, Outcome(1, 500, "replication_lagging")),
+    (e.ReplicationLagging, Outcome(1, 500, "replication_lagging")),
     (BatchError, Outcome(1, 500, "batch_failed")),
-    (DemoError, Outcome(1, 500, "demo_failed")),
-    (HotParamsError, FAILURE),
+    (e.DemoError, Outcome(1, 500, "demo_failed")),
+    (e.HotParamsError, FAILURE),
 )
 
 
 def outcome_of(exc: BaseException) -> Outcome:
     """The row of ``exc`` (:data:`FAILURE` if none matches)."""
-    if isinstance(exc, LibraryMismatch) and exc.__dict__.get("permission"):
+    if isinstance(exc, e.LibraryMismatch) and exc.__dict__.get("permission"):
         return _DENIED  # Redis refused this user's FUNCTION LOAD
     for kind, outcome in OUTCOMES:
         if isinstance(exc, kind):
