@@ -1,33 +1,28 @@
-"""How hotparams talks to Redis, for the sync and the asyncio bus alike:
-the client options, which errors are transient, and the retry policy.
+"""How hotparams talks to redis-py, for the sync and the asyncio drivers
+alike: the client options, and redis-py's exceptions as the I/O-free core
+reads them (:func:`translated`).
 
-Retries are hotparams' own (tenacity), so redis-py's are switched off: a
-call makes ``retry_attempts`` tries in all, the first outside tenacity (the
-happy path pays nothing for it), then jittered exponential waits within
-``retry_deadline``; a small random wait before the first retry keeps a
-fleet that lost Redis at once from retrying in lockstep.
+Retries are hotparams' own (:meth:`hotparams.core.BusCore.serve`, waits
+of :mod:`hotparams.backoff`), so redis-py's are switched off.
 """
 
 from __future__ import annotations
 
-import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoPermissionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
-from tenacity import (
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
 from .config import Settings
-from .redact import describe  # re-exported: bus, aio and live import it from here
+from .protocol import ErrorReply, Transient
+from .redact import describe
 
-__all__ = ["TRANSIENT", "client_options", "describe", "first_retry_wait", "retry_policy"]
+__all__ = ["TRANSIENT", "client_options", "error_replies", "translated"]
 
 #: errors worth another try: the connection, not the request, failed
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -51,18 +46,24 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def retry_policy(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments of tenacity's ``Retrying``/``AsyncRetrying`` for
-    the tries after the first one (so ``retry_attempts - 1`` of them)."""
-    return {
-        "stop": stop_after_attempt(settings.retry_attempts - 1)
-        | stop_after_delay(settings.retry_deadline),
-        "wait": wait_random_exponential(multiplier=0.05, max=settings.retry_max_wait),
-        "retry": retry_if_exception_type(TRANSIENT),
-        "reraise": True,
-    }
+@contextmanager
+def translated(url: str) -> Iterator[None]:
+    """redis-py's exceptions as the I/O-free core reads them: an error reply
+    becomes :class:`~hotparams.protocol.ErrorReply`, a failed connection
+    :class:`~hotparams.protocol.Transient` (its text without passwords)."""
+    try:
+        yield
+    except ResponseError as exc:
+        raise ErrorReply(str(exc), noperm=isinstance(exc, NoPermissionError)) from None
+    except TRANSIENT as exc:
+        raise Transient(describe(exc, url)) from None
 
 
-def first_retry_wait() -> float:
-    """Seconds to wait before the first retry (tenacity waits only between its own tries)."""
-    return random.uniform(0, 0.05)
+def error_replies(replies: list[Any]) -> list[Any]:
+    """A pipeline's replies, its error replies as ErrorReply."""
+    return [
+        ErrorReply(str(r), noperm=isinstance(r, NoPermissionError))
+        if isinstance(r, ResponseError)
+        else r
+        for r in replies
+    ]

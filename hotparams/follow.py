@@ -14,6 +14,11 @@ listener's logic exists once:
             so only a probe reveals it); returns never: it ends when an
             action fails, or with :class:`Lost` when the subscription is
             silent
+``follow``  the listener's whole life: connect and listen, and after any
+            failure record it, drop the connections, wait (the backoff of
+            :mod:`hotparams.backoff`) and connect again, until the handle
+            closes (the driver stops performing: a thread's ``Stopped``, a
+            task's cancellation)
 
 Actions and their results:
 
@@ -26,15 +31,27 @@ Actions and their results:
 ``Read``        the result of a :mod:`~hotparams.protocol` operation
 ``Publish``     make ``view`` (``new`` and its variants) the handle's current
                 snapshot, then notify
+``Pause``       wait ``seconds`` (cut short when the handle closes)
+``Reset``       drop the subscription and the listener's connection
+``Status``      the connection came or went: wake whoever waits for it
 =============== ==========================================================
+
+Each action names the method of the driver that performs it (``verb``):
+the sync :class:`~hotparams.Live` and the asyncio
+:class:`~hotparams.aio.AsyncLive` implement the same methods, one
+blocking, one awaited (see :class:`hotparams.runner.Backend`).
 """
 
 from __future__ import annotations
 
+import logging
+import random
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from .backoff import jittered
+from .config import Settings
 from .errors import ConnectionFailed, NamespaceDamaged, NamespaceNotFound, ProtocolError
 from .events import Event, parse_event
 from .keys import Keys
@@ -47,15 +64,21 @@ __all__ = [
     "MAX_BATCH",
     "Action",
     "Lost",
+    "Pause",
     "Ping",
     "Publish",
     "Read",
     "Receive",
+    "Reset",
+    "Status",
     "Subscribe",
     "connect",
+    "follow",
     "listen",
     "start",
 ]
+
+log = logging.getLogger("hotparams.live")
 
 #: most messages handled as one batch (a burst beyond is handled in several)
 MAX_BATCH = 1000
@@ -63,21 +86,25 @@ MAX_BATCH = 1000
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
+    verb: ClassVar[str] = "_subscribe"
     channel: str
 
 
 @dataclass(frozen=True, slots=True)
 class Receive:
+    verb: ClassVar[str] = "_receive"
     timeout: float
 
 
 @dataclass(frozen=True, slots=True)
 class Ping:
+    verb: ClassVar[str] = "_ping"
     token: str
 
 
 @dataclass(frozen=True, slots=True)
 class Read:
+    verb: ClassVar[str] = "_read"
     op: Op[Any]
     #: retry like any Bus call (the first read, without a fallback)
     patient: bool = False
@@ -85,16 +112,29 @@ class Read:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
+    verb: ClassVar[str] = "_publish"
     old: Snapshot[Any] | None
     #: the new snapshot with its merged variants: swapped as one reference
     view: View[Any]
 
-    @property
-    def new(self) -> Snapshot[Any]:
-        return self.view.base
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    verb: ClassVar[str] = "_pause"
+    seconds: float
 
 
-Action = Subscribe | Receive | Ping | Read | Publish
+@dataclass(frozen=True, slots=True)
+class Reset:
+    verb: ClassVar[str] = "_reset"
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    verb: ClassVar[str] = "_signal"
+
+
+Action = Subscribe | Receive | Ping | Read | Publish | Pause | Reset | Status
 Phase = Generator[Action, Any, None]
 
 
@@ -116,6 +156,42 @@ def start(
     except (ConnectionFailed, NamespaceNotFound, NamespaceDamaged) as exc:
         return tracker.begin(None, exc, cached=cached, defaults=defaults)
     return tracker.begin(stored, None, cached=cached, defaults=defaults)
+
+
+def follow(
+    tracker: Tracker[Any], keys: Keys, settings: Settings, clock: Callable[[], float]
+) -> Phase:
+    """Connect and listen for as long as the handle runs; after a failure,
+    reconnect with jittered exponential waits (the first one short and
+    random: a fleet that lost Redis at once does not come back at once)."""
+    base, cap = settings.reconnect_base_wait, settings.reconnect_max_wait
+    while True:
+        failures = 0
+        while True:
+            try:
+                yield from connect(tracker, keys)
+                break
+            except Exception as exc:
+                failures += 1
+                tracker.connection(False, exc)
+                log.debug(
+                    "%s: reconnect attempt %d failed: %s",
+                    keys.namespace,
+                    failures,
+                    tracker.last_error,
+                    extra={"namespace": keys.namespace},
+                )
+                yield Reset()
+                yield Status()
+                yield Pause(jittered(failures, base, cap))
+        yield Status()
+        try:
+            yield from listen(tracker, keys, clock)
+        except Exception as exc:
+            tracker.connection(False, exc)
+        yield Reset()
+        yield Status()
+        yield Pause(random.uniform(0, base))
 
 
 def connect(tracker: Tracker[Any], keys: Keys) -> Phase:

@@ -133,7 +133,7 @@ class Handle(Generic[M]):
         schema: ParamSchema[M],
         *,
         cache: str | os.PathLike[str] | None,
-        reconcile_interval: float,
+        reconcile_interval: float | None,
         settings: Settings,
         worker_name: str = "",
         metrics: Metrics | None = None,
@@ -151,7 +151,10 @@ class Handle(Generic[M]):
             self._observer.add(traced)
         self._keys = keys_for(namespace)
         self._tracker: Tracker[M] = Tracker(
-            namespace, schema, reconcile_interval=reconcile_interval, observer=self._observer
+            namespace,
+            schema,
+            reconcile_interval=reconcile_interval or settings.reconcile_interval,
+            observer=self._observer,
         )
         self._reporter = Reporter(
             self._tracker,

@@ -6,64 +6,59 @@
     snap = live.current            # no lock, no I/O: one attribute read
     snap.params.temperature        # the same version for as long as snap is held
 
-A listener thread performs the actions of :mod:`hotparams.follow` (which
-holds every decision) over redis-py: it subscribes, re-reads, applies
-events, reconciles, and reconnects with jittered exponential backoff
-(tenacity) after any failure.  Applying a version replaces ``current``
-whole; readers never wait for it.  A second thread runs change callbacks,
-in version order, and writes the disk cache, so neither can slow the
-listener or a reader.  A third reports the worker to the fleet and flushes
-A/B exposure counts (:mod:`hotparams.reporting`), over a connection of its
-own.  A handle made before ``fork()`` starts its own threads in the child
+The handle runs the three conversations of :mod:`hotparams.runner` (the
+listener, the reporter and the dispatcher, each written once for both
+handles) on three threads, performing their actions with blocking calls
+over redis-py.  Applying a version replaces ``current`` whole; readers
+never wait for it.  Callbacks and the disk cache run on the dispatcher's
+thread, fleet reports on the reporter's, over a connection of its own, so
+neither can slow the listener or a reader.  ``close()`` cuts a call that
+hangs on a frozen or partitioned Redis by shutting its socket down.  A
+handle made before ``fork()`` starts its own threads in the child
 (gunicorn ``--preload``, multiprocessing), under its own worker id.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import os
 import queue
-import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from pydantic import BaseModel
 from redis.client import PubSub
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_not_exception_type,
-    stop_when_event_set,
-    wait_random_exponential,
-)
 
 from .bus import Bus
 from .config import redact_url
+from .driving import Stopped, converse
 from .errors import ConnectionFailed
 from .follow import (
     MAX_BATCH,
     Action,
+    Pause,
     Ping,
     Publish,
     Read,
     Receive,
+    Reset,
+    Status,
     Subscribe,
-    connect,
-    listen,
+    follow,
     start,
 )
 from .handle import Handle, live_changed
 from .protocol import text
 from .redact import describe
-from .reporting import Idle, Write, farewell, reporting
+from .reporting import Idle, Write, lifetime
+from .runner import EMPTY, Notify, Store, Take, dispatching, perform
 from .schema import ParamSchema
 from .snapshot import Snapshot
-from .views import View
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -71,7 +66,6 @@ if TYPE_CHECKING:
 __all__ = ["Live", "close_all", "live_changed", "serve_forks"]
 
 M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
 
 log = logging.getLogger("hotparams.live")
 
@@ -79,10 +73,6 @@ log = logging.getLogger("hotparams.live")
 _POLL = 0.1
 #: how long close() lets the reporter send its last exposure counts and leave
 _FAREWELL = 0.5
-
-
-class _Stopped(Exception):
-    """Internal: close() was called."""
 
 
 class Live(Handle[M]):
@@ -111,7 +101,7 @@ class Live(Handle[M]):
             namespace,
             schema,
             cache=cache,
-            reconcile_interval=reconcile_interval or bus.settings.reconcile_interval,
+            reconcile_interval=reconcile_interval,
             settings=bus.settings,
             worker_name=worker_name,
             metrics=metrics,
@@ -120,7 +110,7 @@ class Live(Handle[M]):
         self._bus = bus
         self._init_runtime()
         first = start(self._tracker, self._keys, cached=self._cached(), defaults=defaults)
-        self._drive(first)
+        converse(first, self._listener_act)
         assert self._tracker.view is not None
         self._install(self._tracker.view)
         self._dormant = _fork_server == os.getpid()
@@ -129,12 +119,7 @@ class Live(Handle[M]):
         elif self._tracker.origin == "redis":
             self._queue.put((None, self.current))  # save it to the cache
             self._start_threads()
-            # normally subscribed and reported within milliseconds; never wait long
-            deadline = time.monotonic() + bus.settings.connect_timeout
-            if self.wait_until(lambda _: self._tracker.connected, bus.settings.connect_timeout):
-                # listed by bus.workers() once watch() returns
-                while not self._reporter.attempted and time.monotonic() < deadline:
-                    time.sleep(0.001)
+            self._until_joined(bus.settings.connect_timeout)
         else:
             self._start_threads()
         _handles.add(self)
@@ -145,41 +130,39 @@ class Live(Handle[M]):
         self._reader: Bus | None = None  # the listener's own connection, made when needed
         self._stopping = threading.Event()
         self._changed = threading.Condition()
-        self._callbacks_lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[Snapshot[M] | None, Snapshot[M]] | None] = (
             queue.SimpleQueue()
         )
-        self._listener: threading.Thread | None = None
-        self._dispatcher: threading.Thread | None = None
-        self._reporting: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._wake = threading.Event()  # the reporter: something to report
+        self._reported = threading.Event()  # the reporter's first call is done
         self._report_bus: Bus | None = None  # the reporter's own connection
         self._abandon = False  # close() gave up on the reporter's last writes
+        self._act = functools.partial(perform, self)
 
     def _start_threads(self) -> None:
-        self._dispatcher = threading.Thread(
-            target=self._dispatch, name=f"hotparams-callbacks-{self.namespace}", daemon=True
-        )
-        self._listener = threading.Thread(
-            target=self._listen, name=f"hotparams-live-{self.namespace}", daemon=True
-        )
-        self._reporting = threading.Thread(
-            target=self._report, name=f"hotparams-report-{self.namespace}", daemon=True
-        )
-        self._dispatcher.start()
-        self._listener.start()
-        self._reporting.start()
+        for role, target in (
+            ("callbacks", self._dispatch),
+            ("live", self._listen),
+            ("report", self._report),
+        ):
+            thread = threading.Thread(
+                target=target, name=f"hotparams-{role}-{self.namespace}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def _until_joined(self, wait: float) -> None:
+        """Normally subscribed and reported within milliseconds (then
+        ``bus.workers()`` lists the handle); never wait long for it."""
+        deadline = time.monotonic() + wait
+        if self.wait_until(lambda _: self._tracker.connected, wait):
+            self._reported.wait(max(0.0, deadline - time.monotonic()))
 
     def wait_until(self, predicate: Callable[[Snapshot[M]], bool], timeout: float) -> bool:
         """Block until ``predicate(current)`` holds (True) or ``timeout`` passes (False)."""
-        deadline = time.monotonic() + timeout
         with self._changed:
-            while not predicate(self.current):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(min(remaining, _POLL))
-        return True
+            return self._changed.wait_for(lambda: predicate(self.current), timeout)
 
     def wait_for(self, version: int, timeout: float = 10.0) -> bool:
         """Block until the served version is at least ``version``."""
@@ -202,16 +185,16 @@ class Live(Handle[M]):
         self._interrupt()  # a read blocked on a frozen or partitioned Redis returns now
         self._queue.put(None)
         me = threading.current_thread()
-        for thread in (self._listener, self._dispatcher):
+        dispatcher, listener, reporter = self._threads or (None, None, None)
+        for thread in (listener, dispatcher):
             if thread is not None and thread is not me and thread.is_alive():
                 thread.join(timeout)
-        reporting = self._reporting
-        if reporting is not None and reporting is not me and reporting.is_alive():
-            reporting.join(min(timeout, _FAREWELL))
-            if reporting.is_alive():  # Redis does not answer: give up on leaving
+        if reporter is not None and reporter is not me and reporter.is_alive():
+            reporter.join(min(timeout, _FAREWELL))
+            if reporter.is_alive():  # Redis does not answer: give up on leaving
                 self._abandon = True
                 self._interrupt_reporter()
-                reporting.join(timeout)
+                reporter.join(timeout)
         self._drop_pubsub()
         self._drop_reader()
         self._tracker.connected = False
@@ -235,132 +218,141 @@ class Live(Handle[M]):
         self._init_runtime()
         self._start_threads()
 
-    # ------------------------------------------------------------ listener
+    # ------------------------------------------------------------ the three threads
 
     def _listen(self) -> None:
-        tracker, keys = self._tracker, self._keys
-        s = self._bus.settings
-        first = True
-        while not self._stopping.is_set():
-            try:
-                if not first:  # many workers lose Redis at once: do not come back at once
-                    self._pause(random.uniform(0, s.reconnect_base_wait))
-                first = False
-                self._retrying()(lambda: self._drive(connect(tracker, keys)))
-                with self._changed:
-                    self._changed.notify_all()
-                self._touch_reporter()
-                self._drive(listen(tracker, keys, time.monotonic))
-            except _Stopped:
-                break
-            except Exception as exc:
-                if self._stopping.is_set():
-                    break
-                tracker.connection(False, exc)
-                self._touch_reporter()
-            finally:
-                self._drop_pubsub()
-                self._drop_reader()
-
-    def _retrying(self) -> Retrying:
-        s = self._bus.settings
-        return Retrying(
-            wait=wait_random_exponential(
-                multiplier=s.reconnect_base_wait, max=s.reconnect_max_wait
-            ),
-            retry=retry_if_not_exception_type(_Stopped),
-            stop=stop_when_event_set(self._stopping),
-            sleep=self._pause,
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-
-    def _pause(self, seconds: float) -> None:
-        self._stopping.wait(seconds)
-
-    def _before_sleep(self, state: RetryCallState) -> None:
-        self._drop_pubsub()
-        self._drop_reader()
-        exc = state.outcome.exception() if state.outcome else None
-        if exc is not None:
-            self._tracker.connection(False, exc)
-            log.debug(
-                "%s: reconnect attempt %d failed: %s",
-                self.namespace,
-                state.attempt_number,
-                describe(exc),
-                extra={"namespace": self.namespace},
-            )
-
-    def _drive(self, phase: Generator[Action, Any, T]) -> T:
-        """Perform a phase's actions until it returns."""
         try:
-            action = next(phase)
-            while True:
-                if self._stopping.is_set():
-                    raise _Stopped
-                try:
-                    result = self._perform(action)
-                except _Stopped:
-                    raise
-                except Exception as exc:
-                    action = phase.throw(exc)
-                else:
-                    action = phase.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            s = self._bus.settings
+            converse(follow(self._tracker, self._keys, s, time.monotonic), self._listener_act)
+        except Stopped:
+            pass
         finally:
-            phase.close()
+            self._drop_pubsub()
+            self._drop_reader()
 
-    def _perform(self, action: Action) -> Any:
-        if isinstance(action, Receive):
-            return self._receive(action.timeout)
-        if isinstance(action, Read):
-            return (self._bus if action.patient else self._read_bus()).run(action.op)
-        if isinstance(action, Publish):
-            self._publish(action.old, action.view)
-            return None
-        if isinstance(action, Ping):
-            assert self._pubsub is not None
-            self._pubsub.ping(action.token)
-            return None
-        assert isinstance(action, Subscribe)
-        return self._subscribe(action.channel)
+    def _report(self) -> None:
+        try:
+            converse(lifetime(self._reporter), self._act)
+        except Stopped:
+            pass
+        finally:
+            self._drop_report_bus()
 
-    def _subscribe(self, channel: str) -> None:
+    def _dispatch(self) -> None:
+        converse(dispatching(self), self._act)
+
+    def _listener_act(self, action: Action) -> Any:
+        """The listener's actions stop once close() was called, and a call
+        that close() cut short ends the listener rather than failing."""
+        if self._stopping.is_set():
+            raise Stopped
+        try:
+            return perform(self, action)
+        except Exception:
+            if self._stopping.is_set():
+                raise Stopped from None
+            raise
+
+    # ------------------------------------------------------------ listener actions
+
+    def _subscribe(self, action: Subscribe) -> None:
         self._drop_pubsub()
         pubsub = self._bus.client.pubsub()  # type: ignore[no-untyped-call]
         self._pubsub = pubsub
-        pubsub.subscribe(channel)
+        pubsub.subscribe(action.channel)
         deadline = time.monotonic() + self._bus.settings.socket_timeout
         while True:
             message = pubsub.get_message(timeout=_POLL)
             if message is not None and text(message["type"]) == "subscribe":
                 return
             if self._stopping.is_set():
-                raise _Stopped
+                raise Stopped
             if time.monotonic() > deadline:
                 raise ConnectionFailed(redact_url(self._bus.url), "no confirmation of SUBSCRIBE")
 
-    def _receive(self, timeout: float) -> list[Any]:
+    def _receive(self, action: Receive) -> list[Any]:
         pubsub = self._pubsub
         assert pubsub is not None
-        deadline = time.monotonic() + timeout
-        while True:
+        deadline = time.monotonic() + action.timeout
+        while True:  # in slices, so that close() is noticed
             wait = min(_POLL, max(0.0, deadline - time.monotonic()))
             message = pubsub.get_message(timeout=wait)
             if message is not None:
                 batch = [message]
-                while len(batch) < MAX_BATCH:
-                    more = pubsub.get_message(timeout=0.0)
-                    if more is None:
-                        break
+                while len(batch) < MAX_BATCH and (more := pubsub.get_message(timeout=0.0)):
                     batch.append(more)
                 return batch
             if self._stopping.is_set():
-                raise _Stopped
+                raise Stopped
             if time.monotonic() >= deadline:
                 return []
+
+    def _ping(self, action: Ping) -> None:
+        assert self._pubsub is not None
+        self._pubsub.ping(action.token)
+
+    def _read(self, action: Read) -> Any:
+        return (self._bus if action.patient else self._read_bus()).run(action.op)
+
+    def _publish(self, action: Publish) -> None:
+        self._install(action.view)  # the reference readers see
+        with self._changed:
+            self._changed.notify_all()
+        self._queue.put((action.old, action.view.base))
+        self._touch_reporter()
+
+    def _pause(self, action: Pause) -> None:
+        if self._stopping.wait(action.seconds):
+            raise Stopped
+
+    def _reset(self, action: Reset) -> None:
+        self._drop_pubsub()
+        self._drop_reader()
+
+    def _signal(self, action: Status) -> None:
+        with self._changed:
+            self._changed.notify_all()
+        self._touch_reporter()
+
+    # ------------------------------------------------------------ reporter actions
+
+    def _touch_reporter(self) -> None:
+        self._reporter.touch()
+        self._wake.set()
+
+    def _idle(self, action: Idle) -> None:
+        if self._stopping.is_set():
+            raise Stopped
+        self._wake.wait(action.timeout)
+        self._wake.clear()
+
+    def _write(self, action: Write) -> Any:
+        if self._abandon:
+            raise Stopped
+        try:
+            return self._reporting_bus().run(action.op)
+        except Exception:
+            if self._abandon:
+                raise Stopped from None
+            raise
+        finally:
+            self._reported.set()
+
+    # ------------------------------------------------------------ dispatcher actions
+
+    def _take(self, action: Take) -> Any:
+        try:
+            return self._queue.get(block=action.block)
+        except queue.Empty:
+            return EMPTY
+
+    def _store(self, action: Store) -> None:
+        self._save(action.snap)
+
+    def _notify(self, action: Notify) -> None:
+        action.call()
+
+    # ------------------------------------------------------------ connections
 
     def _read_bus(self) -> Bus:
         """The listener's reads go through one connection of its own (from the
@@ -417,55 +409,6 @@ class Live(Handle[M]):
             except Exception as exc:  # a dead connection may fail to close
                 log.debug("%s: closing the subscription: %s", self.namespace, describe(exc))
 
-    def _publish(self, old: Snapshot[M] | None, view: View[M]) -> None:
-        self._install(view)  # the reference readers see
-        with self._changed:
-            self._changed.notify_all()
-        self._queue.put((old, view.base))
-        self._touch_reporter()
-
-    # ------------------------------------------------------------ reporter thread
-
-    def _touch_reporter(self) -> None:
-        self._reporter.touch()
-        self._wake.set()
-
-    def _report(self) -> None:
-        """Report to the fleet until close(), then send the last counts and leave."""
-        with contextlib.suppress(_Stopped):
-            self._drive_reporter(reporting(self._reporter))
-        try:
-            with contextlib.suppress(_Stopped):
-                self._drive_reporter(farewell(self._reporter))
-        finally:
-            self._drop_report_bus()
-
-    def _drive_reporter(self, phase: Generator[Idle | Write, Any, None]) -> None:
-        try:
-            action = next(phase)
-            while True:
-                if isinstance(action, Idle):
-                    if self._stopping.is_set():
-                        raise _Stopped
-                    self._wake.wait(action.timeout)
-                    self._wake.clear()
-                    action = phase.send(None)
-                    continue
-                if self._abandon:
-                    raise _Stopped
-                try:
-                    result = self._reporting_bus().run(action.op)
-                except Exception as exc:
-                    if self._abandon:
-                        raise _Stopped from None
-                    action = phase.throw(exc)
-                else:
-                    action = phase.send(result)
-        except StopIteration:
-            return
-        finally:
-            phase.close()
-
     def _reporting_bus(self) -> Bus:
         """The reporter's Bus, on a pool of its own (like the Bus's): close()
         can then cut even a connection that is still being opened."""
@@ -485,8 +428,8 @@ class Live(Handle[M]):
         if bus is None:
             return
         pool = bus.client.connection_pool
-        # the Bus retries a failed call once, on a new connection: that one
-        # must not wait for the unresponsive server for a socket timeout again
+        # a call retried on a new connection must not wait for the
+        # unresponsive server for a socket timeout again
         pool.connection_kwargs.update(socket_timeout=0.01, socket_connect_timeout=0.01)
         try:
             pool.disconnect(inuse_connections=True)
@@ -502,34 +445,6 @@ class Live(Handle[M]):
                 bus.client.connection_pool.disconnect()
             except Exception as exc:
                 log.debug("%s: closing the report connection: %s", self.namespace, describe(exc))
-
-    # ------------------------------------------------------------ callbacks thread
-
-    def _dispatch(self) -> None:
-        unsaved: Snapshot[M] | None = None
-        while True:
-            try:
-                item = self._queue.get() if unsaved is None else self._queue.get(timeout=0)
-            except queue.Empty:
-                self._save(unsaved)
-                unsaved = None
-                continue
-            if item is None:
-                break
-            old, new = item
-            if old is not None:
-                self._notify(old, new)
-            if self.cache is not None:
-                unsaved = new
-        if unsaved is not None:
-            self._save(unsaved)
-
-    def _notify(self, old: Snapshot[M], new: Snapshot[M]) -> None:
-        for call in self._listeners(old, new):
-            try:
-                call()
-            except Exception:
-                self._callback_failed(old, new)
 
 
 # ---------------------------------------------------------------- fork safety

@@ -104,8 +104,9 @@ def _fields(bound: dict[str, Any]) -> list[str]:
     names: list[str] = []
     for key in ("changes", "overrides"):
         names += list(bound.get(key) or ())
-    unset = bound.get("unset") or ()
-    names += [unset] if isinstance(unset, str) else list(unset)
+    for key in ("unset", "fields"):
+        unset = bound.get(key) or ()
+        names += [unset] if isinstance(unset, str) else list(unset)
     return sorted(set(names))
 
 
@@ -114,8 +115,9 @@ def _write_span(
 ) -> Generator[Any, Any, T]:
     from .protocol import default_author
 
-    if op == "set" and not bound.get("changes") and bound.get("unset"):
-        op = "unset"
+    for options in ("write", "audit"):  # the audit options come as **write / **audit
+        bound = {**bound, **(bound.get(options) or {})}
+
     attributes: dict[str, Any] = {
         "hotparams.namespace": str(bound.get("namespace", "")),
         "hotparams.op": op,

@@ -128,6 +128,30 @@ Call = FCall | Command | Batch | Scan
 Op = Generator[Call, Any, T]
 
 
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait before another try (only :meth:`BusCore.serve` yields it)."""
+
+    seconds: float
+
+
+#: what a driver performs: Redis calls, and the waits between tries
+Wire = Call | Sleep
+
+
+class ErrorReply(Exception):
+    """An error reply of Redis, as a driver hands it over (thrown in, or in
+    a Batch's replies): the message, and whether it was an ACL refusal."""
+
+    def __init__(self, message: str, *, noperm: bool = False) -> None:
+        super().__init__(message)
+        self.noperm = noperm
+
+
+class Transient(Exception):
+    """The connection failed, not the request: another try may succeed."""
+
+
 class Stale(Exception):
     """Internal: the version a writer validated against is no longer current."""
 
@@ -174,12 +198,6 @@ def lenient_text(value: Any) -> tuple[str, bool]:
 
 def is_function_missing(exc: Exception) -> bool:
     return "function not found" in str(exc).lower()
-
-
-def _is_noperm(exc: Exception) -> bool:
-    """Whether redis-py raised its NoPermissionError (it drops the NOPERM
-    code from the message); by name, so that this module imports no redis."""
-    return any(kind.__name__ == "NoPermissionError" for kind in type(exc).__mro__)
 
 
 _INVALID_PART = re.compile(r"^([^:]+): (.*)$")
@@ -229,9 +247,8 @@ _SIMPLE_ERRORS: dict[str, Callable[[str, str], Exception]] = {
 }
 
 
-def decode_error(namespace: str, exc: Exception) -> Exception:
-    """The typed exception for an error reply (a redis-py ``ResponseError``)
-    of the Lua library or of Redis."""
+def decode_error(namespace: str, exc: ErrorReply) -> Exception:
+    """The typed exception for an error reply of the Lua library."""
     message = str(exc)
     code, _, rest = message.partition(" ")
     if code == "HP_CONFLICT":
@@ -259,7 +276,7 @@ def decode_error(namespace: str, exc: Exception) -> Exception:
         return VersionNotFound(namespace, number, detail)
     if is_function_missing(exc):
         return LibraryMissing(message)
-    denied = permission_denied(namespace, message, _is_noperm(exc))
+    denied = permission_denied(namespace, message, exc.noperm)
     if denied is not None:
         return denied
     if "already exists" in message.lower() and "library" in message.lower():

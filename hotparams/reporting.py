@@ -20,18 +20,24 @@ since the flush before (see :class:`Tally`), so a ``for_user`` call that
 looked its counter up just before a flush is counted at the next one, never
 lost, however many flushes pass meanwhile.
 
-Actions, performed by :mod:`hotparams.live` and :mod:`hotparams.aio`:
+Actions, performed by the drivers of :class:`hotparams.runner.Backend`
+(the ``verb`` of each names the method):
 
 =========== ==============================================================
 ``Idle``    wait until the handle applied a version or its connection
-            changed (:meth:`Reporter.touch`), or ``timeout`` seconds passed
+            changed (:meth:`Reporter.touch`), or ``timeout`` seconds passed;
+            ``Stopped`` when the handle closes
 ``Write``   the result of a :mod:`~hotparams.fleet` operation, sent on the
             reporting connection
 =========== ==============================================================
+
+:func:`lifetime` is the reporter's whole life: :func:`reporting` until the
+handle closes, then :func:`farewell`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -42,14 +48,25 @@ import time
 from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from .backoff import jittered
+from .driving import Stopped
 from .fleet import WorkerReport, expose_op, leave_op, report_op, worker_id
 from .protocol import Op
 from .redact import describe
 from .tracker import Tracker
 
-__all__ = ["DEBOUNCE", "Idle", "Reporter", "Tally", "Write", "farewell", "reporting"]
+__all__ = [
+    "DEBOUNCE",
+    "Idle",
+    "Reporter",
+    "Tally",
+    "Write",
+    "farewell",
+    "lifetime",
+    "reporting",
+]
 
 log = logging.getLogger("hotparams.fleet")
 
@@ -65,11 +82,13 @@ Key = tuple[str, str | None]  # (the experiment's salt, variant name or None for
 
 @dataclass(frozen=True, slots=True)
 class Idle:
+    verb: ClassVar[str] = "_idle"
     timeout: float
 
 
 @dataclass(frozen=True, slots=True)
 class Write:
+    verb: ClassVar[str] = "_write"
     op: Op[Any]
 
 
@@ -204,8 +223,6 @@ class Reporter:
         self.dirty = False
         self.reports = 0
         self.failures = 0
-        #: a report was sent or failed (``watch`` waits for the first one, briefly)
-        self.attempted = False
         self._last_report = -math.inf
         self._next_report = self.clock() + self.interval
         self._next_flush = self.clock() + self.exposure_interval
@@ -296,7 +313,15 @@ class Reporter:
             extra={"namespace": self.namespace, "worker": self.id, "event": "report-failed"},
         )
         if what == "report":
-            self._next_report = now + min(self.interval, RETRY_FIRST * 2 ** (self.failures - 1))
+            self._next_report = now + jittered(self.failures, RETRY_FIRST, self.interval)
+
+
+def lifetime(r: Reporter) -> Generator[Action, Any, None]:
+    """Report until the handle closes (its driver raises Stopped), then
+    send the last counts and leave the fleet."""
+    with contextlib.suppress(Stopped):
+        yield from reporting(r)
+    yield from farewell(r)
 
 
 def reporting(r: Reporter) -> Generator[Action, Any, None]:
@@ -331,8 +356,6 @@ def _report(r: Reporter, now: float) -> Generator[Action, Any, None]:
         r.failed("report", exc, now)
     else:
         r.sent(now)
-    finally:
-        r.attempted = True
 
 
 def _flush(r: Reporter, *, final: bool) -> Generator[Action, Any, None]:

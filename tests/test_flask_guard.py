@@ -37,13 +37,13 @@ def make(redis_url: str) -> Iterator[Callable[..., tuple[Flask, list[Any]]]]:
         made.append((app, hp))
         sent: list[Any] = []
         bus = state_of(app).bus
-        execute = bus.execute
+        execute = bus.perform
 
         def recording(call: Any) -> Any:
             sent.append(call)
             return execute(call)
 
-        bus.execute = recording  # type: ignore[method-assign]
+        bus.perform = recording  # type: ignore[method-assign]
         return app, sent
 
     yield build

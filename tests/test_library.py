@@ -163,9 +163,9 @@ def test_two_clients_that_race_to_load_do_not_overwrite_each_other(redis_url: st
     assert load.args[:2] == ("FUNCTION", "LOAD") and "REPLACE" not in load.args
     with pytest.raises(redis.ResponseError, match="already exists") as caught:
         second.client.execute_command(*load.args)
-    from hotparams.protocol import decode_error
+    from hotparams.protocol import ErrorReply, decode_error
 
-    look = op.throw(decode_error("", caught.value))
+    look = op.throw(decode_error("", ErrorReply(str(caught.value))))
     reply = second.client.execute_command(*look.args)
     with pytest.raises(StopIteration) as done:
         op.send(reply)

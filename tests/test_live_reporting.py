@@ -193,11 +193,32 @@ def fcall(action: Any) -> FCall:
     return call
 
 
+_made: list[Reporter] = []
+
+
+@pytest.fixture(autouse=True)
+def _ids_given_back() -> Generator[None, None, None]:
+    """Each reporter takes a worker id of the process; give them back, or a
+    later test of this process (any order, under xdist) gets ``web-1#2``."""
+    yield
+    while _made:
+        reporter = _made.pop()
+        reporting_ids().give_back(reporter.namespace, reporter.id)
+
+
+def reporting_ids() -> Any:
+    from hotparams import reporting as module
+
+    return module._ids
+
+
 def make_reporter(clock: Clock) -> Reporter:
     t = tracker(Clock(1000.0))
     t.on_stored(stored(1, 999_000, TWO))
     t.connection(True)
-    return Reporter(t, name="web-1", interval=5.0, exposure_interval=2.0, clock=clock)
+    r = Reporter(t, name="web-1", interval=5.0, exposure_interval=2.0, clock=clock)
+    _made.append(r)
+    return r
 
 
 def test_the_reporter_reports_at_once_then_debounces_and_beats() -> None:
@@ -226,7 +247,7 @@ def test_the_reporter_reports_at_once_then_debounces_and_beats() -> None:
     assert phase.send(1) == Idle(pytest.approx(2.0))  # the next flush
 
 
-def test_a_failed_report_is_logged_once_and_retried_with_backoff(
+def test_a_failed_report_is_logged_once_and_retried_with_jittered_backoff(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="hotparams.fleet")
@@ -238,7 +259,8 @@ def test_a_failed_report_is_logged_once_and_retried_with_backoff(
     for attempt in range(1, 4):
         assert fcall(phase.send(None)).function == "hp_report"
         idle = phase.throw(ConnectionError("refused"))
-        assert idle == Idle(pytest.approx(0.1 * 2 ** (attempt - 1)))
+        # the one backoff policy (hotparams.backoff): jittered, doubling, at most the interval
+        assert isinstance(idle, Idle) and 0 <= idle.timeout <= min(0.1 * 2**attempt, r.interval)
         clock.now += idle.timeout
     warnings = [rec for rec in caplog.records if rec.levelno == logging.WARNING]
     assert len(warnings) == 1 and "cannot send the report" in warnings[0].getMessage()

@@ -309,7 +309,7 @@ def test_connect_subscribes_before_it_rereads() -> None:
     tracker = tracker_at(3)
     actions = drive(connect(tracker, keys_for(NS)), [None, stored(5, a=5, b=5), None])
     assert isinstance(actions[0], Subscribe) and isinstance(actions[1], Read)
-    assert isinstance(actions[2], Publish) and actions[2].new.version == 5
+    assert isinstance(actions[2], Publish) and actions[2].view.base.version == 5
     assert tracker.connected
 
 
@@ -365,7 +365,7 @@ def test_listen_rereads_after_a_resubscribe_and_applies_events() -> None:
         }
     ).encode()
     publish = phase.send([message(ev)])
-    assert isinstance(publish, Publish) and publish.new.version == 4
+    assert isinstance(publish, Publish) and publish.view.base.version == 4
     assert isinstance(phase.send(None), Receive)
     reread = phase.send([{"type": "subscribe", "channel": b"x", "data": 1}])
     assert isinstance(reread, Read)
