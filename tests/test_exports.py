@@ -59,22 +59,6 @@ def test_bus_has_the_design_methods() -> None:
         assert callable(getattr(hotparams.Bus, method))
 
 
-def test_every_bus_method_has_an_asyncio_twin_with_the_same_parameters() -> None:
-    import inspect
-
-    from hotparams.aio import AsyncBus
-
-    sync_only = {"close", "run", "execute", "load_library", "masked_values"}
-    for name, method in vars(hotparams.Bus).items():
-        if name.startswith("_") or name in sync_only or not callable(method):
-            continue
-        twin = getattr(AsyncBus, name, None)
-        assert twin is not None, f"AsyncBus.{name} is missing"
-        assert inspect.iscoroutinefunction(twin), f"AsyncBus.{name} is not async"
-        params = list(inspect.signature(method).parameters)
-        assert list(inspect.signature(twin).parameters) == params, name
-
-
 # ---------------------------------------------------------------- every public module
 
 #: each public module's names (extend, never rename: a name may be added
