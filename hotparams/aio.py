@@ -180,8 +180,8 @@ class AsyncLive(Handle[M]):
         namespace: str,
         schema: ParamSchema[M],
         *,
-        cache: str | os.PathLike[str] | None,
-        reconcile_interval: float | None,
+        cache: str | os.PathLike[str] | None = None,
+        reconcile_interval: float | None = None,
         worker_name: str = "",
         metrics: Metrics | None = None,
     ) -> None:

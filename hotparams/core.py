@@ -24,7 +24,6 @@ from typing import Any, TypedDict, TypeVar, Unpack
 from pydantic import BaseModel
 
 from .backoff import retry_waits
-from .codec import loads
 from .config import ConfigError, Settings, redact_url, settings_from
 from .errors import ConnectionFailed, LibraryMismatch, ProtocolError, SchemaError
 from .fleet import Convergence, WorkerReport, convergence, expose_op, exposures_op, workers_op
@@ -45,7 +44,6 @@ from .otel import traced
 from .protocol import (
     Batch,
     Call,
-    Command,
     ErrorReply,
     Head,
     LibraryMissing,
@@ -61,6 +59,7 @@ from .protocol import (
     head_op,
     history_op,
     register_op,
+    rules_op,
 )
 from .replication import acknowledged
 from .schema import AnyParams, ParamSchema
@@ -687,12 +686,10 @@ class BusCore:
         """Audit entries, newest first; secret values are masked."""
         return (yield from history_op(keys_for(namespace), limit))
 
-    def _rules(self, namespace: str) -> Op[dict[str, Any]]:
-        """The validation rules stored for the namespace's current schema."""
-        keys = keys_for(namespace)
-        head = yield from head_op(keys)
-        raw = yield Command(namespace, ("HGET", keys.schema, str(head.schema_rev)))
-        return loads(raw) if raw else {"fields": {}}
+    def _rules(self, namespace: str, schema_rev: int | None = None) -> Op[dict[str, Any]]:
+        """The validation rules stored for the namespace's current schema
+        (or for the schema revision ``schema_rev``, e.g. a retained version's)."""
+        return (yield from rules_op(keys_for(namespace), schema_rev))
 
     def _secret_fields(self, namespace: str) -> Op[frozenset[str]]:
         """The namespace's secret fields, by its stored schema."""
@@ -725,6 +722,12 @@ class BusCore:
         """The live workers' reports on a namespace (expired ones are gone)."""
         _, reports = yield from workers_op(keys_for(namespace).namespace)
         return reports
+
+    @operation
+    def fleet(self, namespace: str) -> Op[tuple[int, list[WorkerReport]]]:
+        """Redis's clock (ms since the epoch) and the live workers' reports,
+        read together: how old each report is, by the clock that dates them."""
+        return (yield from workers_op(keys_for(namespace).namespace))
 
     @operation
     def convergence(self, namespace: str, version: int | None = None) -> Op[Convergence]:

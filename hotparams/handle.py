@@ -278,7 +278,7 @@ class Handle(Generic[M]):
     # ------------------------------------------------------------ observers
 
     def observe(self, observer: Observer) -> None:
-        """Tell ``observer`` (a :class:`hotparams.tracker.Observer`) what this
+        """Tell ``observer`` (a :class:`hotparams.observer.Observer`) what this
         handle decides: each applied version with its lag, each change of its
         connection, re-reads, rejections.  Its methods run in the listener
         (thread or task): they must be quick and must not block; one that

@@ -148,6 +148,7 @@ RETURNS: dict[str, Any] = {
     "convergence": Convergence,
     "diff": dict[str, FieldChange],
     "exposures": dict[str | None, int],
+    "fleet": tuple[int, list[WorkerReport]],
     "get": Snapshot[Any],
     "head": Head,
     "history": list[Change],

@@ -14,7 +14,6 @@ from ..bus import Bus
 from ..codec import MASK, loads
 from ..errors import InvalidParams
 from ..keys import keys_for
-from ..protocol import rules_op
 from ..redact import masked
 from ..schema import ParamSchema
 from ..snapshot import Change, Snapshot, changes_to_json, write_to_json
@@ -284,8 +283,8 @@ def get(
     # a retained version is shown by the rules it was written with (its
     # defaults, its secrets); a field secret in the current schema stays hidden too
     rules = current
-    if version is not None:  # Bus.rules has no schema_rev yet: the op it would run
-        rules = bus.run(rules_op(keys_for(namespace), stored.schema_rev))
+    if version is not None:
+        rules = bus.rules(namespace, stored.schema_rev)
     secret = secret_names(rules) | secret_names(current)
     real = dict(stored.values)
     values = masked(real, secret)

@@ -22,8 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..bus import Bus
-from ..fleet import Convergence, WorkerReport, convergence, workers_op
-from ..keys import keys_for
+from ..fleet import Convergence, WorkerReport, convergence
 from .context import JsonOpt, NamespaceArg, NotConverged, State, state_of
 from .render import iso_time, local_time, print_json, safe
 from .values import scrub
@@ -267,7 +266,7 @@ def status(
     state = state_of(ctx)
     bus = state.bus()
     head = bus.head(namespace)
-    now_ms, reports = bus.run(workers_op(keys_for(namespace).namespace))
+    now_ms, reports = bus.fleet(namespace)
     conv = convergence(namespace, head.version, head.epoch, reports, head)
     secrets = (
         secret_values(bus, namespace, bus.secret_fields(namespace)) if reports else frozenset()
