@@ -28,36 +28,24 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 import redis.asyncio as aredis
 from pydantic import BaseModel
 from redis.asyncio.client import PubSub
 
+from . import follow as listener
+from . import reporting as reporter
+from . import runner
 from .clients import async_client
 from .config import Settings, redact_url, settings_from
 from .core import BusCore
 from .drivers import aperform
 from .driving import Stopped, aconverse
 from .errors import ConnectionFailed
-from .follow import (
-    MAX_BATCH,
-    Pause,
-    Ping,
-    Publish,
-    Read,
-    Receive,
-    Reset,
-    Status,
-    Subscribe,
-    follow,
-    start,
-)
-from .handle import Handle
+from .handle import Handle, WatchOptions
 from .protocol import Op, Wire, text
 from .redact import describe
-from .reporting import Idle, Write, lifetime
-from .runner import EMPTY, Notify, Store, Take, dispatching, perform
 from .schema import ParamSchema
 from .snapshot import Snapshot
 
@@ -129,27 +117,11 @@ class AsyncBus(BusCore):
         return await self.run(self._get(namespace, model, version))
 
     async def watch(
-        self,
-        namespace: str,
-        model: type[M],
-        *,
-        cache: str | os.PathLike[str] | None = None,
-        defaults: bool = False,
-        reconcile_interval: float | None = None,
-        worker_name: str = "",
-        metrics: Metrics | None = None,
+        self, namespace: str, model: type[M], **options: Unpack[WatchOptions]
     ) -> AsyncLive[M]:
         """As :meth:`hotparams.Bus.watch`: an :class:`AsyncLive` with its first snapshot."""
-        live = AsyncLive(
-            self,
-            namespace,
-            self._schema_for_watch(namespace, model),
-            cache=cache,
-            reconcile_interval=reconcile_interval,
-            worker_name=worker_name,
-            metrics=metrics,
-        )
-        await live._start(defaults)
+        live = AsyncLive(self, namespace, self._schema_for_watch(namespace, model), **options)
+        await live._start()
         return live
 
     async def aclose(self) -> None:
@@ -181,10 +153,12 @@ class AsyncLive(Handle[M]):
         schema: ParamSchema[M],
         *,
         cache: str | os.PathLike[str] | None = None,
+        defaults: bool = False,
         reconcile_interval: float | None = None,
         worker_name: str = "",
         metrics: Metrics | None = None,
     ) -> None:
+        self._defaults = defaults
         super().__init__(
             namespace,
             schema,
@@ -196,7 +170,7 @@ class AsyncLive(Handle[M]):
             url=bus.url,
         )
         self._bus = bus
-        self._act = functools.partial(perform, self)
+        self._act = functools.partial(runner.perform, self)
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -221,10 +195,11 @@ class AsyncLive(Handle[M]):
         self._reported = asyncio.Event()  # the reporter's first call is done
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def _start(self, defaults: bool) -> None:
+    async def _start(self) -> None:
         cached = await asyncio.to_thread(self._cached) if self.cache else None
         await aconverse(
-            start(self._tracker, self._keys, cached=cached, defaults=defaults), self._act
+            listener.start(self._tracker, self._keys, cached=cached, defaults=self._defaults),
+            self._act,
         )
         assert self._tracker.view is not None
         self._install(self._tracker.view)
@@ -333,20 +308,22 @@ class AsyncLive(Handle[M]):
     async def _listen(self) -> None:
         s = self._bus.settings
         try:
-            await aconverse(follow(self._tracker, self._keys, s, time.monotonic), self._act)
+            await aconverse(
+                listener.follow(self._tracker, self._keys, s, time.monotonic), self._act
+            )
         finally:
             await self._drop_pubsub()
 
     async def _report(self) -> None:
         with contextlib.suppress(Stopped):
-            await aconverse(lifetime(self._reporter), self._act)
+            await aconverse(reporter.lifetime(self._reporter), self._act)
 
     async def _dispatch(self) -> None:
-        await aconverse(dispatching(self), self._act)
+        await aconverse(runner.dispatching(self), self._act)
 
     # ------------------------------------------------------------ listener actions
 
-    async def _subscribe(self, action: Subscribe) -> None:
+    async def _subscribe(self, action: listener.Subscribe) -> None:
         await self._drop_pubsub()
         pubsub = self._bus.client.pubsub()
         self._pubsub = pubsub
@@ -363,38 +340,38 @@ class AsyncLive(Handle[M]):
                 redact_url(self._bus.url), "no confirmation of SUBSCRIBE"
             ) from None
 
-    async def _receive(self, action: Receive) -> list[Any]:
+    async def _receive(self, action: listener.Receive) -> list[Any]:
         pubsub = self._pubsub
         assert pubsub is not None
         message = await pubsub.get_message(timeout=action.timeout)
         if message is None:
             return []
         batch = [message]
-        while len(batch) < MAX_BATCH and (more := await pubsub.get_message(timeout=0.0)):
+        while len(batch) < listener.MAX_BATCH and (more := await pubsub.get_message(timeout=0.0)):
             batch.append(more)
         return batch
 
-    async def _ping(self, action: Ping) -> None:
+    async def _ping(self, action: listener.Ping) -> None:
         assert self._pubsub is not None
         await self._pubsub.ping(action.token)
 
-    async def _read(self, action: Read) -> Any:
+    async def _read(self, action: listener.Read) -> Any:
         return await (self._bus if action.patient else self._reader).run(action.op)
 
-    async def _publish(self, action: Publish) -> None:
+    async def _publish(self, action: listener.Publish) -> None:
         self._install(action.view)  # the reference readers see
         async with self._changed:
             self._changed.notify_all()
         self._queue.put_nowait((action.old, action.view.base))
         self._touch_reporter()
 
-    async def _pause(self, action: Pause) -> None:
+    async def _pause(self, action: listener.Pause) -> None:
         await asyncio.sleep(action.seconds)
 
-    async def _reset(self, action: Reset) -> None:
+    async def _reset(self, action: listener.Reset) -> None:
         await self._drop_pubsub()
 
-    async def _signal(self, action: Status) -> None:
+    async def _signal(self, action: listener.Status) -> None:
         async with self._changed:
             self._changed.notify_all()
         self._touch_reporter()
@@ -413,14 +390,14 @@ class AsyncLive(Handle[M]):
         self._reporter.touch()
         self._wake.set()
 
-    async def _idle(self, action: Idle) -> None:
+    async def _idle(self, action: reporter.Idle) -> None:
         if self._closed:
             raise Stopped
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), action.timeout)
         self._wake.clear()
 
-    async def _write(self, action: Write) -> Any:
+    async def _write(self, action: reporter.Write) -> Any:
         try:
             return await self._report_bus.run(action.op)
         finally:
@@ -428,18 +405,18 @@ class AsyncLive(Handle[M]):
 
     # ------------------------------------------------------------ dispatcher actions
 
-    async def _take(self, action: Take) -> Any:
+    async def _take(self, action: runner.Take) -> Any:
         if action.block:
             return await self._queue.get()
         try:
             return self._queue.get_nowait()
         except asyncio.QueueEmpty:
-            return EMPTY
+            return runner.EMPTY
 
-    async def _store(self, action: Store) -> None:
+    async def _store(self, action: runner.Store) -> None:
         await asyncio.to_thread(self._save, action.snap)
 
-    async def _notify(self, action: Notify) -> None:
+    async def _notify(self, action: runner.Notify) -> None:
         result = action.call()
         if inspect.isawaitable(result):
             await result

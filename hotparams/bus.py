@@ -3,9 +3,8 @@ performed with blocking calls over a redis-py client."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 from pydantic import BaseModel
 
@@ -14,6 +13,7 @@ from .config import Settings, redact_url, settings_from
 from .core import BusCore
 from .drivers import perform
 from .driving import converse
+from .handle import WatchOptions
 from .protocol import Op, Wire
 from .snapshot import Snapshot
 
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     import redis
 
     from .live import Live
-    from .metrics import Metrics
 
 __all__ = ["Bus", "connect"]
 
@@ -72,40 +71,19 @@ class Bus(BusCore):
         """The current (or a retained) version as a :class:`Snapshot`."""
         return self.run(self._get(namespace, model, version))
 
-    def watch(
-        self,
-        namespace: str,
-        model: type[M],
-        *,
-        cache: str | os.PathLike[str] | None = None,
-        defaults: bool = False,
-        reconcile_interval: float | None = None,
-        worker_name: str = "",
-        metrics: Metrics | None = None,
-    ) -> Live[M]:
+    def watch(self, namespace: str, model: type[M], **options: Unpack[WatchOptions]) -> Live[M]:
         """A :class:`~hotparams.Live` handle on the namespace, kept current by a listener.
 
         Returns once it holds a snapshot: the current version, else (Redis
         unreachable or the namespace missing) the version cached at
         ``cache`` by an earlier run, else the model's defaults if
         ``defaults`` is true; else the error is raised.  The handle then
-        catches up by itself.  ``reconcile_interval`` overrides the setting.
-        The handle reports to the fleet as ``host:pid:worker_name`` (see
-        :meth:`workers`) and records into ``metrics`` (default: the
-        process-wide :func:`hotparams.metrics.default_metrics`).
+        catches up by itself.  The options are those of
+        :class:`~hotparams.handle.WatchOptions`.
         """
         from .live import Live
 
-        return Live(
-            self,
-            namespace,
-            self._schema_for_watch(namespace, model),
-            cache=cache,
-            defaults=defaults,
-            reconcile_interval=reconcile_interval,
-            worker_name=worker_name,
-            metrics=metrics,
-        )
+        return Live(self, namespace, self._schema_for_watch(namespace, model), **options)
 
     def close(self) -> None:
         self.client.close()

@@ -34,29 +34,16 @@ import redis
 from pydantic import BaseModel
 from redis.client import PubSub
 
+from . import follow as listener
+from . import reporting as reporter
+from . import runner
 from .bus import Bus
 from .config import redact_url
 from .driving import Stopped, converse
 from .errors import ConnectionFailed
-from .follow import (
-    MAX_BATCH,
-    Action,
-    Pause,
-    Ping,
-    Publish,
-    Read,
-    Receive,
-    Reset,
-    Status,
-    Subscribe,
-    follow,
-    start,
-)
 from .handle import Handle, live_changed
 from .protocol import text
 from .redact import describe
-from .reporting import Idle, Write, lifetime
-from .runner import EMPTY, Notify, Store, Take, dispatching, perform
 from .schema import ParamSchema
 from .snapshot import Snapshot
 
@@ -109,7 +96,7 @@ class Live(Handle[M]):
         )
         self._bus = bus
         self._init_runtime()
-        first = start(self._tracker, self._keys, cached=self._cached(), defaults=defaults)
+        first = listener.start(self._tracker, self._keys, cached=self._cached(), defaults=defaults)
         converse(first, self._listener_act)
         assert self._tracker.view is not None
         self._install(self._tracker.view)
@@ -138,7 +125,7 @@ class Live(Handle[M]):
         self._reported = threading.Event()  # the reporter's first call is done
         self._report_bus: Bus | None = None  # the reporter's own connection
         self._abandon = False  # close() gave up on the reporter's last writes
-        self._act = functools.partial(perform, self)
+        self._act = functools.partial(runner.perform, self)
 
     def _start_threads(self) -> None:
         for role, target in (
@@ -223,7 +210,9 @@ class Live(Handle[M]):
     def _listen(self) -> None:
         try:
             s = self._bus.settings
-            converse(follow(self._tracker, self._keys, s, time.monotonic), self._listener_act)
+            converse(
+                listener.follow(self._tracker, self._keys, s, time.monotonic), self._listener_act
+            )
         except Stopped:
             pass
         finally:
@@ -232,22 +221,22 @@ class Live(Handle[M]):
 
     def _report(self) -> None:
         try:
-            converse(lifetime(self._reporter), self._act)
+            converse(reporter.lifetime(self._reporter), self._act)
         except Stopped:
             pass
         finally:
             self._drop_report_bus()
 
     def _dispatch(self) -> None:
-        converse(dispatching(self), self._act)
+        converse(runner.dispatching(self), self._act)
 
-    def _listener_act(self, action: Action) -> Any:
+    def _listener_act(self, action: listener.Action) -> Any:
         """The listener's actions stop once close() was called, and a call
         that close() cut short ends the listener rather than failing."""
         if self._stopping.is_set():
             raise Stopped
         try:
-            return perform(self, action)
+            return runner.perform(self, action)
         except Exception:
             if self._stopping.is_set():
                 raise Stopped from None
@@ -255,7 +244,7 @@ class Live(Handle[M]):
 
     # ------------------------------------------------------------ listener actions
 
-    def _subscribe(self, action: Subscribe) -> None:
+    def _subscribe(self, action: listener.Subscribe) -> None:
         self._drop_pubsub()
         pubsub = self._bus.client.pubsub()  # type: ignore[no-untyped-call]
         self._pubsub = pubsub
@@ -270,7 +259,7 @@ class Live(Handle[M]):
             if time.monotonic() > deadline:
                 raise ConnectionFailed(redact_url(self._bus.url), "no confirmation of SUBSCRIBE")
 
-    def _receive(self, action: Receive) -> list[Any]:
+    def _receive(self, action: listener.Receive) -> list[Any]:
         pubsub = self._pubsub
         assert pubsub is not None
         deadline = time.monotonic() + action.timeout
@@ -279,7 +268,7 @@ class Live(Handle[M]):
             message = pubsub.get_message(timeout=wait)
             if message is not None:
                 batch = [message]
-                while len(batch) < MAX_BATCH and (more := pubsub.get_message(timeout=0.0)):
+                while len(batch) < listener.MAX_BATCH and (more := pubsub.get_message(timeout=0.0)):
                     batch.append(more)
                 return batch
             if self._stopping.is_set():
@@ -287,29 +276,29 @@ class Live(Handle[M]):
             if time.monotonic() >= deadline:
                 return []
 
-    def _ping(self, action: Ping) -> None:
+    def _ping(self, action: listener.Ping) -> None:
         assert self._pubsub is not None
         self._pubsub.ping(action.token)
 
-    def _read(self, action: Read) -> Any:
+    def _read(self, action: listener.Read) -> Any:
         return (self._bus if action.patient else self._read_bus()).run(action.op)
 
-    def _publish(self, action: Publish) -> None:
+    def _publish(self, action: listener.Publish) -> None:
         self._install(action.view)  # the reference readers see
         with self._changed:
             self._changed.notify_all()
         self._queue.put((action.old, action.view.base))
         self._touch_reporter()
 
-    def _pause(self, action: Pause) -> None:
+    def _pause(self, action: listener.Pause) -> None:
         if self._stopping.wait(action.seconds):
             raise Stopped
 
-    def _reset(self, action: Reset) -> None:
+    def _reset(self, action: listener.Reset) -> None:
         self._drop_pubsub()
         self._drop_reader()
 
-    def _signal(self, action: Status) -> None:
+    def _signal(self, action: listener.Status) -> None:
         with self._changed:
             self._changed.notify_all()
         self._touch_reporter()
@@ -320,13 +309,13 @@ class Live(Handle[M]):
         self._reporter.touch()
         self._wake.set()
 
-    def _idle(self, action: Idle) -> None:
+    def _idle(self, action: reporter.Idle) -> None:
         if self._stopping.is_set():
             raise Stopped
         self._wake.wait(action.timeout)
         self._wake.clear()
 
-    def _write(self, action: Write) -> Any:
+    def _write(self, action: reporter.Write) -> Any:
         if self._abandon:
             raise Stopped
         try:
@@ -340,16 +329,16 @@ class Live(Handle[M]):
 
     # ------------------------------------------------------------ dispatcher actions
 
-    def _take(self, action: Take) -> Any:
+    def _take(self, action: runner.Take) -> Any:
         try:
             return self._queue.get(block=action.block)
         except queue.Empty:
-            return EMPTY
+            return runner.EMPTY
 
-    def _store(self, action: Store) -> None:
+    def _store(self, action: runner.Store) -> None:
         self._save(action.snap)
 
-    def _notify(self, action: Notify) -> None:
+    def _notify(self, action: runner.Notify) -> None:
         action.call()
 
     # ------------------------------------------------------------ connections
