@@ -50,7 +50,7 @@ from .schema import ParamSchema
 from .snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    pass
 
 __all__ = ["AsyncBus", "AsyncLive", "connect"]
 
@@ -147,28 +147,9 @@ class AsyncLive(Handle[M]):
     """
 
     def __init__(
-        self,
-        bus: AsyncBus,
-        namespace: str,
-        schema: ParamSchema[M],
-        *,
-        cache: str | os.PathLike[str] | None = None,
-        defaults: bool = False,
-        reconcile_interval: float | None = None,
-        worker_name: str = "",
-        metrics: Metrics | None = None,
+        self, bus: AsyncBus, namespace: str, schema: ParamSchema[M], **options: Unpack[WatchOptions]
     ) -> None:
-        self._defaults = defaults
-        super().__init__(
-            namespace,
-            schema,
-            cache=cache,
-            reconcile_interval=reconcile_interval,
-            settings=bus.settings,
-            worker_name=worker_name,
-            metrics=metrics,
-            url=bus.url,
-        )
+        super().__init__(namespace, schema, settings=bus.settings, url=bus.url, **options)
         self._bus = bus
         self._act = functools.partial(runner.perform, self)
         self._init_runtime()

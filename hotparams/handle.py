@@ -153,18 +153,21 @@ class Handle(Generic[M]):
         namespace: str,
         schema: ParamSchema[M],
         *,
-        cache: str | os.PathLike[str] | None,
-        reconcile_interval: float | None,
         settings: Settings,
+        url: str = "",
+        cache: str | os.PathLike[str] | None = None,
+        defaults: bool = False,
+        reconcile_interval: float | None = None,
         worker_name: str = "",
         metrics: Metrics | None = None,
-        url: str = "",
     ) -> None:
         from .metrics import default_metrics
 
         self.namespace = namespace
         self.schema = schema
         self.cache = Path(cache) if cache is not None else None
+        #: serve the model's defaults if neither Redis nor the cache can give a first snapshot
+        self._defaults = defaults
         self.metrics = metrics if metrics is not None else default_metrics()
         self._observer = Observers(self.metrics.observer(namespace))
         traced = observer_for(self)  # OpenTelemetry's, when its API is installed

@@ -28,7 +28,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import redis
 from pydantic import BaseModel
@@ -41,14 +41,14 @@ from .bus import Bus
 from .config import redact_url
 from .driving import Stopped, converse
 from .errors import ConnectionFailed
-from .handle import Handle, live_changed
+from .handle import Handle, WatchOptions, live_changed
 from .protocol import text
 from .redact import describe
 from .schema import ParamSchema
 from .snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    pass
 
 __all__ = ["Live", "close_all", "live_changed", "serve_forks"]
 
@@ -73,30 +73,14 @@ class Live(Handle[M]):
     """
 
     def __init__(
-        self,
-        bus: Bus,
-        namespace: str,
-        schema: ParamSchema[M],
-        *,
-        cache: str | os.PathLike[str] | None = None,
-        defaults: bool = False,
-        reconcile_interval: float | None = None,
-        worker_name: str = "",
-        metrics: Metrics | None = None,
+        self, bus: Bus, namespace: str, schema: ParamSchema[M], **options: Unpack[WatchOptions]
     ) -> None:
-        super().__init__(
-            namespace,
-            schema,
-            cache=cache,
-            reconcile_interval=reconcile_interval,
-            settings=bus.settings,
-            worker_name=worker_name,
-            metrics=metrics,
-            url=bus.url,
-        )
+        super().__init__(namespace, schema, settings=bus.settings, url=bus.url, **options)
         self._bus = bus
         self._init_runtime()
-        first = listener.start(self._tracker, self._keys, cached=self._cached(), defaults=defaults)
+        first = listener.start(
+            self._tracker, self._keys, cached=self._cached(), defaults=self._defaults
+        )
         converse(first, self._listener_act)
         assert self._tracker.view is not None
         self._install(self._tracker.view)
