@@ -75,20 +75,24 @@ ChangeCallback = Callable[[Snapshot[Any], Snapshot[Any]], object]
 #: users whose pick a served version remembers (cleared when full)
 _PICKS = 100_000
 
-#: a user's snapshot and the counter of their variant's exposures
-_Pick = tuple[Snapshot[M], Iterator[int]]
+#: a user's pick: ``next()`` returns their snapshot and counts one exposure
+#: of their variant (:meth:`~hotparams.reporting.Tally.handout`)
+_Pick = Iterator[Snapshot[M]]
 
 
 class _Served(Generic[M]):
     """What ``for_user`` reads, as one reference: the view, the base when
     there are no variants, and the pick of each user seen since it was served."""
 
-    __slots__ = ("picks", "plain", "view")
+    # a weak reference to it bounds how long the tally reads its handouts
+    __slots__ = ("__weakref__", "handouts", "picks", "plain", "view")
 
     def __init__(self, view: View[M]) -> None:
         self.view = view
         self.plain = None if view.base.variants else view.base
         self.picks: dict[str, _Pick[M]] = {}
+        #: variant (None: the base) -> its handout, shared by its users' picks
+        self.handouts: dict[str | None, _Pick[M]] = {}
 
 
 class Observers(Observer):
@@ -204,17 +208,15 @@ class Handle(Generic[M]):
         (a hash of namespace, the experiment's salt and the user id) and is
         counted as one exposure of the variant, sent to Redis in batches.
         After a user's first call for a version, a call is one dict lookup
-        and one count.
+        and one ``next()``, which returns the snapshot and counts it.
         """
         served = self._served
         if served.plain is not None:  # no variants
             return served.plain
         try:
-            snap, counter = served.picks[user_id]
+            return next(served.picks[user_id])
         except KeyError:
-            snap, counter = self._pick(served, user_id)
-        next(counter)
-        return snap
+            return next(self._pick(served, user_id))
 
     def _pick(self, served: _Served[M], user_id: str) -> _Pick[M]:
         """A user's first call for this version: assign, then remember."""
@@ -222,10 +224,11 @@ class Handle(Generic[M]):
         base = view.base
         variants = base.variants
         name = variants.assign(base.namespace, user_id)
-        pick = (
-            base if name is None else view.merged[name],
-            self._reporter.tally.counter(variants.salt, name),
-        )
+        pick = served.handouts.get(name)
+        if pick is None:  # setdefault: two first picks share one handout
+            snap = base if name is None else view.merged[name]
+            fresh = self._reporter.tally.handout(variants.salt, name, snap, served)
+            pick = served.handouts.setdefault(name, fresh)
         picks = served.picks
         if len(picks) >= _PICKS:  # bounded; a lost race costs one recomputation
             picks.clear()
@@ -245,7 +248,7 @@ class Handle(Generic[M]):
 
     def _new_worker(self) -> None:
         """In a forked child: a worker id and a tally of its own; the picks
-        held the parent's counters, so they are made again."""
+        held the parent's handouts, so they are made again."""
         self._reporter.restart()
         self._served = _Served(self._served.view)
 

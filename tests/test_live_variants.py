@@ -8,6 +8,7 @@ exactly in Redis.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -204,3 +205,117 @@ def test_exposures_of_a_forked_child_are_counted_once(redis_url: str) -> None:
     live.close()
     assert bus.exposures("chat") == dict(expected)
     bus.close()
+
+
+# ------------------------------------------------------------ pinned assignment
+
+#: a variants document with a fixed salt (an experiment's salt is drawn at
+#: random when its first variant is made): two bucket variants and an
+#: allow-list
+PINNED = {
+    "salt": "pin-salt-1",
+    "variants": {
+        "cool": {"overrides": {"temperature": 0.3}, "buckets": [[0, 3000]], "users": []},
+        "warm": {
+            "overrides": {"tone": "friendly"},
+            "buckets": [[5000, 6500], [9000, 9500]],
+            "users": [],
+        },
+        "vip": {"overrides": {"max_tokens": 1024}, "buckets": [], "users": ["user-7", "user-42"]},
+    },
+}
+#: ``for_user(f"user-{i}").variant`` for i in 0..1999 (``.`` the base, ``c``
+#: cool, ``w`` warm, ``v`` vip), computed before for_user's read path was
+#: rewritten: the assignment is a contract (a user keeps their variant
+#: across releases of hotparams)
+PINNED_TABLE = (
+    "..ccwcwv.c....w..wcwcw..c.www..cc.c.w..cccv..cw..."
+    ".c.....wc..cc...cccwc.cwcw.c..c.c.c...w....c.wcc.."
+    "cwcwccccww..cw..w..cc.cc.........c...wc.wc.w.w..cc"
+    ".c..cc.cw.wc..c.w...w..cc.w..cwc.c.w....cw..w..w.."
+    ".cwww......wcccwcwcc.c.cccccc.wc.w.cc.c.ccc.w..c.w"
+    "c.c.c.cc.w.....ccw..cw...cc..cw.c.c.c.w.wcw.wccw.w"
+    ".wc.c.c.cw.cc....c..c.cccwccc.c..wcwc...w.....w..."
+    ".c.....w.c.cc....w.c.wcc...w..c.....wc.w.w.w...wcc"
+    "wcwwc.w.c..cw.w....ww.c.c.wcc...c.cw.c...wc..w..c."
+    ".cc.c.c.c.wcww...wwc....c.......ccc.c..cwwcc..c.cw"
+    "..wcw...c..c.c.wc.ccwcc.wwcc.cwwc..wwcww.w.wwc.www"
+    "ww..www.ww.c..ccccw.ww.cc.cwcc..........c....ww.c."
+    "...c...cw.c..cwwc.wc.w..wc...wc...w.c..wcwcc.w.w.w"
+    ".wc.w.c.c....cw..c.w...cw...c.w...c.cww.ccc.c.cc.."
+    ".c.c......w.w...c....wc.cw.cccc....wcw.cccwcwccww."
+    "w......ccwww.w...c...wwcc.wcwc.c.c.ww..cc.w.w.cw.w"
+    ".ww....w....w.wccc.w..w.wc.wcc.w...ww...c.www.w..."
+    ".....w.w.ccc....ccwcw...c.w.....ccc.c..cc.......cw"
+    "wc..cc.....ccccc.www.cwc.cw..w..ccc....c.cw..cww.c"
+    "..cc...c.ccc...cc.cc.cc..c.c..cwc....c.wccc..w..c."
+    "cw......cw.w.....w.w.c.c......wc.c..c.cc...c.w.c.."
+    "ccc..cc....c..wc.wc...cwc.wc...c.cc....ww..w....c."
+    ".cccc.w.cw..cwc..cwwc..c...w..wwcc..w.c..c.....c.c"
+    ".c...ww.w.cw...wc.c.ww.cw...ww..www.cwcc.c.c.cccwc"
+    "..wcwww..ccc.c..c.w..cccw..ccc....cw....c.c....w.."
+    ".cw.w.ccc...ccwc.cwcw.........cww.cc...c..c..w..c."
+    "ccw........ccc..w..c......c.w.cwwcc.ww.c...cc.w.cc"
+    ".c.c....cc..cc..cww.w..ccw.ww...wc.wc....cc.w.cw.."
+    "c..cc........wc..w...w.cc..ccwc.w...ww.cw.......c."
+    ".cc.cccw.w.c......w..cw..ccwc..w...c.ww.wcc....c.c"
+    "w.cc.c.wc.....cw..c.wc.w.wc....w..w....c......cw.c"
+    "..ccw..ccc..cwwwwccwcccw.c.c.w.cc.c.....cw.c..c..w"
+    "c.cw.c.cw..w.....w..cccw.w..c...wcw.w...w.w.c....."
+    "wcccc.ww..ww.cw..c.wcc...cw...c..wwcc.w..c.wc..cwc"
+    "w...c.c.......ccc..w.w.cc.c....w...wc...cc.wc..w.."
+    "cw.....wc...wwc.w....cwcww.c.w..ww.....ww..wccw..."
+    ".w.w.cc.c.ww..cwcccww..ccc.w.....wwwc...w..wccwwcw"
+    "..www.cwccwwwccc..w.wc.w....w.c..cww.w.....wcwcw.."
+    ".cw...c.w..c.w..w..cc.wcwwc.w..c..cwcwcw.cc.ccw.c."
+    "c...cw.c..c..www.cwwccwcw..cwc...c.c..ccww...w..ww"
+)
+CODES = {None: ".", "cool": "c", "warm": "w", "vip": "v"}
+
+
+def test_the_assignment_of_2000_users_is_the_pinned_table(bus: hotparams.Bus) -> None:
+    bus.register("pin-ab", ChatParams)
+    bus.client.fcall("hp_commit", 1, "pin-ab", "@variants", json.dumps(PINNED), "@op", "variant")
+    variants = bus.variants("pin-ab")
+    with fast(bus).watch("pin-ab", ChatParams) as live:
+        for _ in range(2):  # a user's first call for a version, then a remembered pick
+            got = "".join(CODES[live.for_user(f"user-{i}").variant] for i in range(2000))
+            assert got == PINNED_TABLE
+    assert "".join(CODES[variants.assign("pin-ab", f"user-{i}")] for i in range(2000)) == (
+        PINNED_TABLE
+    )
+
+
+def test_exposure_counts_stay_exact_while_versions_change(bus: hotparams.Bus) -> None:
+    """Readers call for_user while the base changes under them: every call
+    is counted once, for the variant it returned, whatever version it read."""
+    bus.register("chat", ChatParams)
+    v = bus.set_variant("chat", "cool", {"temperature": 0.3}, percent=40)
+    live = fast(bus).watch("chat", ChatParams)
+    assert live.wait_for(v)
+    got: Counter[str | None] = Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def read() -> None:
+        mine: Counter[str | None] = Counter()
+        while not stop.is_set():
+            for user in USERS[:500]:
+                mine[live.for_user(user).variant] += 1
+        with lock:
+            got.update(mine)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    try:
+        for t in readers:
+            t.start()
+        for i in range(30):
+            v = bus.set("chat", {"max_tokens": 100 + i})
+        assert live.wait_for(v)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+        live.close()  # sends what is left
+    assert live.status().applied >= 2  # the readers read across versions
+    assert bus.exposures("chat") == dict(got)
