@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from hotparams.server import LocalRedis, free_port, redis_server_binary
+from hotparams.server import LocalRedis, ServerTls, free_port, redis_server_binary
 
 __all__ = ["NODE_ARGS", "SERVICE", "SentinelGroup", "wait_replicated"]
 
@@ -62,13 +62,17 @@ class SentinelGroup:
         quorum: int = 2,
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 2000,
+        tls: ServerTls | None = None,
     ) -> None:
         binary = redis_server_binary()
         if binary is None:
             raise FileNotFoundError("redis-server is not on PATH")
         self.binary = binary
         self.dir = Path(tempfile.mkdtemp(prefix="hotparams-sentinel-"))
-        self.master = LocalRedis(extra=list(NODE_ARGS))
+        self.tls = tls
+        #: over TLS, replication (and Sentinel's links to the nodes) too
+        self.node_args = [*NODE_ARGS, *(["--tls-replication", "yes"] if tls else [])]
+        self.master = LocalRedis(extra=list(self.node_args), tls=tls)
         self.replicas: list[LocalRedis] = []
         self.replica_count = replicas
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
@@ -84,7 +88,7 @@ class SentinelGroup:
         self.master.start()
         for _ in range(self.replica_count):
             follow = ["--replicaof", "127.0.0.1", str(self.master.port)]
-            replica = LocalRedis(extra=[*NODE_ARGS, *follow])
+            replica = LocalRedis(extra=[*self.node_args, *follow], tls=self.tls)
             self.replicas.append(replica.start())
         for index, port in enumerate(self.sentinel_ports):
             conf = self.dir / f"sentinel-{port}.conf"
@@ -105,8 +109,19 @@ class SentinelGroup:
         return self
 
     def _conf(self, index: int, port: int) -> str:
+        listen = [f"port {port}"]
+        if self.tls is not None:
+            listen = [
+                "port 0",
+                f"tls-port {port}",
+                f"tls-cert-file {self.tls.cert_file}",
+                f"tls-key-file {self.tls.key_file}",
+                f"tls-ca-cert-file {self.tls.ca_file}",
+                "tls-auth-clients no",
+                "tls-replication yes",
+            ]
         lines = [
-            f"port {port}",
+            *listen,
             "bind 127.0.0.1",
             "protected-mode no",
             f"dir {self.dir}",
@@ -157,13 +172,18 @@ class SentinelGroup:
 
     # ------------------------------------------------------------ addresses
 
-    def url(self, scheme: str = "redis+sentinel", db: int = 0) -> str:
+    def url(self, db: int = 0) -> str:
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
-        return f"{scheme}://{hosts}/{SERVICE}/{db}"
+        if self.tls is not None:
+            return f"rediss+sentinel://{hosts}/{SERVICE}/{db}?{self.tls.query()}"
+        return f"redis+sentinel://{hosts}/{SERVICE}/{db}"
 
     def sentinel_client(self, port: int) -> redis.Redis:
+        tls: dict[str, object] = {}
+        if self.tls is not None:
+            tls = {"ssl": True, "ssl_ca_certs": self.tls.ca_file}
         return redis.Redis(
-            host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5
+            host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5, **tls
         )
 
     def master_port(self) -> int | None:

@@ -38,6 +38,7 @@ from .conftest import need
 from .helpers import wait_until
 from .models import PairParams
 from .sentinel import SentinelGroup
+from .test_tls import Pki, pki  # noqa: F401 - the certificates fixture
 
 pytestmark = pytest.mark.slow
 
@@ -387,3 +388,33 @@ def test_the_cli_and_the_flask_extension_take_a_sentinel_url(group: SentinelGrou
         assert ext.live(app).current.params.a == 4
     finally:
         ext.close(app)
+
+
+def test_rediss_sentinel_speaks_tls_to_the_sentinels_and_to_the_master(
+    pki: Pki,  # noqa: F811 - the fixture of tests/test_tls.py
+) -> None:
+    """Sentinels, master and replica listen on TLS alone (replication over
+    TLS too): a sync bus and handle and an asyncio bus find the master and
+    work through rediss+sentinel://."""
+    need(redis_server_binary() is not None, "redis-server (on PATH)")
+    with SentinelGroup(tls=pki.server) as tls_group:
+        url = tls_group.url()
+        assert url.startswith("rediss+sentinel://")
+        with hotparams.connect(url, **FAST) as bus:
+            bus.register(NS, PairParams)
+            live = bus.watch(NS, PairParams)
+            try:
+                version = bus.set(NS, {"a": 1, "b": 1})
+                assert live.wait_for(version, timeout=5)
+            finally:
+                live.close()
+
+        async def scenario() -> int:
+            async with aio.connect(url, **FAST) as abus:
+                return await abus.set(NS, {"a": 2, "b": 2})
+
+        version = asyncio.run(scenario())
+        with tls_group.replicas[0].client() as replica:  # replicated over TLS
+            assert wait_until(
+                lambda: replica.hget(f"hp:{{{NS}}}:meta", "version") == b"%d" % version
+            )
