@@ -161,3 +161,17 @@ def test_the_asyncio_bus_waits_for_replicas_too(pair: tuple[LocalRedis, LocalRed
             assert (await bus.head("pair")).version == 1
 
     asyncio.run(scenario())
+
+
+def test_a_waited_write_reloads_the_functions_redis_lost_and_is_applied_once(
+    pair: tuple[LocalRedis, LocalRedis],
+) -> None:
+    master, replica = pair
+    with hotparams.connect(master.url, min_replica_acks=1, replica_ack_timeout=0.2) as bus:
+        bus.register("pair", PairParams)
+        with master.client() as client:
+            client.function_flush()
+        assert bus.set("pair", {"a": 1, "b": 1}) == 2
+        assert [c.version for c in bus.history("pair", limit=5)] == [2, 1]  # applied once
+        with replica.client() as client:
+            assert client.hget("hp:{pair}:meta", "version") == b"2"
