@@ -18,6 +18,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 __all__ = ["LocalRedis", "ServerTls", "free_port", "redis_server_binary"]
 
@@ -102,6 +104,11 @@ class LocalRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self, **kwargs: object) -> redis.Redis:
+        """A redis-py client of this server that does not retry: redis-py
+        (6+) retries a refused or refused-auth connection ten times with an
+        exponential backoff, seconds in all (the start-up probe below, or a
+        test checking that a stopped server refuses); ``retry=`` overrides."""
+        kwargs = {"retry": Retry(NoBackoff(), 0), **kwargs}
         if self.tls is not None:
             kwargs = {
                 "ssl": True,

@@ -73,12 +73,17 @@ def dead_port() -> int:
 
 
 def run_in_process(
-    argv: list[str], *, env: Mapping[str, str], cwd: Path, stdin: str = "", merged: bool = False
+    argv: list[str],
+    *,
+    env: Mapping[str, str | None],
+    cwd: Path,
+    stdin: str = "",
+    merged: bool = False,
 ) -> tuple[int, str, str]:
     """``hotparams ARGV`` in this process: exit code, stdout, stderr.
 
     What the console script runs (``hotparams.cli.app.run``), with the
-    variables of ``env`` set, ``cwd`` as working directory and ``stdin`` as
+    variables of ``env`` set (None: unset), ``cwd`` as working directory and ``stdin`` as
     standard input for the call, then everything put back.  The streams are
     UTF-8 text streams that are not terminals, like a subprocess's pipes
     (``merged``: stderr written into stdout, as ``2>&1``; stderr is then "").
@@ -101,7 +106,11 @@ def run_in_process(
         stdout if merged else io.TextIOWrapper(err, encoding="utf-8", write_through=True),
     )
     sys.stdin, sys.stdout, sys.stderr = streams
-    os.environ.update(env)
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     os.chdir(cwd)
     default_author.cache_clear()
     try:

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from hotparams.server import LocalRedis, ServerTls, free_port, redis_server_binary
 
@@ -182,8 +184,13 @@ class SentinelGroup:
         tls: dict[str, object] = {}
         if self.tls is not None:
             tls = {"ssl": True, "ssl_ca_certs": self.tls.ca_file}
-        return redis.Redis(
-            host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5, **tls
+        return redis.Redis(  # polled: no retries with backoff of redis-py's own
+            host="127.0.0.1",
+            port=port,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),
+            **tls,
         )
 
     def master_port(self) -> int | None:

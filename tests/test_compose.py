@@ -263,7 +263,7 @@ def test_the_generated_environment_files_make_a_working_least_privilege_fleet(
             return env[service]["HOTPARAMS_URL"].replace("@redis:6379", f"@127.0.0.1:{server.port}")
 
         with pytest.raises(redis.exceptions.AuthenticationError):
-            redis.Redis(port=server.port).ping()  # the default user is off
+            server.client().ping()  # the default user is off
         keys = [env["admin.env"]["HOTPARAMS_SECRET_KEYS"]]
         with hotparams.connect(url("admin.env"), secret_keys=keys) as admin:
             admin.install()
@@ -377,6 +377,8 @@ def test_the_generated_users_and_configurations_make_a_working_sentinel_deployme
     import time
 
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     import hotparams
     from hotparams.server import LocalRedis, free_port
@@ -404,7 +406,11 @@ def test_the_generated_users_and_configurations_make_a_working_sentinel_deployme
         str(tmp_path / "users.acl"),
         *NODE_ARGS,
     ]
-    viewer = {"username": "ops-viewer", "password": secrets_env["HOTPARAMS_VIEWER_PASSWORD"]}
+    viewer = {
+        "username": "ops-viewer",
+        "password": secrets_env["HOTPARAMS_VIEWER_PASSWORD"],
+        "retry": Retry(NoBackoff(), 0),  # the probes poll: no backoff of redis-py's own
+    }
     master = LocalRedis(extra=node)
     master.client = lambda **kw: redis.Redis(port=master.port, **{**viewer, **kw})  # type: ignore[method-assign]
     replica = LocalRedis(extra=node)
@@ -433,7 +439,7 @@ def test_the_generated_users_and_configurations_make_a_working_sentinel_deployme
         sentinel = subprocess.Popen(
             [master.binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL
         )
-        watcher = redis.Redis(port=sport)
+        watcher = redis.Redis(port=sport, retry=Retry(NoBackoff(), 0))  # polled below
         while True:  # its first INFO of the master names the replica
             try:
                 state = watcher.sentinel_master(redis_users.SERVICE)

@@ -49,7 +49,7 @@ def run_demo(tmp_path: Path, *args: str, **env: str) -> str:
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc = subprocess.Popen(
-        [HOTPARAMS, "demo", "--pace", "0.2", *args],
+        [HOTPARAMS, "demo", "--pace", "0", *args],  # no lingering after each change
         cwd=tmp_path,  # not the repository: the demo finds its fleet itself
         env=environment(tmp, **env),
         stdout=subprocess.PIPE,

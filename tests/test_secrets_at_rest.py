@@ -8,9 +8,7 @@ secrets rotate`` re-encrypts with a new first key."""
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +20,9 @@ from pydantic import BaseModel, Field, SecretStr
 import hotparams
 from hotparams.server import LocalRedis
 
-from .helpers import dump_namespace, wait_until
+from .helpers import dump_namespace, run_in_process, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-HOTPARAMS = str(Path(sys.executable).parent / "hotparams")
 K1 = Fernet.generate_key().decode()
 K2 = Fernet.generate_key().decode()
 PLAIN = [
@@ -45,13 +42,10 @@ class Vault(BaseModel):
 
 
 def cli(url: str, *args: str, keys: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "HOTPARAMS_SECRET_KEYS"}
-    env["HOTPARAMS_URL"] = url
-    if keys is not None:
-        env["HOTPARAMS_SECRET_KEYS"] = keys
-    return subprocess.run(
-        [HOTPARAMS, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=30
-    )
+    """``hotparams ARGS`` (in this process), its keys in HOTPARAMS_SECRET_KEYS or none."""
+    env = {"HOTPARAMS_URL": url, "HOTPARAMS_SECRET_KEYS": keys}
+    code, out, err = run_in_process(list(args), env=env, cwd=ROOT)
+    return subprocess.CompletedProcess(["hotparams", *args], code, out, err)
 
 
 @pytest.fixture
