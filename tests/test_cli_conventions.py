@@ -135,7 +135,6 @@ NOT_FOR_GET = (
     "hotparams.cli.demo",
     "hotparams.cli.watch",
     "hotparams.cli.variant",
-    "hotparams.lkg",  # the cache files: ``restore`` only
     "rich.live",
 )
 
