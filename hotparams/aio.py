@@ -39,11 +39,11 @@ from . import reporting as reporter
 from . import runner
 from .clients import async_client
 from .config import Settings, redact_url, settings_from
-from .core import BusCore
+from .core import BusCore, WatchOptions
 from .drivers import aperform
 from .driving import Stopped, aconverse
 from .errors import ConnectionFailed
-from .handle import Handle, WatchOptions
+from .handle import Handle
 from .protocol import Op, Wire, text
 from .redact import describe
 from .schema import ParamSchema

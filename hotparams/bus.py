@@ -10,10 +10,9 @@ from pydantic import BaseModel
 
 from .clients import sync_client
 from .config import Settings, redact_url, settings_from
-from .core import BusCore
+from .core import BusCore, WatchOptions
 from .drivers import perform
 from .driving import converse
-from .handle import WatchOptions
 from .protocol import Op, Wire
 from .snapshot import Snapshot
 
@@ -79,7 +78,7 @@ class Bus(BusCore):
         ``cache`` by an earlier run, else the model's defaults if
         ``defaults`` is true; else the error is raised.  The handle then
         catches up by itself.  The options are those of
-        :class:`~hotparams.handle.WatchOptions`.
+        :class:`~hotparams.core.WatchOptions`.
         """
         from .live import Live
 

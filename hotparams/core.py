@@ -17,9 +17,10 @@ calls (:mod:`hotparams.drivers`), one with blocking calls, one with
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import Callable, Generator, Iterable, Mapping
-from typing import Any, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 from pydantic import BaseModel
 
@@ -76,7 +77,10 @@ from .writes import (
     variant_op,
 )
 
-__all__ = ["Audit", "BusCore", "Guarded", "relay"]
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+__all__ = ["Audit", "BusCore", "Guarded", "WatchOptions", "relay"]
 
 log = logging.getLogger("hotparams")
 
@@ -100,6 +104,26 @@ class Guarded(Audit, total=False):
     :class:`~hotparams.VersionConflict`."""
 
     expect_version: int | None
+
+
+class WatchOptions(TypedDict, total=False):
+    """How :meth:`Bus.watch <hotparams.Bus.watch>` (and the asyncio one)
+    makes a live handle.
+
+    ``cache``: a file the handle keeps at its newest version and starts
+    from when Redis cannot answer; ``defaults``: start from the model's
+    defaults when neither Redis nor the cache can; ``reconcile_interval``:
+    seconds between two probes of the subscription and the stored version
+    (default: the setting); ``worker_name``: the handle reports to the
+    fleet as ``host:pid:worker_name``; ``metrics``: where it records
+    (default: the process-wide :func:`hotparams.metrics.default_metrics`).
+    """
+
+    cache: str | os.PathLike[str] | None
+    defaults: bool
+    reconcile_interval: float | None
+    worker_name: str
+    metrics: Metrics | None
 
 
 _AUDIT = frozenset(Audit.__annotations__)

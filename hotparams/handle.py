@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import blinker
 from pydantic import BaseModel
@@ -39,27 +39,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .metrics import Metrics
 
-__all__ = ["ChangeCallback", "Handle", "WatchOptions", "live_changed"]
-
-
-class WatchOptions(TypedDict, total=False):
-    """How :meth:`Bus.watch <hotparams.Bus.watch>` (and the asyncio one)
-    makes a live handle.
-
-    ``cache``: a file the handle keeps at its newest version and starts
-    from when Redis cannot answer; ``defaults``: start from the model's
-    defaults when neither Redis nor the cache can; ``reconcile_interval``:
-    seconds between two probes of the subscription and the stored version
-    (default: the setting); ``worker_name``: the handle reports to the
-    fleet as ``host:pid:worker_name``; ``metrics``: where it records
-    (default: the process-wide :func:`hotparams.metrics.default_metrics`).
-    """
-
-    cache: str | os.PathLike[str] | None
-    defaults: bool
-    reconcile_interval: float | None
-    worker_name: str
-    metrics: Metrics | None
+__all__ = ["ChangeCallback", "Handle", "live_changed"]
 
 
 M = TypeVar("M", bound=BaseModel)

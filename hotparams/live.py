@@ -39,9 +39,10 @@ from . import reporting as reporter
 from . import runner
 from .bus import Bus
 from .config import redact_url
+from .core import WatchOptions
 from .driving import Stopped, converse
 from .errors import ConnectionFailed
-from .handle import Handle, WatchOptions, live_changed
+from .handle import Handle, live_changed
 from .protocol import text
 from .redact import describe
 from .schema import ParamSchema
