@@ -8,10 +8,11 @@ connection URL into a client.
   time a connection (pub/sub ones included) is opened, so after a failover
   the next connection goes to the new master; a connection still open to a
   demoted master is dropped at its first READONLY reply.
-- ``redis+cluster://`` / ``rediss+cluster://``: parsed and checked, then
-  refused with a ConfigError saying what is missing (the library on every
-  primary, sharded pub/sub); a plain client on a cluster node would
-  half-work.
+- ``redis+cluster://`` / ``rediss+cluster://``: redis-py's RedisCluster
+  (sync and asyncio) on the seed nodes; it learns the slots' owners from
+  them and follows MOVED/ASK redirections.  The drivers
+  (:mod:`hotparams.drivers`) send the library's check and load to every
+  primary; a Live handle subscribes on the node owning its channel's slot.
 
 Retries are left to hotparams (:mod:`hotparams.connection`); over TLS the
 handshake fails fast and says why (:mod:`hotparams.tls`).
@@ -19,17 +20,22 @@ handshake fails fast and says why (:mod:`hotparams.tls`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
-from .config import ConfigError, Settings, invalid_url
+from .config import Settings, invalid_url
 from .connection import client_options
-from .redact import redact_url
+from .errors import ConnectionFailed
+from .redact import describe, redact_url
 from .tls import TlsConnection
 from .urls import Topology, parse_topology, topology_kind
 
@@ -48,14 +54,36 @@ def _topology(url: str) -> Topology | None:
     kind = topology_kind(url)
     if kind is None:
         return None
-    topology = parse_topology(url)
-    if kind == "cluster":
-        raise ConfigError(
-            f"{redact_url(url)!r}: Redis Cluster is not supported yet (hotparams does not "
-            "yet load its library on every primary nor use sharded pub/sub for its events); "
-            "connect to a standalone Redis or through Sentinel (redis+sentinel://)"
-        )
-    return topology
+    return parse_topology(url)
+
+
+def _cluster_options(topology: Topology, settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of a RedisCluster: hotparams' client options (the
+    core retries, not redis-py), the credentials, TLS."""
+    options: dict[str, Any] = {
+        **client_options(settings),
+        "username": topology.username,
+        "password": topology.password,
+    }
+    if topology.tls:
+        options.update(ssl=True, **topology.tls_options)
+    return options
+
+
+def _cluster_client(url: str, topology: Topology, settings: Settings) -> redis.Redis:
+    nodes = [ClusterNode(host, port) for host, port in topology.nodes]  # type: ignore[no-untyped-call]
+    try:  # redis-py asks the seed nodes for the slots at once
+        client = RedisCluster(startup_nodes=nodes, **_cluster_options(topology, settings))
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise ConnectionFailed(redact_url(url), describe(exc, url)) from None
+    # a RedisCluster speaks the commands of a redis.Redis; the drivers tell them apart
+    return cast(redis.Redis, client)
+
+
+def _async_cluster_client(topology: Topology, settings: Settings) -> aredis.Redis:
+    nodes = [AsyncClusterNode(host, port) for host, port in topology.nodes]
+    client = AsyncRedisCluster(startup_nodes=nodes, **_cluster_options(topology, settings))
+    return cast(aredis.Redis, client)
 
 
 def _master_options(topology: Topology, settings: Settings) -> dict[str, Any]:
@@ -89,6 +117,8 @@ def _sentinel_options(topology: Topology, settings: Settings) -> dict[str, Any]:
 def sync_client(url: str, settings: Settings) -> redis.Redis:
     """A redis-py client for ``url``; a malformed URL is a ConfigError."""
     topology = _topology(url)
+    if topology is not None and topology.kind == "cluster":
+        return _cluster_client(url, topology, settings)
     if topology is not None:
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(topology.nodes), sentinel_kwargs=_sentinel_options(topology, settings)
@@ -116,6 +146,8 @@ def sync_client(url: str, settings: Settings) -> redis.Redis:
 def async_client(url: str, settings: Settings) -> aredis.Redis:
     """A redis.asyncio client for ``url``; a malformed URL is a ConfigError."""
     topology = _topology(url)
+    if topology is not None and topology.kind == "cluster":
+        return _async_cluster_client(topology, settings)
     if topology is not None:
         sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
             list(topology.nodes), sentinel_kwargs=_sentinel_options(topology, settings)

@@ -44,6 +44,7 @@ from .operation import operation
 from .otel import traced
 from .protocol import (
     Batch,
+    Broadcast,
     Call,
     ErrorReply,
     Head,
@@ -231,6 +232,8 @@ class BusCore:
                     decode_error(c.namespace, r) if isinstance(r, ErrorReply) else r
                     for c, r in zip(call.calls, reply, strict=True)
                 ]
+            if isinstance(call, Broadcast):
+                return [decode_error("", r) if isinstance(r, ErrorReply) else r for r in reply]
             return reply
 
     def _check_library(self) -> Generator[Wire, Any, Installed]:

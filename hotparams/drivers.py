@@ -1,7 +1,13 @@
 """The two drivers of a bus: they perform the calls of an operation
 (:mod:`hotparams.protocol`; retries and decoding are the core's, see
 :meth:`hotparams.core.BusCore.serve`) over redis-py, one blocking, one
-awaited.  Each is a handful of lines: a command, a pipeline, a scan, a wait.
+awaited.  Each is a handful of lines: a command, a pipeline, a scan, a command to
+every primary (:class:`~hotparams.protocol.Broadcast`), a wait.
+
+On a Redis Cluster (redis-py's ``RedisCluster``, see
+:mod:`hotparams.clients`) a command goes to the node of its key (an FCALL's
+key is its namespace), a pipeline is split per node and its replies come
+back in order, and a scan walks every primary.
 """
 
 from __future__ import annotations
@@ -10,8 +16,12 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+from redis.exceptions import ResponseError
+
 from .connection import error_replies, translated
-from .protocol import Batch, Scan, Sleep, Wire
+from .protocol import Batch, Broadcast, Scan, Sleep, Wire
 
 if TYPE_CHECKING:
     import redis
@@ -33,7 +43,35 @@ def perform(client: redis.Redis, url: str, wire: Wire) -> Any:
             return error_replies(pipe.execute(raise_on_error=False))
         if isinstance(wire, Scan):
             return list(client.scan_iter(match=wire.pattern, count=1000, _type=wire.kind))
+        if isinstance(wire, Broadcast):
+            return [_each(client, node, wire.args) for node in _primaries(client)]
         return client.execute_command(*wire.command())  # type: ignore[no-untyped-call]
+
+
+def _primaries(client: Any) -> list[Any]:
+    """The nodes a Broadcast goes to: every primary of a cluster, else None (the server)."""
+    if isinstance(client, RedisCluster | AsyncRedisCluster):
+        return list(client.get_primaries())
+    return [None]
+
+
+def _each(client: Any, node: Any, args: tuple[str, ...]) -> Any:
+    """One node's reply to a Broadcast, an error reply as ErrorReply."""
+    try:
+        if node is None:
+            return client.execute_command(*args)
+        return client.execute_command(*args, target_nodes=node)
+    except ResponseError as exc:
+        return error_replies([exc])[0]
+
+
+async def _aeach(client: Any, node: Any, args: tuple[str, ...]) -> Any:
+    try:
+        if node is None:
+            return await client.execute_command(*args)
+        return await client.execute_command(*args, target_nodes=node)
+    except ResponseError as exc:
+        return error_replies([exc])[0]
 
 
 async def aperform(client: aredis.Redis, url: str, wire: Wire) -> Any:
@@ -50,4 +88,8 @@ async def aperform(client: aredis.Redis, url: str, wire: Wire) -> Any:
         if isinstance(wire, Scan):
             found = client.scan_iter(match=wire.pattern, count=1000, _type=wire.kind)
             return [key async for key in found]
+        if isinstance(wire, Broadcast):
+            if isinstance(client, AsyncRedisCluster):
+                await client.initialize()  # it learns its nodes at its first call
+            return [await _aeach(client, node, wire.args) for node in _primaries(client)]
         return await client.execute_command(*wire.command())  # type: ignore[no-untyped-call]

@@ -44,7 +44,7 @@ from importlib.resources import files
 from typing import Any
 
 from .errors import LibraryMismatch, PermissionDenied
-from .protocol import Command, LibraryExists, LibraryMissing, Op, text
+from .protocol import Broadcast, LibraryExists, LibraryMissing, Op, text
 
 __all__ = [
     "API",
@@ -255,12 +255,59 @@ class Installed:
 
 
 def installed_op() -> Op[LibraryInfo | None]:
-    """Who the library in Redis is (None: there is none)."""
-    try:
-        reply = yield Command("", ("FCALL_RO", "hp_libversion", "0"))
-    except LibraryMissing:
+    """Who the library in Redis is (None: there is none): in a cluster, the
+    oldest of the primaries' (None when one has none)."""
+    return _oldest((yield from versions_op()))
+
+
+def versions_op() -> Op[list[LibraryInfo | None]]:
+    """Who the library of each primary is (one item outside a cluster), so
+    that a primary that joined or lost its functions gets the library again."""
+    replies = yield Broadcast(("FCALL_RO", "hp_libversion", "0"))
+    infos: list[LibraryInfo | None] = []
+    for reply in replies:
+        if isinstance(reply, LibraryMissing):
+            infos.append(None)
+        elif isinstance(reply, Exception):
+            raise reply
+        else:
+            infos.append(LibraryInfo.from_reply(reply))
+    return infos
+
+
+def _oldest(infos: list[LibraryInfo | None]) -> LibraryInfo | None:
+    """The library the plan is made for: the oldest one (None first)."""
+    known = [info for info in infos if info is not None]
+    if len(known) < len(infos):
         return None
-    return LibraryInfo.from_reply(reply)
+    return min(known, key=lambda info: info.release) if known else None
+
+
+def _refuse_mixed(infos: list[LibraryInfo | None], own: LibraryInfo) -> None:
+    """LibraryMismatch if a primary runs a release newer than this client's
+    while another runs an older one or none: loading this client's would
+    replace the newer one, and two releases would take turns."""
+    oldest = _oldest(infos)
+    newer = [info for info in infos if info is not None and info.release > own.release]
+    if newer and (oldest is None or oldest.release < own.release):
+        raise LibraryMismatch(
+            f"the primaries run different hotparams libraries ({newer[0]} and "
+            f"{oldest or 'none'}); this client's {own} would replace the newer one: "
+            "run `hotparams install` with the newest client",
+            installed=oldest,
+            wanted=own,
+        )
+
+
+def _load_replies(replies: list[Any]) -> bool:
+    """Whether a primary already had a library (raises any other error)."""
+    exists = False
+    for reply in replies:
+        if isinstance(reply, LibraryExists):
+            exists = True
+        elif isinstance(reply, Exception):
+            raise reply
+    return exists
 
 
 #: looks at the library before giving up on a race with other loaders
@@ -272,19 +319,21 @@ def install_op(own: Library, *, may_load: bool) -> Op[Installed]:
     previous: LibraryInfo | None = None
     loaded = False
     for _ in range(_ATTEMPTS):
-        installed = yield from installed_op()
+        infos = yield from versions_op()
+        installed = _oldest(infos)
         if loaded and installed == own.info:
             return Installed("upgraded" if previous else "installed", own.info, previous)
         decision = plan(installed, own.info, may_load=may_load)
+        if isinstance(decision, Load):
+            _refuse_mixed(infos, own.info)
         if isinstance(decision, Use):
             newer = decision.installed.release > own.info.release
             return Installed("newer" if newer else "current", decision.installed)
         previous = installed
         load = ("FUNCTION", "LOAD", *(("REPLACE",) if decision.replace else ()), own.source)
         try:
-            yield Command("", load)
-        except LibraryExists:  # another client loaded one meanwhile: look again
-            continue
+            replies = yield Broadcast(load)
+            exists = _load_replies(replies)
         except PermissionDenied as exc:
             raise LibraryMismatch(
                 f"the hotparams library in Redis is {installed or 'missing'} and this client "
@@ -293,6 +342,8 @@ def install_op(own: Library, *, may_load: bool) -> Op[Installed]:
                 wanted=own.info,
                 permission=exc.permission,
             ) from None
+        if exists:  # another client loaded one meanwhile (or a primary had one): look again
+            continue
         loaded = True
     raise LibraryMismatch(
         "the hotparams library in Redis kept changing while this client installed its own: "

@@ -41,6 +41,7 @@ from .variants import VariantSet
 
 __all__ = [
     "Batch",
+    "Broadcast",
     "Command",
     "FCall",
     "Head",
@@ -124,7 +125,21 @@ class Batch:
         return self.calls[0].namespace if self.calls else ""
 
 
-Call = FCall | Command | Batch | Scan
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """A command for every primary (the library's check and its load): in a
+    cluster the driver sends it to each primary in turn, elsewhere to the
+    one server.  The reply is a list with, per node, its reply or its
+    decoded exception (one item outside a cluster)."""
+
+    args: tuple[str, ...]
+    namespace: str = ""
+
+    def command(self) -> tuple[str, ...]:
+        return self.args
+
+
+Call = FCall | Command | Batch | Scan | Broadcast
 Op = Generator[Call, Any, T]
 
 

@@ -151,7 +151,8 @@ def test_two_clients_that_race_to_load_do_not_overwrite_each_other(redis_url: st
     first.library, second.library = _release(RELEASE + 1), _release(RELEASE)
     first.install()
     # the second looked before the first loaded: its FUNCTION LOAD (no REPLACE) fails,
-    # it looks again and uses the newer library
+    # it looks again and uses the newer library (each look and load is a Broadcast:
+    # one reply, or decoded error, per primary)
     from hotparams.library import install_op
 
     op = install_op(second.library, may_load=True)
@@ -159,19 +160,44 @@ def test_two_clients_that_race_to_load_do_not_overwrite_each_other(redis_url: st
     assert call.args == ("FCALL_RO", "hp_libversion", "0")
     from hotparams.protocol import LibraryMissing
 
-    load = op.throw(LibraryMissing("Function not found"))
+    load = op.send([LibraryMissing("Function not found")])
     assert load.args[:2] == ("FUNCTION", "LOAD") and "REPLACE" not in load.args
     with pytest.raises(redis.ResponseError, match="already exists") as caught:
         second.client.execute_command(*load.args)
     from hotparams.protocol import ErrorReply, decode_error
 
-    look = op.throw(decode_error("", ErrorReply(str(caught.value))))
+    look = op.send([decode_error("", ErrorReply(str(caught.value)))])
     reply = second.client.execute_command(*look.args)
     with pytest.raises(StopIteration) as done:
-        op.send(reply)
+        op.send([reply])
     assert done.value.value.action == "newer"
     first.close()
     second.close()
+
+
+def test_primaries_of_a_cluster_each_get_the_library_and_none_is_downgraded() -> None:
+    """The look and the load go to every primary (a Broadcast, one reply each):
+    a primary without the library gets it, the others answer 'already exists'
+    and the next look finds them all current; a primary running a newer
+    release while another runs none refuses, rather than downgrading it."""
+    from hotparams.library import LibraryInfo, install_op
+    from hotparams.protocol import LibraryExists, LibraryMissing
+
+    own = _release(RELEASE)
+    op = install_op(own, may_load=True)
+    next(op)
+    load = op.send([own.info.to_json(), LibraryMissing("Function not found")])
+    assert load.args[:2] == ("FUNCTION", "LOAD") and "REPLACE" not in load.args
+    op.send([LibraryExists("Library 'hotparams' already exists"), "hotparams"])
+    with pytest.raises(StopIteration) as done:
+        op.send([own.info.to_json()] * 2)
+    assert done.value.value.action == "current"
+
+    op = install_op(own, may_load=True)
+    next(op)
+    newer = LibraryInfo(RELEASE + 1, own.info.api, own.info.api_min, "abc")
+    with pytest.raises(hotparams.LibraryMismatch, match="primaries run different"):
+        op.send([newer.to_json(), LibraryMissing("Function not found")])
 
 
 # ---------------------------------------------------------------- ACL users

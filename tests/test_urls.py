@@ -6,6 +6,7 @@ problem and never shows the password, and the clients built for each
 from __future__ import annotations
 
 import pytest
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
 from redis.asyncio.sentinel import SentinelManagedSSLConnection as AsyncSentinelSsl
 from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection
@@ -14,6 +15,7 @@ import hotparams
 from hotparams import aio
 from hotparams.clients import TlsSentinelConnection, async_client, sync_client
 from hotparams.config import ConfigError, Settings, redact_url
+from hotparams.errors import ConnectionFailed
 from hotparams.urls import Topology, parse_topology, topology_kind
 
 #: a test password with the characters that defeat parsers
@@ -205,11 +207,20 @@ def test_the_asyncio_client_of_a_sentinel_url_has_the_same_options() -> None:
     assert (pool.connection_kwargs["db"], pool.connection_kwargs["password"]) == (2, "pw")
 
 
-@pytest.mark.parametrize("url", ["redis+cluster://n1:7000,n2:7001", "rediss+cluster://n1"])
-def test_a_cluster_url_is_refused_until_cluster_support_lands(url: str) -> None:
-    for build in (sync_client, async_client):
-        with pytest.raises(ConfigError, match="Redis Cluster is not supported yet"):
-            build(url, Settings())
+def test_a_cluster_url_gives_cluster_clients_of_its_seed_nodes() -> None:
+    """The asyncio client asks the seed nodes at its first call; the sync
+    one at once, so no seed answering is a ConnectionFailed naming the URL
+    without its password."""
+    url = "rediss+cluster://u:pw@127.0.0.1:1,127.0.0.1:2?ssl_ca_certs=/ca"
+    client = async_client(url, Settings())
+    assert isinstance(client, AsyncRedisCluster)
+    seeds = [(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()]
+    assert sorted(seeds) == [("127.0.0.1", 1), ("127.0.0.1", 2)]
+    assert client.connection_kwargs["password"] == "pw"
+    assert client.connection_kwargs["ssl_ca_certs"] == "/ca"
+    with pytest.raises(ConnectionFailed, match=r"redis\+cluster://u:\*\*\*@127.0.0.1:1") as caught:
+        sync_client("redis+cluster://u:pw@127.0.0.1:1", Settings(connect_timeout=0.2))
+    assert "pw" not in str(caught.value)
 
 
 def test_connect_and_the_asyncio_connect_take_sentinel_urls() -> None:
