@@ -135,6 +135,8 @@ NOT_FOR_GET = (
     "hotparams.cli.demo",
     "hotparams.cli.watch",
     "hotparams.cli.variant",
+    "hotparams.handle",  # the live handles' shared part
+    "hotparams.lkg",  # the cache files: ``restore`` only
     "rich.live",
 )
 
