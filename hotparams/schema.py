@@ -469,7 +469,10 @@ class ParamSchema(Generic[M]):
                 exc, self.secrets, secret_texts(known, self.secrets), self.rules["fields"]
             )
         else:
-            failed = [c.message for c in self.checks if not c.holds(self.jsonable(params))]
+            if not self.checks:
+                return params
+            doc = self.jsonable(params)  # once, whatever the number of checks
+            failed = [c.message for c in self.checks if not c.holds(doc)]
             if not failed:
                 return params
             errors = {MODEL_ERROR_KEY: "; ".join(failed)}
