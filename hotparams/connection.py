@@ -8,8 +8,6 @@ of :mod:`hotparams.backoff`), so redis-py's are switched off.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from redis.backoff import NoBackoff
@@ -46,17 +44,25 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-@contextmanager
-def translated(url: str) -> Iterator[None]:
+class translated:
     """redis-py's exceptions as the I/O-free core reads them: an error reply
     becomes :class:`~hotparams.protocol.ErrorReply`, a failed connection
-    :class:`~hotparams.protocol.Transient` (its text without passwords)."""
-    try:
-        yield
-    except ResponseError as exc:
-        raise ErrorReply(str(exc), noperm=isinstance(exc, NoPermissionError)) from None
-    except TRANSIENT as exc:
-        raise Transient(describe(exc, url)) from None
+    :class:`~hotparams.protocol.Transient` (its text without passwords).
+    A class, not a generator: it wraps every call of a bus."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, ResponseError):
+            raise ErrorReply(str(exc), noperm=isinstance(exc, NoPermissionError)) from None
+        if isinstance(exc, TRANSIENT):
+            raise Transient(describe(exc, self.url)) from None
 
 
 def error_replies(replies: list[Any]) -> list[Any]:
