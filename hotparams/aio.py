@@ -85,6 +85,7 @@ class AsyncBus(BusCore):
     ) -> None:
         super().__init__(settings, url)
         self.client = client
+        self._reports: AsyncBus | None = None
 
     def __repr__(self) -> str:
         return f"<hotparams.aio.AsyncBus {redact_url(self.url)}>"
@@ -124,7 +125,27 @@ class AsyncBus(BusCore):
         await live._start()
         return live
 
+    def _reporting_bus(self) -> AsyncBus:
+        """The bus the handles' fleet reports go through: one attempt per
+        call, on a pool of its own (shared by this bus's handles), so that a
+        report hung on a frozen Redis, cut by cancelling its task, never
+        holds a connection the application's calls need."""
+        if self._reports is None:
+            pool = self.client.connection_pool
+            own = aredis.ConnectionPool(
+                connection_class=pool.connection_class, **pool.connection_kwargs
+            )
+            settings = self.settings.model_copy(update={"retry_attempts": 1})
+            self._reports = AsyncBus(
+                aredis.Redis(connection_pool=own), settings=settings, url=self.url
+            )
+        return self._reports
+
     async def aclose(self) -> None:
+        reports, self._reports = self._reports, None
+        if reports is not None:
+            await reports.aclose()
+            await reports.client.connection_pool.disconnect()
         await self.client.aclose()
 
     async def __aenter__(self) -> AsyncBus:
@@ -160,14 +181,8 @@ class AsyncLive(Handle[M]):
         # the listener and the reporter do their own backoff: one attempt per call
         settings = bus.settings.model_copy(update={"retry_attempts": 1})
         self._reader = AsyncBus(bus.client, settings=settings, url=bus.url)
-        # the reporter's pool is its own: aclose() can cut a report that hangs
-        pool = bus.client.connection_pool
-        own = aredis.ConnectionPool(
-            connection_class=pool.connection_class, **pool.connection_kwargs
-        )
-        self._report_bus = AsyncBus(
-            aredis.Redis(connection_pool=own), settings=settings, url=bus.url
-        )
+        # fleet reports go over the bus's reporting pool (shared by its handles)
+        self._report_bus = bus._reporting_bus()
         self._pubsub: PubSub | None = None
         self._changed = asyncio.Condition()
         self._queue: asyncio.Queue[tuple[Snapshot[M] | None, Snapshot[M]] | None] = asyncio.Queue()
@@ -253,8 +268,6 @@ class AsyncLive(Handle[M]):
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
         await self._drop_pubsub()
-        await self._report_bus.aclose()
-        await self._report_bus.client.connection_pool.disconnect()
         self._tracker.connected = False
         self._observer.connection(False)
 
