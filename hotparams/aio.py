@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 import redis.asyncio as aredis
 from pydantic import BaseModel
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from . import follow as listener
 from . import reporting as reporter
 from . import runner
-from .clients import async_client
+from .clients import async_client, async_own_client, async_refresh_slots, async_shard_pubsub
 from .config import Settings, redact_url, settings_from
 from .core import BusCore, WatchOptions
 from .drivers import aperform
@@ -131,21 +132,16 @@ class AsyncBus(BusCore):
         report hung on a frozen Redis, cut by cancelling its task, never
         holds a connection the application's calls need."""
         if self._reports is None:
-            pool = self.client.connection_pool
-            own = aredis.ConnectionPool(
-                connection_class=pool.connection_class, **pool.connection_kwargs
-            )
             settings = self.settings.model_copy(update={"retry_attempts": 1})
-            self._reports = AsyncBus(
-                aredis.Redis(connection_pool=own), settings=settings, url=self.url
-            )
+            self._reports = AsyncBus(async_own_client(self.client), settings=settings, url=self.url)
         return self._reports
 
     async def aclose(self) -> None:
         reports, self._reports = self._reports, None
         if reports is not None:
             await reports.aclose()
-            await reports.client.connection_pool.disconnect()
+            if not isinstance(reports.client, AsyncRedisCluster):  # aclose() closed its nodes
+                await reports.client.connection_pool.disconnect()
         await self.client.aclose()
 
     async def __aenter__(self) -> AsyncBus:
@@ -184,6 +180,7 @@ class AsyncLive(Handle[M]):
         # fleet reports go over the bus's reporting pool (shared by its handles)
         self._report_bus = bus._reporting_bus()
         self._pubsub: PubSub | None = None
+        self._shard_client: aredis.Redis | None = None
         self._changed = asyncio.Condition()
         self._queue: asyncio.Queue[tuple[Snapshot[M] | None, Snapshot[M]] | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -284,10 +281,9 @@ class AsyncLive(Handle[M]):
             return
         self._tracker.restarted()
         self._new_worker()  # this process's own worker id and exposure counts
-        old = self._bus.client.connection_pool  # never touched again here
-        pool = aredis.ConnectionPool(connection_class=old.connection_class, **old.connection_kwargs)
+        # the parent's connections are never touched again here
         self._bus = AsyncBus(
-            aredis.Redis(connection_pool=pool), settings=self._bus.settings, url=self._bus.url
+            async_own_client(self._bus.client), settings=self._bus.settings, url=self._bus.url
         )
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="hotparams-aio-fork", daemon=True).start()
@@ -319,20 +315,24 @@ class AsyncLive(Handle[M]):
 
     async def _subscribe(self, action: listener.Subscribe) -> None:
         await self._drop_pubsub()
-        pubsub = self._bus.client.pubsub()
+        client = self._bus.client
+        pubsub, self._shard_client = await async_shard_pubsub(client, action.channel)
         self._pubsub = pubsub
-        await pubsub.subscribe(action.channel)
+        await pubsub.ssubscribe(action.channel)
         wait = self._bus.settings.socket_timeout
         try:
             async with asyncio.timeout(wait):
                 while True:
                     message = await pubsub.get_message(timeout=wait)
-                    if message is not None and text(message["type"]) == "subscribe":
+                    if message is not None and text(message["type"]) == "ssubscribe":
                         return
         except TimeoutError:
             raise ConnectionFailed(
-                redact_url(self._bus.url), "no confirmation of SUBSCRIBE"
+                redact_url(self._bus.url), "no confirmation of SSUBSCRIBE"
             ) from None
+        except aredis.ResponseError as exc:  # MOVED: the slot has another owner now
+            await async_refresh_slots(client)
+            raise ConnectionFailed(redact_url(self._bus.url), f"SSUBSCRIBE: {exc}") from None
 
     async def _receive(self, action: listener.Receive) -> list[Any]:
         pubsub = self._pubsub
@@ -372,11 +372,17 @@ class AsyncLive(Handle[M]):
 
     async def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
+        shard, self._shard_client = self._shard_client, None
         if pubsub is not None:
             try:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             except Exception as exc:  # a dead connection may fail to close
                 log.debug("%s: closing the subscription: %s", self.namespace, describe(exc))
+        if shard is not None:  # the client of a cluster node the pub/sub was made on
+            try:
+                await shard.aclose()
+            except Exception as exc:
+                log.debug("%s: closing the shard's client: %s", self.namespace, describe(exc))
 
     # ------------------------------------------------------------ reporter actions
 

@@ -24,10 +24,12 @@ from typing import Any, cast
 
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.client import PubSub as AsyncPubSub
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
+from redis.client import PubSub
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
@@ -39,7 +41,15 @@ from .redact import describe, redact_url
 from .tls import TlsConnection
 from .urls import Topology, parse_topology, topology_kind
 
-__all__ = ["async_client", "sync_client"]
+__all__ = [
+    "async_client",
+    "async_own_client",
+    "async_shard_pubsub",
+    "interrupt",
+    "own_client",
+    "shard_pubsub",
+    "sync_client",
+]
 
 
 class TlsSentinelConnection(SentinelManagedConnection, TlsConnection):
@@ -71,19 +81,71 @@ def _cluster_options(topology: Topology, settings: Settings) -> dict[str, Any]:
 
 
 def _cluster_client(url: str, topology: Topology, settings: Settings) -> redis.Redis:
-    nodes = [ClusterNode(host, port) for host, port in topology.nodes]  # type: ignore[no-untyped-call]
-    try:  # redis-py asks the seed nodes for the slots at once
-        client = RedisCluster(startup_nodes=nodes, **_cluster_options(topology, settings))
-    except (redis.RedisError, RedisClusterException) as exc:
-        raise ConnectionFailed(redact_url(url), describe(exc, url)) from None
-    # a RedisCluster speaks the commands of a redis.Redis; the drivers tell them apart
-    return cast(redis.Redis, client)
+    options = _cluster_options(topology, settings)
+
+    def make() -> redis.Redis:
+        nodes = [ClusterNode(host, port) for host, port in topology.nodes]  # type: ignore[no-untyped-call]
+        try:  # redis-py asks the seed nodes for the slots at once
+            client = RedisCluster(startup_nodes=nodes, **options)
+        except (redis.RedisError, RedisClusterException) as exc:
+            raise ConnectionFailed(redact_url(url), describe(exc, url)) from None
+        client.hp_own = make  # type: ignore[attr-defined]  # see own_client
+        # a RedisCluster speaks the commands of a redis.Redis; the drivers tell them apart
+        return cast(redis.Redis, client)
+
+    return make()
 
 
 def _async_cluster_client(topology: Topology, settings: Settings) -> aredis.Redis:
-    nodes = [AsyncClusterNode(host, port) for host, port in topology.nodes]
-    client = AsyncRedisCluster(startup_nodes=nodes, **_cluster_options(topology, settings))
-    return cast(aredis.Redis, client)
+    options = _cluster_options(topology, settings)
+
+    def make() -> aredis.Redis:
+        nodes = [AsyncClusterNode(host, port) for host, port in topology.nodes]
+        client = AsyncRedisCluster(startup_nodes=nodes, **options)
+        client.hp_own = make  # type: ignore[attr-defined]  # see async_own_client
+        return cast(aredis.Redis, client)
+
+    return make()
+
+
+# ---------------------------------------------------------------- connections of its own
+
+
+def own_client(client: redis.Redis, *, single_connection: bool = False) -> redis.Redis:
+    """A client of the same Redis as ``client`` with connections of its own
+    (a Live handle's reader and reporter, which close() may cut); with
+    ``single_connection``, outside a cluster, one connection taken from
+    ``client``'s pool."""
+    if isinstance(client, RedisCluster):
+        return client.hp_own()
+    base = client.connection_pool
+    if single_connection:
+        return redis.Redis(connection_pool=base, single_connection_client=True)
+    pool = redis.ConnectionPool(connection_class=base.connection_class, **base.connection_kwargs)
+    return redis.Redis(connection_pool=pool)
+
+
+def async_own_client(client: aredis.Redis) -> aredis.Redis:
+    """As :func:`own_client`, for asyncio (a pool of its own)."""
+    if isinstance(client, AsyncRedisCluster):
+        return client.hp_own()
+    base = client.connection_pool
+    pool = aredis.ConnectionPool(connection_class=base.connection_class, **base.connection_kwargs)
+    return aredis.Redis(connection_pool=pool)
+
+
+def interrupt(client: redis.Redis) -> None:
+    """Cut ``client``'s connections from another thread (a hanging call
+    fails at once); a later call connects again."""
+    if isinstance(client, RedisCluster):
+        for node in client.get_nodes():
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
+        return
+    if client.connection is not None:  # a single-connection client
+        client.connection.disconnect()  # type: ignore[no-untyped-call]
+    else:
+        client.connection_pool.disconnect()
 
 
 def _master_options(topology: Topology, settings: Settings) -> dict[str, Any]:
@@ -164,6 +226,50 @@ def async_client(url: str, settings: Settings) -> aredis.Redis:
         return aredis.Redis.from_url(url, **client_options(settings))
     except ValueError as exc:
         raise invalid_url(url, exc) from None
+
+
+# ---------------------------------------------------------------- sharded pub/sub
+
+
+def shard_pubsub(client: redis.Redis, channel: str) -> PubSub:
+    """A pub/sub for ``channel`` (to SSUBSCRIBE): on a cluster, of the node
+    serving the channel's slot (as the client last learnt it: after a
+    MOVED reply, :func:`refresh_slots`), else of the server itself."""
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(channel)
+        return node.redis_connection.pubsub()
+    return client.pubsub()  # type: ignore[no-untyped-call,no-any-return]
+
+
+async def async_shard_pubsub(
+    client: aredis.Redis, channel: str
+) -> tuple[AsyncPubSub, aredis.Redis | None]:
+    """As :func:`shard_pubsub` for asyncio: redis.asyncio's RedisCluster has
+    no pub/sub, so on a cluster this is the pub/sub of a client of its own
+    to the node serving the channel's slot, returned beside it (to close
+    after the pub/sub); None outside a cluster."""
+    if isinstance(client, AsyncRedisCluster):
+        await client.initialize()  # it learns its nodes at its first call
+        node = client.get_node_from_key(channel)
+        pool = aredis.ConnectionPool(
+            connection_class=node.connection_class, **node.connection_kwargs
+        )
+        own = aredis.Redis(connection_pool=pool)
+        own.auto_close_connection_pool = True  # aclose() disconnects the pool
+        return own.pubsub(), own
+    return client.pubsub(), None
+
+
+def refresh_slots(client: redis.Redis) -> None:
+    """Ask the cluster again who serves which slot (after a MOVED reply to
+    SSUBSCRIBE: a slot migrated, a replica took over); nothing elsewhere."""
+    if isinstance(client, RedisCluster):
+        client.nodes_manager.initialize()
+
+
+async def async_refresh_slots(client: aredis.Redis) -> None:
+    if isinstance(client, AsyncRedisCluster):
+        await client.nodes_manager.initialize()
 
 
 class _SentinelRedis(redis.Redis):

@@ -23,7 +23,9 @@ listener's logic exists once:
 Actions and their results:
 
 =============== ==========================================================
-``Subscribe``   a fresh subscription to the channel, once Redis confirmed it
+``Subscribe``   a fresh subscription to the channel (SSUBSCRIBE, sharded
+                pub/sub: on a cluster, at the node serving its slot), once
+                Redis confirmed it
 ``Receive``     the messages that arrive within ``timeout`` (a burst is
                 drained whole, up to ``MAX_BATCH``); ``[]`` on timeout
 ``Ping``        a PING with ``token`` on the subscription (the pong comes
@@ -230,16 +232,16 @@ def _handle(
     answered = False
     for message in messages:
         kind = text(message.get("type", ""))
-        if kind == "message":
+        if kind in ("smessage", "message"):  # sharded pub/sub (SSUBSCRIBE)
             try:
                 events.append(parse_event(message["data"]))
             except ProtocolError as exc:
                 reread = str(exc)
         elif kind == "pong":
             answered = answered or text(message.get("data", "")) == pending
-        elif kind == "subscribe":
+        elif kind in ("ssubscribe", "subscribe"):
             reread = "re-subscribed"
-        elif kind == "unsubscribe":
+        elif kind in ("sunsubscribe", "unsubscribe"):  # a slot migrated, a primary failed over
             raise Lost("unsubscribed by the server")
     if events and reread is None:
         step = tracker.on_events(events)

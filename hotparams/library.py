@@ -87,8 +87,8 @@ API = 3
 API_MIN = 2
 #: the library's release: bump it with every change of the Lua source and
 #: put the new digest in RELEASE_DIGEST (tests/test_library.py says which)
-RELEASE = 11
-RELEASE_DIGEST = "21f148eea0f78dd3"
+RELEASE = 12
+RELEASE_DIGEST = "070929ab3f3ae2f0"
 
 _PLACEHOLDER = "local LIBVERSION = 'dev'"
 

@@ -33,11 +33,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 import redis
 from pydantic import BaseModel
 from redis.client import PubSub
+from redis.cluster import RedisCluster
 
 from . import follow as listener
 from . import reporting as reporter
 from . import runner
 from .bus import Bus
+from .clients import interrupt, own_client, refresh_slots, shard_pubsub
 from .config import redact_url
 from .core import WatchOptions
 from .driving import Stopped, converse
@@ -231,18 +233,23 @@ class Live(Handle[M]):
 
     def _subscribe(self, action: listener.Subscribe) -> None:
         self._drop_pubsub()
-        pubsub = self._bus.client.pubsub()  # type: ignore[no-untyped-call]
+        client = self._bus.client
+        pubsub = shard_pubsub(client, action.channel)
         self._pubsub = pubsub
-        pubsub.subscribe(action.channel)
+        pubsub.ssubscribe(action.channel)
         deadline = time.monotonic() + self._bus.settings.socket_timeout
         while True:
-            message = pubsub.get_message(timeout=_POLL)
-            if message is not None and text(message["type"]) == "subscribe":
+            try:
+                message = pubsub.get_message(timeout=_POLL)
+            except redis.ResponseError as exc:  # MOVED: the slot has another owner now
+                refresh_slots(client)
+                raise ConnectionFailed(redact_url(self._bus.url), f"SSUBSCRIBE: {exc}") from None
+            if message is not None and text(message["type"]) == "ssubscribe":
                 return
             if self._stopping.is_set():
                 raise Stopped
             if time.monotonic() > deadline:
-                raise ConnectionFailed(redact_url(self._bus.url), "no confirmation of SUBSCRIBE")
+                raise ConnectionFailed(redact_url(self._bus.url), "no confirmation of SSUBSCRIBE")
 
     def _receive(self, action: listener.Receive) -> list[Any]:
         pubsub = self._pubsub
@@ -338,9 +345,7 @@ class Live(Handle[M]):
     def _own_bus(self) -> Bus:
         """A Bus on one connection of its own (from the Bus's pool), one attempt per call."""
         try:
-            client = redis.Redis(
-                connection_pool=self._bus.client.connection_pool, single_connection_client=True
-            )
+            client = own_client(self._bus.client, single_connection=True)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise ConnectionFailed(
                 redact_url(self._bus.url), describe(exc, self._bus.url)
@@ -350,10 +355,8 @@ class Live(Handle[M]):
         return Bus(client, settings=settings, url=self._bus.url)
 
     def _close_own_bus(self, bus: Bus) -> None:
-        conn = bus.client.connection
         try:
-            if conn is not None:
-                conn.disconnect()  # type: ignore[no-untyped-call]  # half a reply: never reuse
+            interrupt(bus.client)  # half a reply: never reuse
             bus.close()
         except Exception as exc:
             log.debug("%s: closing a connection: %s", self.namespace, describe(exc))
@@ -366,14 +369,17 @@ class Live(Handle[M]):
     def _interrupt(self) -> None:
         """Shut the listener's sockets down from another thread (close())."""
         reader, pubsub = self._reader, self._pubsub
-        conns = [reader.client.connection if reader else None]
-        conns.append(pubsub.connection if pubsub else None)
-        for conn in conns:
-            if conn is not None:
-                try:
-                    conn.disconnect()  # type: ignore[no-untyped-call]
-                except Exception as exc:
-                    log.debug("%s: interrupting: %s", self.namespace, describe(exc))
+        if reader is not None:
+            try:
+                interrupt(reader.client)
+            except Exception as exc:
+                log.debug("%s: interrupting: %s", self.namespace, describe(exc))
+        conn = pubsub.connection if pubsub else None
+        if conn is not None:
+            try:
+                conn.disconnect()
+            except Exception as exc:
+                log.debug("%s: interrupting: %s", self.namespace, describe(exc))
 
     def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -387,19 +393,18 @@ class Live(Handle[M]):
         """The reporter's Bus, on a pool of its own (like the Bus's): close()
         can then cut even a connection that is still being opened."""
         if self._report_bus is None:
-            base = self._bus.client.connection_pool
-            pool = redis.ConnectionPool(
-                connection_class=base.connection_class, **base.connection_kwargs
-            )
             settings = self._bus.settings.model_copy(update={"retry_attempts": 1})
             self._report_bus = Bus(
-                redis.Redis(connection_pool=pool), settings=settings, url=self._bus.url
+                own_client(self._bus.client), settings=settings, url=self._bus.url
             )
         return self._report_bus
 
     def _interrupt_reporter(self) -> None:
         bus = self._report_bus
         if bus is None:
+            return
+        if isinstance(bus.client, RedisCluster):
+            interrupt(bus.client)
             return
         pool = bus.client.connection_pool
         # a call retried on a new connection must not wait for the
@@ -416,7 +421,7 @@ class Live(Handle[M]):
         if bus is not None:
             try:
                 bus.close()
-                bus.client.connection_pool.disconnect()
+                interrupt(bus.client)
             except Exception as exc:
                 log.debug("%s: closing the report connection: %s", self.namespace, describe(exc))
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 import hotparams
 from hotparams import aio
+from hotparams.server import LocalRedis
 from tests.cluster import Cluster, namespaces_on_each_primary
+from tests.helpers import wait_until
 from tests.models import ChatParams
 
 from .conftest import need
@@ -113,3 +116,105 @@ def test_an_asyncio_bus_on_a_cluster_loads_writes_and_reads(
     started = time.monotonic()
     asyncio.run(main())
     assert time.monotonic() - started < 10
+
+
+def _subscribers(node: LocalRedis) -> int:
+    """Connections of ``node`` with a sharded subscription."""
+    with node.client() as client:
+        return sum(1 for c in client.client_list() if c.get("ssub") == "1")
+
+
+def _max_tokens(handles: list[Any]) -> list[int]:
+    return [h.current.params.max_tokens for h in handles]
+
+
+def test_one_process_follows_namespaces_on_every_shard(cluster: Cluster, names: list[str]) -> None:
+    """Each handle subscribes (SSUBSCRIBE) on the primary owning its
+    namespace; Bus writes, redis-cli -c edits from another node and a write
+    after FUNCTION FLUSH on one primary all reach the handles."""
+    with hotparams.connect(cluster.url) as bus:
+        for ns in names:
+            bus.register(ns, ChatParams)
+        handles = [bus.watch(ns, ChatParams, reconcile_interval=30) for ns in names]
+        try:
+            owners = [cluster.owner(ns) for ns in names]
+            assert [_subscribers(node) for node in owners] == [1, 1, 1]
+            for i, ns in enumerate(names):
+                bus.set(ns, {"max_tokens": 10 + i})
+            assert wait_until(lambda: _max_tokens(handles) == [10, 11, 12], timeout=5)
+            for node, ns in zip(cluster.nodes, reversed(names), strict=True):
+                cluster.cli(node, "FCALL", "hp_set", "1", ns, "max_tokens", "20")
+            assert wait_until(lambda: _max_tokens(handles) == [20, 20, 20], timeout=5)
+            with owners[2].client() as client:
+                client.function_flush()
+            assert bus.set(names[2], {"max_tokens": 30}) == 4
+            assert wait_until(lambda: _max_tokens(handles) == [20, 20, 30], timeout=5)
+            assert [h.current.version for h in handles] == [3, 3, 4]
+            assert all(h.connected for h in handles)
+        finally:
+            for handle in handles:
+                handle.close()
+
+
+def test_one_asyncio_process_follows_namespaces_on_every_shard(
+    cluster: Cluster, names: list[str]
+) -> None:
+    import asyncio
+
+    async def until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def main() -> None:
+        async with aio.connect(cluster.url) as bus:
+            for ns in names:
+                await bus.register(ns, ChatParams)
+            handles = [await bus.watch(ns, ChatParams, reconcile_interval=30) for ns in names]
+            assert [_subscribers(cluster.owner(ns)) for ns in names] == [1, 1, 1]
+            for i, ns in enumerate(names):
+                await bus.set(ns, {"max_tokens": 40 + i})
+            assert await until(lambda: _max_tokens(handles) == [40, 41, 42])
+            for node, ns in zip(cluster.nodes, names[1:] + names[:1], strict=True):
+                edit = ("FCALL", "hp_set", "1", ns, "top_p", "0.5")
+                await asyncio.to_thread(cluster.cli, node, *edit)
+            assert await until(lambda: [h.current.params.top_p for h in handles] == [0.5] * 3)
+            for handle in handles:
+                await handle.aclose()
+            assert [_subscribers(node) for node in cluster.nodes] == [0, 0, 0]
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_handle_whose_slot_migrates_resubscribes_at_the_new_owner(
+    cluster: Cluster, names: list[str]
+) -> None:
+    """The old owner ends the sharded subscription (sunsubscribe) when the
+    slot leaves it; the handle subscribes again where the slot went, re-reads
+    and serves the next change."""
+    ns = names[0]
+    source, target = cluster.owner(ns), cluster.owner(names[1])
+    slot = cluster.keyslot(ns)
+    with hotparams.connect(cluster.url) as bus:
+        bus.register(ns, ChatParams)
+        live = bus.watch(ns, ChatParams, reconcile_interval=30)
+        try:
+            assert (_subscribers(source), _subscribers(target)) == (1, 0)
+            cluster.migrate_slot(slot, source, target)
+            try:
+                assert cluster.owner(ns).port == target.port
+                assert wait_until(lambda: _subscribers(target) == 1, timeout=10)
+                assert _subscribers(source) == 0
+                assert bus.set(ns, {"max_tokens": 99}) == 2
+                assert wait_until(lambda: live.current.params.max_tokens == 99, timeout=5)
+                assert live.current.version == 2 and live.connected
+            finally:
+                cluster.migrate_slot(slot, target, source)
+            assert wait_until(lambda: _subscribers(source) == 1, timeout=10)
+            assert bus.set(ns, {"max_tokens": 98}) == 3
+            assert wait_until(lambda: live.current.params.max_tokens == 98, timeout=5)
+        finally:
+            live.close()

@@ -37,7 +37,7 @@ def meta(bus: hotparams.Bus) -> dict[str, str]:
 def test_every_version_has_a_digest_of_its_content(bus: hotparams.Bus) -> None:
     bus.register(NS, PairParams)
     pubsub = bus.client.pubsub()  # type: ignore[no-untyped-call]
-    pubsub.subscribe(keys_for(NS).channel)
+    pubsub.ssubscribe(keys_for(NS).channel)
     first = bus.head(NS)
     assert len(first.digest) == 40  # sha1 hex
     v2 = bus.set(NS, {"a": 1, "b": 1})
@@ -53,7 +53,7 @@ def test_every_version_has_a_digest_of_its_content(bus: hotparams.Bus) -> None:
     while len(events) < 2:
         message = pubsub.get_message(timeout=5)
         assert message is not None
-        if message["type"] == "message":
+        if message["type"] == "smessage":
             events.append(orjson.loads(message["data"]))
     pubsub.close()
     assert [(e["digest"], e["prev_digest"]) for e in events] == [
@@ -87,8 +87,8 @@ def writer(redis_url: str) -> Iterator[hotparams.Bus]:
 
 
 def forge(client: redis.Redis, head: Head, upto: int, **values: Any) -> None:
-    """PUBLISH a chain of made-up events from the head to version ``upto``:
-    what anyone allowed to PUBLISH on the channel (every editor) can do."""
+    """SPUBLISH a chain of made-up events from the head to version ``upto``:
+    what anyone allowed to SPUBLISH on the channel (every editor) can do."""
     pipe = client.pipeline(transaction=False)
     prev = head.digest
     for v in range(head.version + 1, upto + 1):
@@ -107,7 +107,7 @@ def forge(client: redis.Redis, head: Head, upto: int, **values: Any) -> None:
             "digest": digest,
             "prev_digest": prev,
         }
-        pipe.publish(keys_for(NS).channel, orjson.dumps(doc))
+        pipe.spublish(keys_for(NS).channel, orjson.dumps(doc))
         prev = digest
     pipe.execute()
 

@@ -265,13 +265,13 @@ def test_a_write_an_acl_allows_only_in_part_is_refused_whole(
     installer = hotparams.connect(redis_url)
     installer.register("chat", ChatParams)
     before = dump_namespace(admin, "chat", include_fleet=True)
-    # may write the version hashes but not PUBLISH the change event
-    url = _user(admin, redis_url, *EDITOR, "-publish")
+    # may write the version hashes but not SPUBLISH the change event
+    url = _user(admin, redis_url, *EDITOR, "-spublish")
     bus = hotparams.connect(url, auto_install=False)
     with pytest.raises(hotparams.PermissionDenied) as caught:
         bus.set("chat", {"temperature": 0.2})
-    assert caught.value.permission == "run PUBLISH on hp:{chat}:events"
-    assert "may not run PUBLISH on hp:{chat}:events" in str(caught.value)
+    assert caught.value.permission == "run SPUBLISH on hp:{chat}:events"
+    assert "may not run SPUBLISH on hp:{chat}:events" in str(caught.value)
     assert exit_code_for(caught.value) == 8
     assert dump_namespace(admin, "chat", include_fleet=True) == before
     installer.close()

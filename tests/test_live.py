@@ -227,14 +227,14 @@ def test_close_leaks_no_thread_and_no_connection(redis_url: str) -> None:
     before = len(probe.client_list())
     handles = [bus.watch("pair", PairParams, reconcile_interval=0.2) for _ in range(3)]
     assert len(live_threads()) == 9  # listener, callbacks, reporter
-    assert sum(1 for c in probe.client_list() if c.get("sub") == "1") == 3
+    assert sum(1 for c in probe.client_list() if c.get("ssub") == "1") == 3
     assert wait_until(lambda: len(bus.workers("pair")) == 3)  # three handles: three workers
     for live in handles:
         live.close()
         live.close()  # idempotent
     assert not live_threads()
     assert bus.workers("pair") == []  # close() left the fleet
-    assert not [c for c in probe.client_list() if c.get("sub") == "1"]
+    assert not [c for c in probe.client_list() if c.get("ssub") == "1"]
     bus.close()
     # the server drops a closed connection when it reads the close: poll for it
     # (read at once, it once still listed one: 3 <= 2 failed)

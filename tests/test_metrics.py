@@ -64,7 +64,7 @@ def test_the_metrics_count_applies_faults_and_callback_errors(
             v = bus.set("pair", {"a": i, "b": i})
         assert live.wait_for(v)
         # a lost message: an event that skips a version makes the handle re-read
-        bus.client.publish(
+        bus.client.spublish(
             "hp:{pair}:events",
             orjson.dumps(
                 {

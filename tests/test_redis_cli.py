@@ -50,7 +50,7 @@ def test_hp_set_takes_plain_strings_and_json_and_reaches_subscribers(
 ) -> None:
     events: list[dict[str, Any]] = []
     pubsub = chat.client.pubsub()  # type: ignore[no-untyped-call]  # what workers read
-    pubsub.subscribe(keys_for("chat").channel)
+    pubsub.ssubscribe(keys_for("chat").channel)
     assert wait_until(lambda: pubsub.get_message(timeout=0.1) is not None)
 
     reply = redis_cli(
@@ -81,7 +81,7 @@ def test_hp_set_takes_plain_strings_and_json_and_reaches_subscribers(
 
     def got_event() -> bool:
         message = pubsub.get_message(timeout=0.1)
-        if message and message["type"] == "message":
+        if message and message["type"] == "smessage":
             events.append(json.loads(message["data"]))
         return bool(events)
 

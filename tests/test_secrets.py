@@ -33,7 +33,7 @@ def test_secret_values_are_masked_everywhere_but_the_values(
     caplog.set_level(logging.DEBUG)
     bus.register("creds", Creds)
     pubsub = bus.client.pubsub()
-    pubsub.subscribe("hp:{creds}:events")
+    pubsub.ssubscribe("hp:{creds}:events")
     bus.set("creds", {"api_key": SECRET, "token": OTHER, "region": "us"})
     bus.set("creds", {"region": "ap"})
     bus.rollback("creds", 2)

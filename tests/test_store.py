@@ -222,8 +222,8 @@ def test_unknown_namespace_is_a_clear_error(bus: hotparams.Bus) -> None:
 def test_every_change_is_published_with_its_values(bus: hotparams.Bus) -> None:
     bus.register("chat", ChatParams)
     pubsub = bus.client.pubsub()
-    pubsub.subscribe(keys_for("chat").channel)
-    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    pubsub.ssubscribe(keys_for("chat").channel)
+    assert pubsub.get_message(timeout=2)["type"] == "ssubscribe"
     bus.set("chat", {"temperature": 0.5, "api_key": "sk-secret-1"})
     message = pubsub.get_message(timeout=2)
     pubsub.close()

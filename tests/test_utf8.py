@@ -141,7 +141,7 @@ def test_a_live_keeps_its_last_good_snapshot_and_says_why_on_damaged_bytes(
         good = chat.set("chat", {"system_prompt": "good"})
         assert live.wait_for(good)
         bad = _plant_damaged_version(chat.client, "system_prompt", b'"\xed\xa0\x80"')
-        chat.client.publish(keys_for("chat").channel, b"not an event")  # makes it re-read
+        chat.client.spublish(keys_for("chat").channel, b"not an event")  # makes it re-read
         assert wait_until(lambda: live.rejected is not None and live.rejected.version == bad)
         assert live.current.version == good
         assert live.current.params.system_prompt == "good"

@@ -155,7 +155,7 @@ def test_rollback_restores_the_variants_of_the_target(chat: hotparams.Bus) -> No
 
 def test_the_change_event_carries_the_variants(chat: hotparams.Bus) -> None:
     pubsub = chat.client.pubsub()
-    pubsub.subscribe(keys_for("chat").channel)
+    pubsub.ssubscribe(keys_for("chat").channel)
     pubsub.get_message(timeout=2)
     chat.set_variant("chat", "a", {"temperature": 0.3}, percent=10)
     chat.set_variant("chat", "key", {"api_key": "sk-variant-secret"}, users=["bob"])

@@ -296,7 +296,7 @@ local function hp_delete(keys, argv)
   if err then return err end
   err = check_acl({
     { 'DEL', key_of(ns, 'meta') }, { 'HSET', key_of(ns, 'deleted'), 'f', 'v' },
-    { 'XADD', key_of(ns, 'audit'), '*', 'f', 'v' }, { 'PUBLISH', key_of(ns, 'events'), 'x' },
+    { 'XADD', key_of(ns, 'audit'), '*', 'f', 'v' }, { 'SPUBLISH', key_of(ns, 'events'), 'x' },
   })
   if err then return err end
   -- all checks done: write
@@ -310,7 +310,7 @@ local function hp_delete(keys, argv)
     'reason', opts.reason or '', 'source', opts.source or 'redis', 'ts', ts,
     'epoch', meta.epoch, 'version', meta.version, 'rid', opts.rid or '')
   audit_only(ns, meta, 'delete', opts, { { 'epoch', meta.epoch } })
-  redis.call('PUBLISH', key_of(ns, 'events'), '{"ns":' .. cjson.encode(ns)
+  redis.call('SPUBLISH', key_of(ns, 'events'), '{"ns":' .. cjson.encode(ns)
     .. ',"epoch":' .. cjson.encode(meta.epoch) .. ',"op":"delete","v":' .. meta.version
     .. ',"prev":' .. meta.version .. ',"ts":' .. ts .. ',"schema":' .. meta.schema_rev
     .. ',"changed":{},"removed":[],"redacted":[]}')

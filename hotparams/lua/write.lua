@@ -45,7 +45,7 @@ local function check_write_acl(ns, v)
     { 'HSET', key_of(ns, 'v:' .. v), 'f', 'v' }, { 'DEL', key_of(ns, 'v:' .. (v - 1)) },
     { 'HSET', key_of(ns, 'meta'), 'f', 'v' }, { 'HSET', key_of(ns, 'schema'), 'f', 'v' },
     { 'XADD', key_of(ns, 'audit'), '*', 'f', 'v' },
-    { 'PUBLISH', key_of(ns, 'events'), 'x' },
+    { 'SPUBLISH', key_of(ns, 'events'), 'x' },
     { 'HSET', key_of(ns, 'rids'), 'f', 'v' }, { 'HDEL', key_of(ns, 'rids'), 'f' },
     { 'ZADD', key_of(ns, 'rids:at'), '1', 'm' }, { 'ZREM', key_of(ns, 'rids:at'), 'm' },
     { 'PEXPIRE', key_of(ns, 'rids'), '1' },
@@ -180,7 +180,7 @@ local function write_version(ns, meta, rules, rev, old, new, op, opts, extra_aud
     .. ',"removed":[' .. table.concat(removed_json, ',') .. ']'
     .. ',"redacted":[' .. table.concat(redacted, ',') .. ']'
     .. variants_event .. '}'
-  redis.call('PUBLISH', key_of(ns, 'events'), event)
+  redis.call('SPUBLISH', key_of(ns, 'events'), event)
   return v
 end
 
