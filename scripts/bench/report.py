@@ -9,7 +9,11 @@ READ_TARGET = 1.5
 FOR_USER_TARGET = 3.0
 PROPAGATION_TARGET = 1.5
 PROPAGATION_WORKERS = 16
-WRITE_TARGET = 0.7
+WRITE_TARGET = 0.9
+#: Bus.set_many against a bare pipeline of the same calls
+PIPELINE_TARGET = 0.85
+#: a worker's CPU per applied version against a bare subscriber's per message
+APPLY_CPU_TARGET = 1.5
 
 
 # ---------------------------------------------------------------- formatting
@@ -113,13 +117,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": c["for_user"]["x_current"] <= FOR_USER_TARGET,
             }
         )
-    fleet = _fleet(results, PROPAGATION_WORKERS)
-    if fleet:
+    for k in (PROPAGATION_WORKERS, 64):
+        fleet = _fleet(results, k)
+        if not fleet:
+            continue
         out.append(
             {
-                "name": "propagation",
+                "name": "propagation" if k == PROPAGATION_WORKERS else f"propagation-{k}",
                 "target": (
-                    f"{PROPAGATION_WORKERS} workers: p99 publish-to-applied ≤ "
+                    f"{k} workers: p99 publish-to-applied ≤ "
                     f"{PROPAGATION_TARGET:g}x the bare pub/sub fan-out of the same run"
                 ),
                 "measured": (
@@ -129,6 +135,24 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     f"{times(fleet['ratio_per_worker_p50'])}"
                 ),
                 "met": fleet["ratio_per_worker_p99"] <= PROPAGATION_TARGET,
+            }
+        )
+    fleet = _fleet(results, PROPAGATION_WORKERS)
+    cpu = (fleet or {}).get("worker_cpu_ms_per_update") or {}
+    if cpu.get("live") and cpu.get("bare"):
+        x = cpu["live"]["p50"] / cpu["bare"]["p50"]
+        out.append(
+            {
+                "name": "apply",
+                "target": (
+                    f"worker CPU per applied version ≤ {APPLY_CPU_TARGET:g}x a bare "
+                    "subscriber's per message"
+                ),
+                "measured": (
+                    f"{times(x)} ({ms(cpu['live']['p50'])} vs {ms(cpu['bare']['p50'])}, "
+                    f"median of {PROPAGATION_WORKERS} workers)"
+                ),
+                "met": x <= APPLY_CPU_TARGET,
             }
         )
     write = results.get("write")
@@ -145,6 +169,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     f"{times(c['bus_set_many']['ratio_to_bare'])} of a bare pipeline"
                 ),
                 "met": c["bus_set"]["ratio_to_bare"] >= WRITE_TARGET,
+            }
+        )
+        out.append(
+            {
+                "name": "pipeline",
+                "target": f"`Bus.set_many` ≥ {PIPELINE_TARGET:g}x a bare pipeline",
+                "measured": (
+                    f"{times(c['bus_set_many']['ratio_to_bare'])} "
+                    f"({rate(c['bus_set_many']['changes_per_s'])} vs "
+                    f"{rate(c['bare_pipeline']['changes_per_s'])} changes/s)"
+                ),
+                "met": c["bus_set_many"]["ratio_to_bare"] >= PIPELINE_TARGET,
             }
         )
     return out
@@ -240,12 +276,24 @@ def propagation_why(results: dict[str, Any]) -> str:
 def write_why(write: dict[str, Any]) -> str:
     c = write["cases"]
     s, b = c["bus_set"], c["bare_fcall"]
+    server = s["server_us_per_change"] - b["server_us_per_change"]
+    client = (s["client_us_per_change_p50"] - s["server_us_per_change"]) - (
+        b["client_us_per_change_p50"] - b["server_us_per_change"]
+    )
     return (
         f"`Bus.set` takes {s['client_us_per_change_p50']:.0f} µs per change (p50) against "
-        f"{b['client_us_per_change_p50']:.0f} µs for the bare FCALL; Redis spends "
+        f"{b['client_us_per_change_p50']:.0f} µs for the bare FCALL. Redis spends "
         f"{s['server_us_per_change']:.0f} µs vs {b['server_us_per_change']:.0f} µs of that "
-        "(INFO commandstats): the difference is client-side (validation by the model, "
-        "encoding, error decoding)."
+        "(INFO commandstats): "
+        + (
+            f"{server:+.0f} µs in Redis, because `Bus.set` also sends its request id "
+            "(`@rid`), which the function records for exactly-once retries, and the marker "
+            "of a model-validated write; the bare FCALL sends neither. "
+            if server > 5
+            else "about the same in Redis. "
+        )
+        + f"{client:+.0f} µs are the client's: validation by the model merged with the "
+        "version it applies to (and the model's checks), encoding, the operation layers."
     )
 
 
@@ -707,7 +755,7 @@ def _why(target: dict[str, Any], results: dict[str, Any]) -> str:
         return read_why(results["read"])
     if name == "for_user":
         return for_user_why(results["read"]["for_user"])
-    if name == "propagation":
+    if name.startswith("propagation") or name == "apply":
         return propagation_why(results)
     return write_why(results["write"])
 
@@ -736,10 +784,16 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     rows = [[t["target"], t["measured"], yes(t["met"])] for t in targets(results)]
     parts += [table(["target", "measured", ""], rows), ""]
+    told: dict[str, str] = {}  # a reason given once, named after that
     for t in targets(results):
         if t["met"]:
             continue
-        parts += [f"Why the {t['name']} target is missed (measured): {_why(t, results)}", ""]
+        why = _why(t, results)
+        if why in told:
+            parts += [f"Why the {t['name']} target is missed: as the {told[why]} target.", ""]
+            continue
+        told[why] = t["name"]
+        parts += [f"Why the {t['name']} target is missed (measured): {why}", ""]
     if "read" in results and not any(
         t["name"] == "read" and not t["met"] for t in targets(results)
     ):
