@@ -155,6 +155,39 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": x <= APPLY_CPU_TARGET,
             }
         )
+    sc = results.get("scale") or {}
+    if sc.get("bare"):
+        f, b = sc["fleet"], sc["bare"]
+        cpu = f["redis_cpu_ms_per_update"] / b["redis_cpu_ms_per_publish"]
+        idle = f["idle_load"].get("requests_per_s", float("nan")) / f["processes"]
+        out += [
+            {
+                "name": "scale-latency",
+                "target": f"{f['handles']:,} handles: p99 publish-to-applied ≤ 100 ms",
+                "measured": (
+                    f"{ms(f['per_handle_ms']['p99'])} (bare {ms(b['per_subscriber_ms']['p99'])})"
+                ),
+                "met": f["per_handle_ms"]["p99"] <= 100,
+            },
+            {
+                "name": "scale-cpu",
+                "target": "Redis CPU per change ≤ 2x the bare fan-out to as many subscribers",
+                "measured": (
+                    f"{times(cpu)} ({f['redis_cpu_ms_per_update']:.1f} ms vs "
+                    f"{b['redis_cpu_ms_per_publish']:.1f} ms)"
+                ),
+                "met": cpu <= 2,
+            },
+            {
+                "name": "scale-idle",
+                "target": "idle Redis load ≤ 0.2 requests/s per process",
+                "measured": (
+                    f"{idle:.1f} requests/s per process "
+                    f"({f['handles'] // f['processes']} handles each)"
+                ),
+                "met": idle <= 0.2,
+            },
+        ]
     write = results.get("write")
     if write:
         c = write["cases"]
@@ -650,6 +683,56 @@ def _by_command(load: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+def scale_projection(sc: dict[str, Any]) -> str:
+    """What the measured costs say of a fleet of 10,000 processes x 100 namespaces."""
+    f, b = sc["fleet"], sc.get("bare")
+    if not b:
+        return ""
+    n = f["handles"]
+    per_sub = b["redis_cpu_ms_per_publish"] / n  # Redis CPU per subscriber per message
+    per_handle = f["redis_cpu_ms_per_update"] / n  # hotparams: fan-out, reports, re-reads
+    mem = f["redis_memory_per_handle_bytes"]
+    procs, spaces = 10_000, 100
+    handles = procs * spaces
+    change_ms = procs * per_handle  # one namespace changes: every process follows it
+    return (
+        f"On paper, from these figures: Redis spends {per_sub * 1000:.1f} µs of CPU per bare "
+        f"subscriber per message and {per_handle * 1000:.1f} µs per handle per change "
+        "(its share of the fan-out, its fleet report, its re-reads). A fleet of "
+        f"{procs:,} processes each following {spaces} namespaces holds today one subscription "
+        f"per handle: {handles:,} connections, {size(mem * handles)} of Redis memory at "
+        f"{size(mem)} each, which no single node holds; that is where it stops scaling. "
+        f"A change of one namespace reaches its {procs:,} followers for about "
+        f"{change_ms:.0f} ms of CPU on the primary of its shard (the bare fan-out: "
+        f"{procs * per_sub:.0f} ms), whatever the number N of shards: a shard carries only "
+        "its own namespaces' events, so N shards take N changes at once, but not one change "
+        "faster. Replicas (R per shard) would divide a shard's fan-out by R + 1 if the "
+        "handles followed from them (not built yet), and one subscription per process "
+        f"instead of per handle (not built yet) would cut the connections to {procs:,} per "
+        "shard."
+    )
+
+
+def scale_why(sc: dict[str, Any]) -> str:
+    f = sc["fleet"]
+    calls = f.get("redis_calls_per_update", {})
+    return (
+        f"every handle holds its own subscription and sends its own fleet report: per change "
+        f"Redis ran {calls.get('fcall', 0):.0f} FCALLs (the handles' `hp_report`s, each with "
+        f"its HSET, ZADD, ZRANGEBYSCORE and TIME) besides the fan-out to "
+        f"{f['handles']:,} connections, and at rest each handle's reconcile probe and "
+        "heartbeat. One subscription and one batched report per process, which would cut "
+        "both by the handles per process, are not built yet."
+    )
+
+
+def _versus_bare(sc: dict[str, Any]) -> str:
+    f, b = sc["fleet"], sc["bare"]
+    cpu = f["redis_cpu_ms_per_update"] / b["redis_cpu_ms_per_publish"]
+    p99 = f["per_handle_ms"]["p99"] / b["per_subscriber_ms"]["p99"]
+    return f"Redis CPU {times(cpu)}, p99 {times(p99)}"
+
+
 def _scale(sc: dict[str, Any]) -> str:
     f, m = sc["fleet"], sc["memory"]
     rows = [
@@ -664,6 +747,19 @@ def _scale(sc: dict[str, Any]) -> str:
             f"{ms(f['last_handle_ms']['p50'])} / {ms(f['last_handle_ms']['p99'])}",
         ],
         ["updates (missing applies)", f"{f['updates']} ({f['missing']})"],
+        *(
+            [
+                [
+                    "the floor: as many bare subscriptions, PUBLISH p50 / p99",
+                    f"{ms(sc['bare']['per_subscriber_ms']['p50'])} / "
+                    f"{ms(sc['bare']['per_subscriber_ms']['p99'])}; Redis CPU per message "
+                    f"{sc['bare']['redis_cpu_ms_per_publish']:.2f} ms "
+                    f"(hotparams: {_versus_bare(sc)})",
+                ]
+            ]
+            if sc.get("bare")
+            else []
+        ),
         [
             "Redis memory of the subscribed fleet",
             f"{size(f['redis_memory_fleet_bytes'])} "
@@ -717,6 +813,7 @@ def _scale(sc: dict[str, Any]) -> str:
         "connection for its subscription: one `AsyncBus` serves fewer than 100 handles with the "
         "default pool (this benchmark first failed there). The benchmark enlarges the pool of "
         "each process's `AsyncBus` to 4 x its handles + 10."
+        + ("\n\n" + scale_projection(sc) if sc.get("bare") else "")
     )
 
 
@@ -757,6 +854,8 @@ def _why(target: dict[str, Any], results: dict[str, Any]) -> str:
         return for_user_why(results["read"]["for_user"])
     if name.startswith("propagation") or name == "apply":
         return propagation_why(results)
+    if name.startswith("scale"):
+        return scale_why(results["scale"])
     return write_why(results["write"])
 
 

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import redis
+import redis.asyncio
 
 import hotparams
 from hotparams import aio
@@ -165,6 +166,103 @@ def fleet(
     }
 
 
+def bare_worker(url: str, subscribers: int, channel: str, reports: Any, stop: Any) -> None:
+    asyncio.run(_bare_worker(url, subscribers, channel, reports, stop))
+
+
+async def _bare_worker(url: str, subscribers: int, channel: str, reports: Any, stop: Any) -> None:
+    """``subscribers`` bare redis.asyncio subscriptions (one connection each, like a
+    handle's): each records when it receives each message."""
+    pid = os.getpid()
+    client = redis.asyncio.Redis.from_url(url, max_connections=subscribers + 10)
+    received: dict[int, list[float]] = {}
+
+    async def listen(pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None or message["type"] != "message":
+                continue
+            n = int(message["data"].split(b" ", 1)[0])
+            times = received.setdefault(n, [])
+            times.append(time.time())
+            if len(times) == subscribers:
+                reports.put(("applied", pid, n, received.pop(n)))
+
+    subs = []
+    for _ in range(subscribers):
+        pubsub = client.pubsub()
+        await pubsub.subscribe(channel)
+        subs.append(pubsub)
+    tasks = [asyncio.create_task(listen(p)) for p in subs]
+    reports.put(("ready", pid, 0, []))
+    await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+    for t in tasks:
+        t.cancel()
+    for p in subs:
+        await p.aclose()
+    await client.aclose()
+
+
+def bare_fleet(url: str, subscribers: int, processes: int, updates: int) -> dict[str, Any]:
+    """The floor of the fleet: the same number of bare subscriptions, spread the
+    same way, and a PUBLISH of a message the size of a hotparams event."""
+    client = redis.Redis.from_url(url)
+    channel = keys_for("bare").channel
+    reports: Any = CTX.Queue()
+    stop = CTX.Event()
+    shares = [
+        subscribers // processes + (1 if i < subscribers % processes else 0)
+        for i in range(processes)
+    ]
+    procs = [
+        CTX.Process(target=bare_worker, args=(url, n, channel, reports, stop), daemon=True)
+        for n in shares
+        if n
+    ]
+    pad = b"x" * 300  # about a hotparams event (ns, versions, epoch, digests, values)
+    try:
+        for p in procs:
+            p.start()
+        ready = 0
+        while ready < len(procs):
+            if reports.get(timeout=300)[0] == "ready":
+                ready += 1
+        latencies: list[float] = []
+        missing = 0
+        client.config_resetstat()
+        cpu0 = redis_cpu_seconds(client)
+        for i in range(updates):
+            t0 = time.time()
+            client.publish(channel, b"%d " % i + pad)
+            got: list[float] = []
+            done = 0
+            deadline = time.monotonic() + 30
+            while done < len(procs) and time.monotonic() < deadline:
+                try:
+                    kind, _, n, times = reports.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if kind == "applied" and n == i:
+                    got += times
+                    done += 1
+            missing += subscribers - len(got)
+            latencies += [t - t0 for t in got]
+            time.sleep(0.02)
+        cpu_per_publish = (redis_cpu_seconds(client) - cpu0) / max(1, updates)
+    finally:
+        stop.set()
+        stop_all(procs, timeout=60)
+        drain(reports)
+        client.close()
+    return {
+        "subscribers": subscribers,
+        "updates": updates,
+        "missing": missing,
+        "per_subscriber_ms": summary(latencies, MS),
+        "redis_cpu_ms_per_publish": cpu_per_publish * MS,
+    }
+
+
 def memory(url: str, namespaces: int, versions: int) -> dict[str, Any]:
     client = redis.Redis.from_url(url)
     bus = hotparams.connect(url)
@@ -225,5 +323,7 @@ def run(url: str, *, quick: bool, handles: int = 1000, processes: int = 4) -> di
     # the idle window outlasts the reconcile interval (5 s): every handle probes once in it
     out = {"fleet": fleet(url, handles, processes, updates, 5.5)}
     time.sleep(0.5)  # disconnected clients' buffers are freed
+    out["bare"] = bare_fleet(url, handles, processes, updates)
+    time.sleep(0.5)
     out["memory"] = memory(url, 200 if quick else 1000, 500 if quick else 2000)
     return out
