@@ -316,9 +316,19 @@ class AsyncLive(Handle[M]):
     async def _subscribe(self, action: listener.Subscribe) -> None:
         await self._drop_pubsub()
         client = self._bus.client
-        pubsub, self._shard_client = await async_shard_pubsub(client, action.channel)
+        try:
+            await self._sharded_subscribe(client, action.channel)
+        except aredis.ResponseError as exc:  # MOVED: the slot has another owner now
+            await async_refresh_slots(client)
+            raise ConnectionFailed(redact_url(self._bus.url), f"SSUBSCRIBE: {exc}") from None
+        except (aredis.ConnectionError, aredis.TimeoutError):  # the node died: who serves it now?
+            await async_refresh_slots(client)
+            raise
+
+    async def _sharded_subscribe(self, client: aredis.Redis, channel: str) -> None:
+        pubsub, self._shard_client = await async_shard_pubsub(client, channel)
         self._pubsub = pubsub
-        await pubsub.ssubscribe(action.channel)
+        await pubsub.ssubscribe(channel)
         wait = self._bus.settings.socket_timeout
         try:
             async with asyncio.timeout(wait):
@@ -330,9 +340,6 @@ class AsyncLive(Handle[M]):
             raise ConnectionFailed(
                 redact_url(self._bus.url), "no confirmation of SSUBSCRIBE"
             ) from None
-        except aredis.ResponseError as exc:  # MOVED: the slot has another owner now
-            await async_refresh_slots(client)
-            raise ConnectionFailed(redact_url(self._bus.url), f"SSUBSCRIBE: {exc}") from None
 
     async def _receive(self, action: listener.Receive) -> list[Any]:
         pubsub = self._pubsub

@@ -20,6 +20,7 @@ handshake fails fast and says why (:mod:`hotparams.tls`).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, cast
 
 import redis
@@ -34,7 +35,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
-from .config import Settings, invalid_url
+from .config import ConfigError, Settings, invalid_url
 from .connection import client_options
 from .errors import ConnectionFailed
 from .redact import describe, redact_url
@@ -69,7 +70,14 @@ def _topology(url: str) -> Topology | None:
 
 def _cluster_options(topology: Topology, settings: Settings) -> dict[str, Any]:
     """Keyword arguments of a RedisCluster: hotparams' client options (the
-    core retries, not redis-py), the credentials, TLS."""
+    core retries, not redis-py), the credentials, TLS.  ``min_replica_acks``
+    is refused: redis-py sends a WAIT to every primary, not on the
+    connection of the write, so it would count nothing."""
+    if settings.min_replica_acks:
+        raise ConfigError(
+            "min_replica_acks is not supported on a Redis Cluster yet (a WAIT would go to "
+            "every primary, not to the namespace's after its write): leave it at 0"
+        )
     options: dict[str, Any] = {
         **client_options(settings),
         "username": topology.username,
@@ -261,15 +269,19 @@ async def async_shard_pubsub(
 
 
 def refresh_slots(client: redis.Redis) -> None:
-    """Ask the cluster again who serves which slot (after a MOVED reply to
-    SSUBSCRIBE: a slot migrated, a replica took over); nothing elsewhere."""
+    """Ask the cluster again who serves which slot (after SSUBSCRIBE met a
+    MOVED reply or a dead node: a slot migrated, a replica took over);
+    nothing elsewhere.  A cluster that cannot answer now is asked at the
+    next attempt."""
     if isinstance(client, RedisCluster):
-        client.nodes_manager.initialize()
+        with contextlib.suppress(redis.RedisError, RedisClusterException, OSError):
+            client.nodes_manager.initialize()
 
 
 async def async_refresh_slots(client: aredis.Redis) -> None:
     if isinstance(client, AsyncRedisCluster):
-        await client.nodes_manager.initialize()
+        with contextlib.suppress(redis.RedisError, RedisClusterException, OSError):
+            await client.nodes_manager.initialize()
 
 
 class _SentinelRedis(redis.Redis):

@@ -234,16 +234,22 @@ class Live(Handle[M]):
     def _subscribe(self, action: listener.Subscribe) -> None:
         self._drop_pubsub()
         client = self._bus.client
-        pubsub = shard_pubsub(client, action.channel)
+        try:
+            self._sharded_subscribe(client, action.channel)
+        except redis.ResponseError as exc:  # MOVED: the slot has another owner now
+            refresh_slots(client)
+            raise ConnectionFailed(redact_url(self._bus.url), f"SSUBSCRIBE: {exc}") from None
+        except (redis.ConnectionError, redis.TimeoutError):  # the node died: who serves it now?
+            refresh_slots(client)
+            raise
+
+    def _sharded_subscribe(self, client: redis.Redis, channel: str) -> None:
+        pubsub = shard_pubsub(client, channel)
         self._pubsub = pubsub
-        pubsub.ssubscribe(action.channel)
+        pubsub.ssubscribe(channel)
         deadline = time.monotonic() + self._bus.settings.socket_timeout
         while True:
-            try:
-                message = pubsub.get_message(timeout=_POLL)
-            except redis.ResponseError as exc:  # MOVED: the slot has another owner now
-                refresh_slots(client)
-                raise ConnectionFailed(redact_url(self._bus.url), f"SSUBSCRIBE: {exc}") from None
+            message = pubsub.get_message(timeout=_POLL)
             if message is not None and text(message["type"]) == "ssubscribe":
                 return
             if self._stopping.is_set():

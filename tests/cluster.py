@@ -1,5 +1,5 @@
-"""A Redis Cluster of real processes for tests: three primaries (no
-replicas) on free ports of 127.0.0.1, in temp dirs.
+"""A Redis Cluster of real processes for tests: three primaries (and
+``replicas`` replicas of each) on free ports of 127.0.0.1, in temp dirs.
 
 Each node's cluster bus listens on a port of its own (``--cluster-port``,
 not port + 10000, which may be taken or above 65535).  ``redis-cli
@@ -30,7 +30,9 @@ def _cli() -> str:
 class Cluster:
     """Start, inspect and stop a cluster of ``primaries`` nodes."""
 
-    def __init__(self, primaries: int = 3) -> None:
+    def __init__(self, primaries: int = 3, replicas: int = 0) -> None:
+        self.primary_count = primaries
+        self.replicas = replicas
         self.nodes = [
             LocalRedis(
                 extra=[
@@ -42,9 +44,11 @@ class Cluster:
                     str(free_port()),
                     "--cluster-node-timeout",
                     "2000",
+                    "--repl-diskless-sync-delay",  # a replica's first sync at once, not after 5 s
+                    "0",
                 ]
             )
-            for _ in range(primaries)
+            for _ in range(primaries * (1 + replicas))
         ]
 
     @property
@@ -62,7 +66,7 @@ class Cluster:
                 "create",
                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
                 "--cluster-replicas",
-                "0",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -72,8 +76,11 @@ class Cluster:
         self.wait_ok(timeout)
         return self
 
+    def live_nodes(self) -> list[LocalRedis]:
+        return [node for node in self.nodes if node.proc is not None]
+
     def ready(self) -> bool:
-        for node in self.nodes:
+        for node in self.live_nodes():
             try:
                 with node.client(socket_timeout=0.5) as client:
                     info = client.execute_command("CLUSTER", "INFO")
@@ -109,13 +116,13 @@ class Cluster:
             return str(client.execute_command("CLUSTER", "MYID").decode())
 
     def keyslot(self, key: str) -> int:
-        with self.nodes[0].client() as client:
+        with self.live_nodes()[0].client() as client:
             return int(client.execute_command("CLUSTER", "KEYSLOT", key))
 
     def owner(self, key: str) -> LocalRedis:
-        """The node serving ``key``'s slot."""
+        """The node serving ``key``'s slot (as the first live node sees it)."""
         slot = self.keyslot(key)
-        with self.nodes[0].client() as client:
+        with self.live_nodes()[0].client() as client:
             for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
                 if start <= slot <= end:
                     port = int(primary[1])
@@ -156,6 +163,6 @@ def namespaces_on_each_primary(cluster: Cluster, prefix: str = "ns") -> list[str
         name = f"{prefix}{i}"
         port = cluster.owner(name).port
         found.setdefault(port, name)
-        if len(found) == len(cluster.nodes):
-            return [found[node.port] for node in cluster.nodes]
+        if len(found) == cluster.primary_count:
+            return sorted(found.values(), key=lambda n: int(n.removeprefix(prefix)))
     raise LookupError("no namespace names cover every primary")

@@ -218,3 +218,37 @@ def test_a_handle_whose_slot_migrates_resubscribes_at_the_new_owner(
             assert wait_until(lambda: live.current.params.max_tokens == 98, timeout=5)
         finally:
             live.close()
+
+
+def test_a_primary_failover_moves_writes_and_handles_to_the_promoted_replica() -> None:
+    """SIGKILL the primary of a followed namespace (each primary has a
+    replica): the replica takes over within the cluster's node timeout (2 s
+    here); the Bus's next write is retried until it lands there, and the
+    handle, whose subscription died with the node, asks the cluster for the
+    slots again, subscribes on the new primary and serves that write."""
+    need(shutil.which("redis-cli") is not None, "redis-cli (redis-tools)")
+    with Cluster(replicas=1) as cluster:
+        ns = namespaces_on_each_primary(cluster)[0]
+        url = cluster.url
+        with hotparams.connect(
+            url, retry_attempts=100, retry_deadline=15, reconnect_max_wait=0.5
+        ) as bus:
+            bus.register(ns, ChatParams)
+            bus.set(ns, {"max_tokens": 1})
+            live = bus.watch(ns, ChatParams, reconcile_interval=30)
+            try:
+                old = cluster.owner(ns)
+                with old.client() as client:  # the replica has every write so far
+                    assert client.execute_command("WAIT", 1, 5000) == 1
+                killed = time.monotonic()
+                old.stop()
+                assert bus.set(ns, {"max_tokens": 2}) == 3
+                took = time.monotonic() - killed
+                new = cluster.owner(ns)
+                assert new.port != old.port
+                assert wait_until(lambda: live.current.params.max_tokens == 2, timeout=10)
+                assert live.current.version == 3 and live.connected
+                assert _subscribers(new) == 1
+                assert took < 10, took
+            finally:
+                live.close()

@@ -223,6 +223,16 @@ def test_a_cluster_url_gives_cluster_clients_of_its_seed_nodes() -> None:
     assert "pw" not in str(caught.value)
 
 
+def test_waiting_for_replicas_is_refused_on_a_cluster() -> None:
+    """redis-py sends WAIT to every primary, not after the write on its
+    connection: it would count nothing, so the setting is a ConfigError."""
+    for build in (sync_client, async_client):
+        with pytest.raises(
+            ConfigError, match="min_replica_acks is not supported on a Redis Cluster"
+        ):
+            build("redis+cluster://127.0.0.1:1", Settings(min_replica_acks=1))
+
+
 def test_connect_and_the_asyncio_connect_take_sentinel_urls() -> None:
     bus = hotparams.connect("redis+sentinel://127.0.0.1:1/svc")
     assert isinstance(bus.client.connection_pool, SentinelConnectionPool)
