@@ -213,6 +213,7 @@ class LoadWindow:
 #: commands clients send in these benchmarks; everything else INFO counts ran inside a function
 CLIENT_COMMANDS = frozenset(
     {"fcall", "fcall_ro", "ping", "get", "set", "mget", "publish", "subscribe", "hello"}
+    | {"spublish", "ssubscribe", "sunsubscribe"}
     | {"client|setname", "client|setinfo", "unsubscribe", "select"}
 )
 

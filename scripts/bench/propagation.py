@@ -3,9 +3,9 @@
 For each fleet size K (1, 16, 64) the run forks K hotparams workers (one sync
 ``Live`` each) and K bare redis-py subscribers of a channel of their own,
 all alive at once, then alternates: a ``bus.set`` whose version every Live
-worker must apply, a plain ``PUBLISH`` of a message of the same size that
-every bare subscriber must receive (the order swaps every update).  Each
-worker timestamps with ``time.time()`` on the same host:
+worker must apply, a plain ``SPUBLISH`` (sharded, as hotparams' events)
+of a message of the same size that every bare subscriber must receive
+(the order swaps every update).  Each worker timestamps with ``time.time()`` on the same host:
 
 - a Live worker when the listener swapped ``current`` (the moment a reader
   sees the new value; the handle's ``_publish`` is wrapped for this) and when
@@ -100,10 +100,10 @@ def live_worker(url: str, reports: Any, go: Any, timed: Any, stop: Any) -> None:
 def bare_worker(url: str, reports: Any, go: Any, timed: Any, stop: Any) -> None:
     client = redis.Redis.from_url(url)
     pubsub = client.pubsub()
-    pubsub.subscribe(BARE_CHANNEL)
+    pubsub.ssubscribe(BARE_CHANNEL)
     while True:
         message = pubsub.get_message(timeout=1.0)
-        if message is not None and message["type"] == "subscribe":
+        if message is not None and message["type"] == "ssubscribe":
             break
     pid = os.getpid()
     reports.put(("ready", pid, 0, 0.0, 0.0))
@@ -116,7 +116,7 @@ def bare_worker(url: str, reports: Any, go: Any, timed: Any, stop: Any) -> None:
             reports.put(("cpu", pid, "bare", time.process_time() - (cpu or 0.0), 0.0))
             reported = True
         message = pubsub.get_message(timeout=0.1)
-        if message is None or message["type"] != "message":
+        if message is None or message["type"] != "smessage":
             continue
         now = time.time()
         seq = int(message["data"].split(b"|", 1)[0])
@@ -206,7 +206,7 @@ def event_size(url: str) -> int:
     """Bytes of one hotparams change event for a one-field change (to size the bare message)."""
     client = redis.Redis.from_url(url)
     pubsub = client.pubsub()
-    pubsub.subscribe(keys_for(NS).channel)
+    pubsub.ssubscribe(keys_for(NS).channel)
     pubsub.get_message(timeout=1.0)
     bus = hotparams.connect(url)
     bus.set(NS, {"temperature": 0.42})
@@ -214,7 +214,7 @@ def event_size(url: str) -> int:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         message = pubsub.get_message(timeout=1.0)
-        if message is not None and message["type"] == "message":
+        if message is not None and message["type"] == "smessage":
             size = len(message["data"])
             break
     pubsub.close()
@@ -276,7 +276,7 @@ def fleet(url: str, k: int, updates: int, load_seconds: float) -> dict[str, Any]
                     set_cost.append(time.time() - t0)
                 else:
                     key = i
-                    client.publish(BARE_CHANNEL, f"{i:07d}|{pad}")
+                    client.spublish(BARE_CHANNEL, f"{i:07d}|{pad}")
                     publish_cost.append(time.time() - t0)
                 got = collect(reports, kind, key, k, timeout=10.0)
                 missing[kind] += k - len(got)

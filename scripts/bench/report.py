@@ -299,7 +299,7 @@ def propagation_why(results: dict[str, Any]) -> str:
         f"worker applies at p50 {ms(k['live_last_worker_ms']['p50'])} against "
         f"{ms(k['bare_last_worker_ms']['p50'])} for the last bare subscriber. On the write side "
         f"`bus.set` takes p50 {ms(k['bus_set_ms']['p50'])} against "
-        f"{ms(k['publish_ms']['p50'])} for a bare `PUBLISH` (validation by the model, then the "
+        f"{ms(k['publish_ms']['p50'])} for a bare `SPUBLISH` (validation by the model, then the "
         "Lua function checks, versions and audits before it publishes)."
         + spread
         + " The p99 of both kinds carries the noise of the shared machine."
@@ -580,7 +580,7 @@ def _propagation(prop: dict[str, Any]) -> str:
         "hotparams last worker p50 / p99",
         "bare last worker p50 / p99",
         "hotparams callback p50",
-        "`bus.set` / `PUBLISH` p50",
+        "`bus.set` / `SPUBLISH` p50",
         "worker CPU ms/update, hotparams / bare",
         "updates",
     ]
@@ -652,13 +652,13 @@ def _propagation(prop: dict[str, Any]) -> str:
         else ""
     )
     return (
-        "Publish-to-applied latency per worker (from the call of `bus.set` / `PUBLISH` to the "
+        "Publish-to-applied latency per worker (from the call of `bus.set` / `SPUBLISH` to the "
         "swap of `current` / the bare subscriber's receipt), and for the last worker of each "
         "update:\n\n"
         + table(head, rows)
         + reported
         + "\n\nRedis commands per update (both kinds together: `bus.set`'s FCALL, the workers' "
-        "fleet reports, one bare `PUBLISH`), and the p99 ratio of consecutive blocks of updates "
+        "fleet reports, one bare `SPUBLISH`), and the p99 ratio of consecutive blocks of updates "
         "(its spread):\n\n"
         + table(["workers", "Redis calls per update", "p99 ratio per block"], calls)
         + "\n\nPolling peers: staleness from a write to each poller seeing it\n\n"
@@ -750,7 +750,7 @@ def _scale(sc: dict[str, Any]) -> str:
         *(
             [
                 [
-                    "the floor: as many bare subscriptions, PUBLISH p50 / p99",
+                    "the floor: as many bare subscriptions, SPUBLISH p50 / p99",
                     f"{ms(sc['bare']['per_subscriber_ms']['p50'])} / "
                     f"{ms(sc['bare']['per_subscriber_ms']['p99'])}; Redis CPU per message "
                     f"{sc['bare']['redis_cpu_ms_per_publish']:.2f} ms "

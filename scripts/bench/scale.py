@@ -180,7 +180,7 @@ async def _bare_worker(url: str, subscribers: int, channel: str, reports: Any, s
     async def listen(pubsub: Any) -> None:
         while True:
             message = await pubsub.get_message(timeout=1.0)
-            if message is None or message["type"] != "message":
+            if message is None or message["type"] != "smessage":
                 continue
             n = int(message["data"].split(b" ", 1)[0])
             times = received.setdefault(n, [])
@@ -191,7 +191,7 @@ async def _bare_worker(url: str, subscribers: int, channel: str, reports: Any, s
     subs = []
     for _ in range(subscribers):
         pubsub = client.pubsub()
-        await pubsub.subscribe(channel)
+        await pubsub.ssubscribe(channel)
         subs.append(pubsub)
     tasks = [asyncio.create_task(listen(p)) for p in subs]
     reports.put(("ready", pid, 0, []))
@@ -233,7 +233,7 @@ def bare_fleet(url: str, subscribers: int, processes: int, updates: int) -> dict
         cpu0 = redis_cpu_seconds(client)
         for i in range(updates):
             t0 = time.time()
-            client.publish(channel, b"%d " % i + pad)
+            client.spublish(channel, b"%d " % i + pad)
             got: list[float] = []
             done = 0
             deadline = time.monotonic() + 30
