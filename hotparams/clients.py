@@ -68,6 +68,36 @@ def _topology(url: str) -> Topology | None:
     return parse_topology(url)
 
 
+def _fcall_key(args: tuple[Any, ...]) -> Any:
+    """The first key of an ``FCALL``/``FCALL_RO`` (``name numkeys key...``), or None."""
+    is_fcall = len(args) > 3 and str(args[0]).upper() in ("FCALL", "FCALL_RO")
+    return args[3] if is_fcall and str(args[2]) != "0" else None
+
+
+class _Cluster(RedisCluster):
+    """redis-py's RedisCluster routing an FCALL by its first key, as the
+    hotparams library declares it (the namespace): redis-py would first ask
+    a node ``COMMAND GETKEYS`` for every FCALL, a round trip per call."""
+
+    def determine_slot(self, *args: Any) -> int | None:
+        key = _fcall_key(args)
+        if key is not None:
+            return int(self.keyslot(key))  # type: ignore[no-untyped-call]
+        return super().determine_slot(*args)
+
+
+class _AsyncCluster(AsyncRedisCluster):
+    """As :class:`_Cluster`, for asyncio: redis.asyncio also sends its
+    ``COMMAND GETKEYS`` to the node it first learnt of, which keeps failing
+    once that node died, even after the slots were asked for again."""
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        key = _fcall_key((command, *args))
+        if key is not None:
+            return self.keyslot(key)
+        return await super()._determine_slot(command, *args)
+
+
 def _cluster_options(topology: Topology, settings: Settings) -> dict[str, Any]:
     """Keyword arguments of a RedisCluster: hotparams' client options (the
     core retries, not redis-py), the credentials, TLS.  ``min_replica_acks``
@@ -94,7 +124,7 @@ def _cluster_client(url: str, topology: Topology, settings: Settings) -> redis.R
     def make() -> redis.Redis:
         nodes = [ClusterNode(host, port) for host, port in topology.nodes]  # type: ignore[no-untyped-call]
         try:  # redis-py asks the seed nodes for the slots at once
-            client = RedisCluster(startup_nodes=nodes, **options)
+            client = _Cluster(startup_nodes=nodes, **options)
         except (redis.RedisError, RedisClusterException) as exc:
             raise ConnectionFailed(redact_url(url), describe(exc, url)) from None
         client.hp_own = make  # type: ignore[attr-defined]  # see own_client
@@ -109,7 +139,7 @@ def _async_cluster_client(topology: Topology, settings: Settings) -> aredis.Redi
 
     def make() -> aredis.Redis:
         nodes = [AsyncClusterNode(host, port) for host, port in topology.nodes]
-        client = AsyncRedisCluster(startup_nodes=nodes, **options)
+        client = _AsyncCluster(startup_nodes=nodes, **options)
         client.hp_own = make  # type: ignore[attr-defined]  # see async_own_client
         return cast(aredis.Redis, client)
 

@@ -20,8 +20,9 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from .clients import async_refresh_slots
 from .connection import error_replies, translated
-from .protocol import Batch, Broadcast, Scan, Sleep, Wire
+from .protocol import Batch, Broadcast, Call, Scan, Sleep, Transient, Wire
 
 if TYPE_CHECKING:
     import redis
@@ -79,6 +80,17 @@ async def aperform(client: aredis.Redis, url: str, wire: Wire) -> Any:
     if isinstance(wire, Sleep):
         await asyncio.sleep(wire.seconds)
         return None
+    try:
+        return await _aperform(client, url, wire)
+    except Transient:
+        # a node died or moved: ask the cluster for the slots again before the
+        # core's next try, so that it reaches the promoted replica (redis.asyncio's
+        # RedisCluster, its own retries off, is not relied on to do it)
+        await async_refresh_slots(client)
+        raise
+
+
+async def _aperform(client: aredis.Redis, url: str, wire: Call) -> Any:
     with translated(url):
         if isinstance(wire, Batch):
             pipe = client.pipeline(transaction=False)

@@ -35,7 +35,18 @@ def names(cluster: Cluster) -> Iterator[list[str]]:
         with node.client() as client:
             client.flushall()
             client.function_flush()
+            client.config_resetstat()
     yield namespaces_on_each_primary(cluster)
+
+
+def _getkeys(cluster: Cluster) -> int:
+    """COMMAND GETKEYS calls the nodes served: none, an FCALL is routed by its key."""
+    total = 0
+    for node in cluster.nodes:
+        with node.client() as client:
+            stats = client.info("commandstats")
+            total += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+    return total
 
 
 def _functions(cluster: Cluster) -> list[list[str]]:
@@ -61,6 +72,7 @@ def test_a_bus_on_a_cluster_writes_and_reads_a_namespace_on_every_shard(
             snap = bus.get(ns, ChatParams)
             assert (snap.version, snap.params.system_prompt) == (2, f"shard {i}")
             assert snap.params.temperature == pytest.approx(0.1 * (i + 1))
+        assert _getkeys(cluster) == 0  # (a pipeline, as in namespaces(), still asks)
         # a scan of every primary, then one pipeline split over the nodes
         listed = {info.namespace: info.version for info in bus.namespaces()}
         assert listed == dict.fromkeys(names, 2)
@@ -106,6 +118,7 @@ def test_an_asyncio_bus_on_a_cluster_loads_writes_and_reads(
             assert _functions(cluster) == [["hotparams"]] * 3
             for i, ns in enumerate(names):
                 assert (await bus.get(ns, ChatParams)).params.max_tokens == 100 + i
+            assert _getkeys(cluster) == 0
             listed = {info.namespace for info in await bus.namespaces()}
             assert listed == set(names)
             with cluster.owner(names[0]).client() as client:
@@ -252,3 +265,41 @@ def test_a_primary_failover_moves_writes_and_handles_to_the_promoted_replica() -
                 assert took < 10, took
             finally:
                 live.close()
+
+
+def test_an_asyncio_handle_follows_a_primary_failover() -> None:
+    """As the sync handle: the AsyncLive's subscription dies with the
+    primary; it asks the cluster for the slots again, subscribes on the
+    promoted replica and serves the write that landed there."""
+    import asyncio
+
+    need(shutil.which("redis-cli") is not None, "redis-cli (redis-tools)")
+
+    async def until(check: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def main(cluster: Cluster, ns: str) -> None:
+        settings = {"retry_attempts": 100, "retry_deadline": 15, "reconnect_max_wait": 0.5}
+        async with aio.connect(cluster.url, **settings) as bus:
+            await bus.register(ns, ChatParams)
+            await bus.set(ns, {"max_tokens": 1})
+            live = await bus.watch(ns, ChatParams, reconcile_interval=30)
+            old = cluster.owner(ns)
+            with old.client() as client:  # the replica has every write so far
+                assert client.execute_command("WAIT", 1, 5000) == 1
+            old.stop()
+            assert await bus.set(ns, {"max_tokens": 2}) == 3
+            assert cluster.owner(ns).port != old.port
+            assert await until(lambda: live.current.params.max_tokens == 2, timeout=10)
+            assert live.current.version == 3 and live.connected
+            assert _subscribers(cluster.owner(ns)) == 1
+            await live.aclose()
+
+    with Cluster(replicas=1) as cluster:
+        ns = namespaces_on_each_primary(cluster)[1]
+        asyncio.run(asyncio.wait_for(main(cluster, ns), 30))
