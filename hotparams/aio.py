@@ -38,7 +38,13 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from . import follow as listener
 from . import reporting as reporter
 from . import runner
-from .clients import async_client, async_own_client, async_refresh_slots, async_shard_pubsub
+from .clients import (
+    async_client,
+    async_follower_client,
+    async_own_client,
+    async_refresh_slots,
+    async_shard_pubsub,
+)
 from .config import Settings, redact_url, settings_from
 from .core import BusCore, WatchOptions
 from .drivers import aperform
@@ -87,6 +93,7 @@ class AsyncBus(BusCore):
         super().__init__(settings, url)
         self.client = client
         self._reports: AsyncBus | None = None
+        self._follower: AsyncBus | None = None
 
     def __repr__(self) -> str:
         return f"<hotparams.aio.AsyncBus {redact_url(self.url)}>"
@@ -136,7 +143,22 @@ class AsyncBus(BusCore):
             self._reports = AsyncBus(async_own_client(self.client), settings=settings, url=self.url)
         return self._reports
 
+    def _following(self) -> AsyncBus:
+        """As :meth:`hotparams.Bus._following`."""
+        if not self.settings.follow_replicas:
+            return self
+        if self._follower is None:
+            settings = self.settings.model_copy(
+                update={"follow_replicas": False, "auto_install": False}
+            )
+            client = async_follower_client(self.url, self.settings)
+            self._follower = AsyncBus(client, settings=settings, url=self.url)
+        return self._follower
+
     async def aclose(self) -> None:
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            await follower.aclose()
         reports, self._reports = self._reports, None
         if reports is not None:
             await reports.aclose()
@@ -174,9 +196,11 @@ class AsyncLive(Handle[M]):
     def _init_runtime(self) -> None:
         """Tasks, primitives and connections: made again in a forked child."""
         bus = self._bus
+        #: where the listener subscribes and reads: the bus, or a replica's (follow_replicas)
+        self._follow = bus._following()
         # the listener and the reporter do their own backoff: one attempt per call
-        settings = bus.settings.model_copy(update={"retry_attempts": 1})
-        self._reader = AsyncBus(bus.client, settings=settings, url=bus.url)
+        settings = self._follow.settings.model_copy(update={"retry_attempts": 1})
+        self._reader = AsyncBus(self._follow.client, settings=settings, url=bus.url)
         # fleet reports go over the bus's reporting pool (shared by its handles)
         self._report_bus = bus._reporting_bus()
         self._pubsub: PubSub | None = None
@@ -315,7 +339,7 @@ class AsyncLive(Handle[M]):
 
     async def _subscribe(self, action: listener.Subscribe) -> None:
         await self._drop_pubsub()
-        client = self._bus.client
+        client = self._follow.client
         try:
             await self._sharded_subscribe(client, action.channel)
         except aredis.ResponseError as exc:  # MOVED: the slot has another owner now
@@ -357,7 +381,7 @@ class AsyncLive(Handle[M]):
         await self._pubsub.ping(action.token)
 
     async def _read(self, action: listener.Read) -> Any:
-        return await (self._bus if action.patient else self._reader).run(action.op)
+        return await (self._follow if action.patient else self._reader).run(action.op)
 
     async def _publish(self, action: listener.Publish) -> None:
         self._install(action.view)  # the reference readers see

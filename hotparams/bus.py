@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 from pydantic import BaseModel
 
-from .clients import sync_client
+from .clients import follower_client, sync_client
 from .config import Settings, redact_url, settings_from
 from .core import BusCore, WatchOptions
 from .drivers import perform
@@ -41,6 +41,7 @@ class Bus(BusCore):
     ) -> None:
         super().__init__(settings, url)
         self.client = client
+        self._follower: Bus | None = None
 
     def __repr__(self) -> str:
         return f"<hotparams.Bus {redact_url(self.url)}>"
@@ -84,7 +85,24 @@ class Bus(BusCore):
 
         return Live(self, namespace, self._schema_for_watch(namespace, model), **options)
 
+    def _following(self) -> Bus:
+        """The bus a live handle subscribes and reads on: this one, or with
+        ``follow_replicas`` a replica's (one per bus, shared by its handles;
+        it never loads the library: replicas get it from their master)."""
+        if not self.settings.follow_replicas:
+            return self
+        if self._follower is None:
+            settings = self.settings.model_copy(
+                update={"follow_replicas": False, "auto_install": False}
+            )
+            client = follower_client(self.url, self.settings)
+            self._follower = Bus(client, settings=settings, url=self.url)
+        return self._follower
+
     def close(self) -> None:
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.close()
         self.client.close()
 
     def __enter__(self) -> Bus:

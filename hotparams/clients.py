@@ -40,12 +40,14 @@ from .connection import client_options
 from .errors import ConnectionFailed
 from .redact import describe, redact_url
 from .tls import TlsConnection
-from .urls import Topology, parse_topology, topology_kind
+from .urls import Topology, check_follow_replicas, parse_topology, topology_kind
 
 __all__ = [
     "async_client",
+    "async_follower_client",
     "async_own_client",
     "async_shard_pubsub",
+    "follower_client",
     "interrupt",
     "own_client",
     "shard_pubsub",
@@ -264,6 +266,53 @@ def async_client(url: str, settings: Settings) -> aredis.Redis:
         return aredis.Redis.from_url(url, **client_options(settings))
     except ValueError as exc:
         raise invalid_url(url, exc) from None
+
+
+# ---------------------------------------------------------------- following from replicas
+
+
+def _replicas_only(url: str, topology: Topology | None) -> Topology:
+    check_follow_replicas(url)
+    assert topology is not None
+    return topology
+
+
+def follower_client(url: str, settings: Settings) -> redis.Redis:
+    """A client of a replica of the Sentinel service of ``url`` (round robin
+    over the replicas the sentinels name; the master when none is up)."""
+    topology = _replicas_only(url, _topology(url))
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(topology.nodes), sentinel_kwargs=_sentinel_options(topology, settings)
+    )
+    options = _master_options(topology, settings)
+    options["connection_class"] = (
+        TlsSentinelConnection if topology.tls else SentinelManagedConnection
+    )
+    pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+        topology.service, sentinel, is_master=False, **options
+    )
+    client = _SentinelRedis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    client.sentinel_manager = sentinel
+    return client
+
+
+def async_follower_client(url: str, settings: Settings) -> aredis.Redis:
+    """As :func:`follower_client`, for asyncio."""
+    topology = _replicas_only(url, _topology(url))
+    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+        list(topology.nodes), sentinel_kwargs=_sentinel_options(topology, settings)
+    )
+    options = _master_options(topology, settings)
+    if topology.tls:
+        options["ssl"] = True
+    pool = AsyncSentinelPool(  # type: ignore[no-untyped-call]
+        topology.service, sentinel, is_master=False, **options
+    )
+    client = _AsyncSentinelRedis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    client.sentinel_manager = sentinel
+    return client
 
 
 # ---------------------------------------------------------------- sharded pub/sub

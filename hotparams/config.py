@@ -70,6 +70,13 @@ class Settings(BaseModel):
     min_replica_acks: int = Field(0, ge=0, le=64)
     #: seconds a write waits for those acknowledgements (shorter than socket_timeout)
     replica_ack_timeout: float = Field(1.0, gt=0)
+    #: live handles subscribe and read on a replica (found through the
+    #: sentinels of a redis+sentinel:// URL; the master when none is up), so
+    #: that one master takes the writes while replicas serve the subscribers;
+    #: writes and fleet reports stay on the master.  A replica lags the
+    #: master by its replication delay (milliseconds on a LAN): a handle may
+    #: apply a change that much later
+    follow_replicas: bool = False
 
     @model_validator(mode="after")
     def _ack_within_reply(self) -> Settings:

@@ -67,6 +67,7 @@ from .replication import acknowledged
 from .schema import AnyParams, ParamSchema
 from .sealing import rotate_op, sealed_op, sealer_from
 from .snapshot import Change, FieldChange, Snapshot, diff_values
+from .urls import check_follow_replicas
 from .variants import VariantSet
 from .writes import (
     BatchError,
@@ -170,6 +171,8 @@ class BusCore:
     def __init__(self, settings: Settings | None, url: str) -> None:
         self.settings = settings or Settings()
         self.url = url
+        if self.settings.follow_replicas:
+            check_follow_replicas(url)
         self._schemas: dict[str, ParamSchema[Any]] = {}
         self._states: dict[str, Any] = {}
         #: the Lua library this bus installs (see hotparams.library)

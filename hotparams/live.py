@@ -80,6 +80,8 @@ class Live(Handle[M]):
     ) -> None:
         super().__init__(namespace, schema, settings=bus.settings, url=bus.url, **options)
         self._bus = bus
+        #: where the listener subscribes and reads: the bus, or a replica's (follow_replicas)
+        self._follow = bus._following()
         self._init_runtime()
         first = listener.start(
             self._tracker, self._keys, cached=self._cached(), defaults=self._defaults
@@ -233,7 +235,7 @@ class Live(Handle[M]):
 
     def _subscribe(self, action: listener.Subscribe) -> None:
         self._drop_pubsub()
-        client = self._bus.client
+        client = self._follow.client
         try:
             self._sharded_subscribe(client, action.channel)
         except redis.ResponseError as exc:  # MOVED: the slot has another owner now
@@ -279,7 +281,7 @@ class Live(Handle[M]):
         self._pubsub.ping(action.token)
 
     def _read(self, action: listener.Read) -> Any:
-        return (self._bus if action.patient else self._read_bus()).run(action.op)
+        return (self._follow if action.patient else self._read_bus()).run(action.op)
 
     def _publish(self, action: listener.Publish) -> None:
         self._install(action.view)  # the reference readers see
@@ -351,13 +353,13 @@ class Live(Handle[M]):
     def _own_bus(self) -> Bus:
         """A Bus on one connection of its own (from the Bus's pool), one attempt per call."""
         try:
-            client = own_client(self._bus.client, single_connection=True)
+            client = own_client(self._follow.client, single_connection=True)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise ConnectionFailed(
                 redact_url(self._bus.url), describe(exc, self._bus.url)
             ) from None
         # the listener and the reporter do their own backoff: one attempt per call
-        settings = self._bus.settings.model_copy(update={"retry_attempts": 1})
+        settings = self._follow.settings.model_copy(update={"retry_attempts": 1})
         return Bus(client, settings=settings, url=self._bus.url)
 
     def _close_own_bus(self, bus: Bus) -> None:

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from .config import ConfigError
 from .redact import redact_url, url_secrets
 
-__all__ = ["SENTINEL_PORT", "Topology", "parse_topology", "topology_kind"]
+__all__ = ["SENTINEL_PORT", "Topology", "check_follow_replicas", "parse_topology", "topology_kind"]
 
 SENTINEL_PORT = 26379
 CLUSTER_PORT = 6379
@@ -65,6 +65,16 @@ class Topology:
     sentinel_password: str | None = field(default=None, repr=False)
     #: ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs (text), ssl_check_hostname (bool)
     tls_options: dict[str, str | bool] = field(default_factory=dict)
+
+
+def check_follow_replicas(url: str) -> None:
+    """``follow_replicas`` finds the replicas through the sentinels: any other
+    URL is a ConfigError naming it."""
+    if topology_kind(url) != "sentinel":
+        raise ConfigError(
+            "follow_replicas needs a redis+sentinel:// or rediss+sentinel:// URL (the "
+            f"replicas are found through the sentinels), not {redact_url(url)!r}"
+        )
 
 
 def topology_kind(url: str) -> Literal["sentinel", "cluster"] | None:
