@@ -706,10 +706,12 @@ def scale_projection(sc: dict[str, Any]) -> str:
         f"{change_ms:.0f} ms of CPU on the primary of its shard (the bare fan-out: "
         f"{procs * per_sub:.0f} ms), whatever the number N of shards: a shard carries only "
         "its own namespaces' events, so N shards take N changes at once, but not one change "
-        "faster. Replicas (R per shard) would divide a shard's fan-out by R + 1 if the "
-        "handles followed from them (not built yet), and one subscription per process "
-        f"instead of per handle (not built yet) would cut the connections to {procs:,} per "
-        "shard."
+        "faster. With Sentinel, `follow_replicas` moves the subscribers to R replicas, "
+        "which divides the master's fan-out by R (each replica carries its share; not "
+        "measured here, and not built for a Cluster, whose handles follow the shard's "
+        f"primary); one subscription per process instead of per handle (not built yet) "
+        f"would cut the connections to {procs:,} per shard and the fan-out by the "
+        "handles per process."
     )
 
 
