@@ -145,12 +145,10 @@ class AsyncBus(BusCore):
 
     def _following(self) -> AsyncBus:
         """As :meth:`hotparams.Bus._following`."""
-        if not self.settings.follow_replicas:
+        settings = self._follower_settings()
+        if settings is None:
             return self
         if self._follower is None:
-            settings = self.settings.model_copy(
-                update={"follow_replicas": False, "auto_install": False}
-            )
             client = async_follower_client(self.url, self.settings)
             self._follower = AsyncBus(client, settings=settings, url=self.url)
         return self._follower

@@ -89,12 +89,10 @@ class Bus(BusCore):
         """The bus a live handle subscribes and reads on: this one, or with
         ``follow_replicas`` a replica's (one per bus, shared by its handles;
         it never loads the library: replicas get it from their master)."""
-        if not self.settings.follow_replicas:
+        settings = self._follower_settings()
+        if settings is None:
             return self
         if self._follower is None:
-            settings = self.settings.model_copy(
-                update={"follow_replicas": False, "auto_install": False}
-            )
             client = follower_client(self.url, self.settings)
             self._follower = Bus(client, settings=settings, url=self.url)
         return self._follower

@@ -302,6 +302,14 @@ class BusCore:
             self._states.pop(namespace, None)
         return schema
 
+    def _follower_settings(self) -> Settings | None:
+        """The settings of the bus a live handle subscribes and reads on when
+        it follows a replica (``follow_replicas``; it never loads the library:
+        replicas get it from their master), None when it follows this bus."""
+        if not self.settings.follow_replicas:
+            return None
+        return self.settings.model_copy(update={"follow_replicas": False, "auto_install": False})
+
     def schema_of(self, namespace: str) -> ParamSchema[Any] | None:
         """The model bound to ``namespace`` (:meth:`bind`), if any."""
         return self._schemas.get(namespace)
