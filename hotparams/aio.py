@@ -145,13 +145,10 @@ class AsyncBus(BusCore):
 
     def _following(self) -> AsyncBus:
         """As :meth:`hotparams.Bus._following`."""
-        settings = self._follower_settings()
-        if settings is None:
-            return self
-        if self._follower is None:
+        if self._follower is None and (settings := self._follower_settings()) is not None:
             client = async_follower_client(self.url, self.settings)
             self._follower = AsyncBus(client, settings=settings, url=self.url)
-        return self._follower
+        return self._follower or self
 
     async def aclose(self) -> None:
         follower, self._follower = self._follower, None

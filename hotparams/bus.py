@@ -89,13 +89,10 @@ class Bus(BusCore):
         """The bus a live handle subscribes and reads on: this one, or with
         ``follow_replicas`` a replica's (one per bus, shared by its handles;
         it never loads the library: replicas get it from their master)."""
-        settings = self._follower_settings()
-        if settings is None:
-            return self
-        if self._follower is None:
+        if self._follower is None and (settings := self._follower_settings()) is not None:
             client = follower_client(self.url, self.settings)
             self._follower = Bus(client, settings=settings, url=self.url)
-        return self._follower
+        return self._follower or self
 
     def close(self) -> None:
         follower, self._follower = self._follower, None
