@@ -222,20 +222,7 @@ def sync_client(url: str, settings: Settings) -> redis.Redis:
     if topology is not None and topology.kind == "cluster":
         return _cluster_client(url, topology, settings)
     if topology is not None:
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(topology.nodes), sentinel_kwargs=_sentinel_options(topology, settings)
-        )
-        options = _master_options(topology, settings)
-        options["connection_class"] = (
-            TlsSentinelConnection if topology.tls else SentinelManagedConnection
-        )
-        pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
-            topology.service, sentinel, **options
-        )
-        client = _SentinelRedis(connection_pool=pool)
-        client.auto_close_connection_pool = True  # close() disconnects the pool
-        client.sentinel_manager = sentinel
-        return client
+        return _sentinel_client(topology, settings, master=True)
     options = client_options(settings)
     if _is_tls(url):
         options["connection_class"] = TlsConnection
@@ -251,17 +238,7 @@ def async_client(url: str, settings: Settings) -> aredis.Redis:
     if topology is not None and topology.kind == "cluster":
         return _async_cluster_client(topology, settings)
     if topology is not None:
-        sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
-            list(topology.nodes), sentinel_kwargs=_sentinel_options(topology, settings)
-        )
-        options = _master_options(topology, settings)
-        if topology.tls:
-            options["ssl"] = True  # SentinelManagedSSLConnection
-        pool = AsyncSentinelPool(topology.service, sentinel, **options)  # type: ignore[no-untyped-call]
-        client = _AsyncSentinelRedis(connection_pool=pool)
-        client.auto_close_connection_pool = True  # aclose() disconnects the pool
-        client.sentinel_manager = sentinel
-        return client
+        return _async_sentinel_client(topology, settings, master=True)
     try:
         return aredis.Redis.from_url(url, **client_options(settings))
     except ValueError as exc:
@@ -280,37 +257,47 @@ def _replicas_only(url: str, topology: Topology | None) -> Topology:
 def follower_client(url: str, settings: Settings) -> redis.Redis:
     """A client of a replica of the Sentinel service of ``url`` (round robin
     over the replicas the sentinels name; the master when none is up)."""
-    topology = _replicas_only(url, _topology(url))
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(topology.nodes), sentinel_kwargs=_sentinel_options(topology, settings)
-    )
-    options = _master_options(topology, settings)
-    options["connection_class"] = (
-        TlsSentinelConnection if topology.tls else SentinelManagedConnection
-    )
-    pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
-        topology.service, sentinel, is_master=False, **options
-    )
-    client = _SentinelRedis(connection_pool=pool)
-    client.auto_close_connection_pool = True
-    client.sentinel_manager = sentinel
-    return client
+    return _sentinel_client(_replicas_only(url, _topology(url)), settings, master=False)
 
 
 def async_follower_client(url: str, settings: Settings) -> aredis.Redis:
     """As :func:`follower_client`, for asyncio."""
-    topology = _replicas_only(url, _topology(url))
-    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+    return _async_sentinel_client(_replicas_only(url, _topology(url)), settings, master=False)
+
+
+def _sentinel_client(topology: Topology, settings: Settings, *, master: bool) -> redis.Redis:
+    """The master (or a replica) of a Sentinel service, found through its
+    sentinels, and found again on each new connection (after a failover)."""
+    options = {
+        "connection_class": TlsSentinelConnection if topology.tls else SentinelManagedConnection
+    }
+    kinds = (Sentinel, SentinelConnectionPool, _SentinelRedis)
+    return cast(redis.Redis, _through_sentinels(topology, settings, master, kinds, options))
+
+
+def _async_sentinel_client(topology: Topology, settings: Settings, *, master: bool) -> aredis.Redis:
+    """As :func:`_sentinel_client`, for asyncio (TLS: SentinelManagedSSLConnection)."""
+    options = {"ssl": True} if topology.tls else {}
+    kinds = (AsyncSentinel, AsyncSentinelPool, _AsyncSentinelRedis)
+    return cast(aredis.Redis, _through_sentinels(topology, settings, master, kinds, options))
+
+
+def _through_sentinels(
+    topology: Topology,
+    settings: Settings,
+    master: bool,
+    kinds: tuple[Any, Any, Any],
+    extra: dict[str, Any],
+) -> Any:
+    """A client of redis-py's Sentinel classes ``kinds`` (sentinel, pool, client)."""
+    sentinel_class, pool_class, client_class = kinds
+    sentinel = sentinel_class(
         list(topology.nodes), sentinel_kwargs=_sentinel_options(topology, settings)
     )
-    options = _master_options(topology, settings)
-    if topology.tls:
-        options["ssl"] = True
-    pool = AsyncSentinelPool(  # type: ignore[no-untyped-call]
-        topology.service, sentinel, is_master=False, **options
-    )
-    client = _AsyncSentinelRedis(connection_pool=pool)
-    client.auto_close_connection_pool = True
+    options = {**_master_options(topology, settings), **extra}
+    pool = pool_class(topology.service, sentinel, is_master=master, **options)
+    client = client_class(connection_pool=pool)
+    client.auto_close_connection_pool = True  # close() disconnects the pool
     client.sentinel_manager = sentinel
     return client
 
