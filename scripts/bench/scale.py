@@ -82,6 +82,23 @@ async def _scale_worker(url: str, handles: int, reports: Any, stop: Any) -> None
     await bus.aclose()
 
 
+def applied_times(reports: Any, processes: int, version: int) -> list[float]:
+    """When each subscriber of every process got ``version`` (each process
+    reports once all its subscribers did), within 30 s."""
+    got: list[float] = []
+    done = 0
+    deadline = time.monotonic() + 30
+    while done < processes and time.monotonic() < deadline:
+        try:
+            kind, _, seen, times = reports.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if kind == "applied" and seen == version:
+            got += times
+            done += 1
+    return got
+
+
 def fleet(
     url: str, handles: int, processes: int, updates: int, load_seconds: float
 ) -> dict[str, Any]:
@@ -121,17 +138,7 @@ def fleet(
         for i in range(updates):
             t0 = time.time()
             v = bus.set(NS, {"temperature": temperature(i)}, author="bench")
-            got: list[float] = []
-            done = 0
-            deadline = time.monotonic() + 30
-            while done < len(procs) and time.monotonic() < deadline:
-                try:
-                    kind, _, version, times = reports.get(timeout=1.0)
-                except queue.Empty:
-                    continue
-                if kind == "applied" and version == v:
-                    got += times
-                    done += 1
+            got = applied_times(reports, len(procs), v)
             missing += handles - len(got)
             latencies += [t - t0 for t in got]
             if got:
@@ -234,17 +241,7 @@ def bare_fleet(url: str, subscribers: int, processes: int, updates: int) -> dict
         for i in range(updates):
             t0 = time.time()
             client.spublish(channel, b"%d " % i + pad)
-            got: list[float] = []
-            done = 0
-            deadline = time.monotonic() + 30
-            while done < len(procs) and time.monotonic() < deadline:
-                try:
-                    kind, _, n, times = reports.get(timeout=1.0)
-                except queue.Empty:
-                    continue
-                if kind == "applied" and n == i:
-                    got += times
-                    done += 1
+            got = applied_times(reports, len(procs), i)
             missing += subscribers - len(got)
             latencies += [t - t0 for t in got]
             time.sleep(0.02)
