@@ -11,9 +11,10 @@ Redis's own:
     read the values, the history and the fleet's reports; follow changes.
 ``worker``
     what a :class:`~hotparams.Live` handle does: read and follow, report
-    itself (``hp_report``/``hp_leave``) and count exposures
-    (``hp_expose``).  Its keys are read-only but for the fleet's three;
-    it has no ``PUBLISH`` and no ``FUNCTION``.
+    itself (``hp_report``, or with the other handles of its process
+    ``hp_reports``; ``hp_leave``) and count exposures (``hp_expose``).
+    Its keys are read-only but for the fleet's three; it has no
+    ``PUBLISH`` and no ``FUNCTION``.
 ``editor``
     every write verb of its namespaces (set, unset, rollback, variants,
     restore, configure, delete): every key of the namespaces, and
@@ -72,7 +73,7 @@ READ = (
 LIST = ("scan",)
 #: a Live handle follows the namespace's channel (sharded in a cluster)
 FOLLOW = ("subscribe", "unsubscribe", "ssubscribe", "sunsubscribe")
-#: what hp_report, hp_leave and hp_expose write (the fleet's keys only)
+#: what hp_report, hp_reports, hp_leave and hp_expose write (the fleet's keys only)
 REPORT = ("zadd", "zrem", "hset", "hdel", "hincrby", "pexpire")
 #: what the write functions do: versions, meta, schema, audit, request
 #: ids (kept a while: pexpire; the oldest trimmed: zrange + zrem), the event

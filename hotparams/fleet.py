@@ -3,7 +3,10 @@ an operator reads ("has every worker picked up version 42?").
 
 A Live handle sends a :class:`WorkerReport` with ``hp_report`` when it
 applies a version and on a heartbeat; reports expire by themselves, so a
-killed worker disappears after its time to live.
+killed worker disappears after its time to live.  The handles of one
+process can send theirs together (:func:`reports_op`, ``hp_reports``: up to
+``MAX_REPORTS_PER_CALL`` workers of one namespace per call, each filed as
+``hp_report`` files it).
 
 Bounds (enforced by ``hotparams/lua/fleet.lua`` for every caller; the same
 numbers here keep this client within them): a report is a JSON object of at
@@ -43,6 +46,7 @@ __all__ = [
     "MAX_EXPOSE_INCREMENT",
     "MAX_EXPOSE_PAIRS",
     "MAX_REPORTS",
+    "MAX_REPORTS_PER_CALL",
     "MAX_REPORT_BYTES",
     "MAX_TTL_MS",
     "WORKERS_PAGE",
@@ -54,6 +58,7 @@ __all__ = [
     "exposures_op",
     "leave_op",
     "report_op",
+    "reports_op",
     "worker_id",
     "workers_op",
 ]
@@ -65,6 +70,8 @@ MAX_TTL_MS = 3_600_000
 #: index entries per hp_workers page (the library allows up to 1000)
 WORKERS_PAGE = 500
 MAX_EXPOSE_PAIRS = 256
+#: worker reports an hp_reports call files (reports_op sends more in several calls)
+MAX_REPORTS_PER_CALL = 256
 MAX_EXPOSE_INCREMENT = 1_000_000_000
 #: the longest error text and name a report carries
 _MAX_TEXT = 1024
@@ -144,9 +151,41 @@ class WorkerReport:
 
 def report_op(namespace: str, report: WorkerReport, ttl_s: float) -> Op[int]:
     """Send ``report``, filed under its ``user`` (``default`` if empty)."""
-    ttl_ms = str(min(MAX_TTL_MS, max(1, int(ttl_s * 1000))))
-    args = (report.id, report.to_json(), ttl_ms, report.user or "default")
+    args = (report.id, report.to_json(), _ttl_ms(ttl_s), report.user or "default")
     return int((yield FCall("hp_report", namespace, args)))
+
+
+def _ttl_ms(ttl_s: float) -> str:
+    return str(min(MAX_TTL_MS, max(1, int(ttl_s * 1000))))
+
+
+def reports_op(
+    namespace: str, reports: Sequence[WorkerReport], ttl_s: float, user: str
+) -> Op[int]:
+    """Send ``reports`` (several workers' of one namespace, all connecting
+    as the ACL ``user``, ``default`` if empty) with ``hp_reports``: one call
+    per :data:`MAX_REPORTS_PER_CALL` of them, in order.  Each call is atomic
+    (a refused one files none of its reports); a refusal stops the op there,
+    the calls before it stay filed.  Returns Redis's time (ms) of the last
+    call, 0 when there is nothing to send (no call at all).
+
+    A report whose ``user`` is set must be ``user``: Redis files it under
+    ``user`` whatever the report says (ValueError otherwise)."""
+    user = user or "default"
+    for report in reports:
+        if report.user not in ("", user):
+            raise ValueError(
+                f"report of worker {report.id!r} says ACL user {report.user!r}, "
+                f"sent as {user!r}: one hp_reports call files every report under one user"
+            )
+    ttl_ms = _ttl_ms(ttl_s)
+    now = 0
+    for start in range(0, len(reports), MAX_REPORTS_PER_CALL):
+        args = [ttl_ms, user]
+        for report in reports[start : start + MAX_REPORTS_PER_CALL]:
+            args += [report.id, report.to_json()]
+        now = int((yield FCall("hp_reports", namespace, tuple(args))))
+    return now
 
 
 def leave_op(namespace: str, worker: str, user: str = "default") -> Op[bool]:

@@ -81,14 +81,16 @@ PARTS = (
 #: the calling convention this client speaks and its library serves (2: hp_register
 #: is monotone and keeps settings, with HP_SCHEMA and HP_SETTINGS replies; 3:
 #: content digests, asked for with hp_get's and hp_head's "digest" argument,
-#: in events, and HP_DAMAGED replies; a client of 2 gets the replies of 2)
-API = 3
+#: in events, and HP_DAMAGED replies; a client of 2 gets the replies of 2;
+#: 4: hp_reports, the reports of several workers of one namespace in one
+#: call; nothing of 2 or 3 changed meaning)
+API = 4
 #: the oldest calling convention this library still serves
 API_MIN = 2
 #: the library's release: bump it with every change of the Lua source and
 #: put the new digest in RELEASE_DIGEST (tests/test_library.py says which)
-RELEASE = 12
-RELEASE_DIGEST = "070929ab3f3ae2f0"
+RELEASE = 13
+RELEASE_DIGEST = "e780f2ca73f19aac"
 
 _PLACEHOLDER = "local LIBVERSION = 'dev'"
 

@@ -17,8 +17,8 @@ its ``WAIT`` then counts the replicas of whatever master answered, which
 already holds the write (it returned the first attempt's result from the
 request ids that replicated with it).
 
-Fleet reports (``hp_report``, ``hp_leave``, ``hp_expose``) are not waited
-for: a lost heartbeat is renewed by the next.
+Fleet reports (``hp_report``, ``hp_reports``, ``hp_leave``, ``hp_expose``)
+are not waited for: a lost heartbeat is renewed by the next.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ __all__ = ["acknowledged", "wait_command"]
 T = TypeVar("T")
 
 #: writes of the fleet's own keys: never waited for
-_FLEET_FUNCTIONS = frozenset({"hp_report", "hp_leave", "hp_expose"})
+_FLEET_FUNCTIONS = frozenset({"hp_report", "hp_reports", "hp_leave", "hp_expose"})
 
 
 def acknowledged(op: Op[T], settings: Settings) -> Op[T]:

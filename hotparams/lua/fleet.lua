@@ -22,6 +22,8 @@ local MAX_ACL_USER = 128
 local MAX_REPORTS = 50000        -- live reports per namespace
 local MAX_TTL_MS = 3600000       -- a report lives at most an hour unless renewed
 local MAX_WORKERS_PAGE = 1000    -- index entries an hp_workers page may look at
+local MAX_REPORTS_PAIRS = 256    -- worker reports an hp_reports call may file
+local MAX_EXPIRE = 1000          -- dead index entries a report call may drop
 local MAX_EXPOSE_PAIRS = 256
 local MAX_EXPOSE_INCREMENT = 1000000000
 local MAX_COUNTERS = 10000       -- exposure counters per namespace
@@ -67,12 +69,12 @@ local function split_member(member)
   return user, id
 end
 
--- Drop index entries whose expiry has passed (bounded work per call), and
--- the bodies of the caller's own (another user's dead bodies go with their
--- key's time to live: the caller may not write them).
-local function expire_workers(ns, now, user)
+-- Drop index entries whose expiry has passed (at most `limit` per call:
+-- bounded work), and the bodies of the caller's own (another user's dead
+-- bodies go with their key's time to live: the caller may not write them).
+local function expire_workers(ns, now, user, limit)
   local zkey = key_of(ns, 'workers')
-  local dead = redis.call('ZRANGEBYSCORE', zkey, '-inf', '(' .. now, 'LIMIT', 0, 100)
+  local dead = redis.call('ZRANGEBYSCORE', zkey, '-inf', '(' .. now, 'LIMIT', 0, limit)
   if #dead == 0 then return end
   redis.call('ZREM', zkey, unpack(dead))
   local mine = {}
@@ -99,6 +101,59 @@ local function stamp(report, now, user)
   return (report:gsub('}%s*$', function() return ',' .. tail end, 1))
 end
 
+local function parse_ttl(s)
+  local ttl = parse_count(s, MAX_TTL_MS)
+  if not ttl or ttl < 1 then
+    return nil, redis.error_reply('HP_BADARG ttl must be 1 to 3600000 ms')
+  end
+  return ttl, nil
+end
+
+local function check_report(report)
+  if type(report) ~= 'string' or #report > MAX_REPORT_BYTES or not report:match('^%s*{')
+      or not valid_utf8(report) or not is_strict_json(report) then
+    return redis.error_reply('HP_BADARG report must be a JSON object of at most 4 KiB of UTF-8')
+  end
+  return nil
+end
+
+-- File checked reports of one ACL user: ids[i] -> reports[i] (a repeated id:
+-- the last one wins, as with one hp_report after the other).  The limit and
+-- the ACL are checked for all of them before the first write.
+local function file_reports(ns, user, ttl, ids, reports)
+  local now = now_ms()
+  local zkey, bkey = key_of(ns, 'workers'), body_key(ns, user)
+  local fresh, seen = 0, {}
+  for _, id in ipairs(ids) do
+    if not seen[id] then
+      seen[id] = true
+      local expiry = tonumber(redis.call('ZSCORE', zkey, member_of(user, id)))
+      if not expiry or expiry < now then fresh = fresh + 1 end
+    end
+  end
+  local live = fresh > 0 and redis.call('ZCOUNT', zkey, now, '+inf')
+  if live and live + fresh > MAX_REPORTS then
+    if #ids == 1 then
+      return redis.error_reply('HP_LIMIT the namespace already holds 50000 live worker reports')
+    end
+    return redis.error_reply('HP_LIMIT the namespace holds ' .. live .. ' live worker reports: '
+      .. fresh .. ' new ones would pass 50000')
+  end
+  local err = check_fleet_acl(ns, user)
+  if err then return err end
+  -- dead entries are dropped at the pace reports arrive: 100 per report
+  expire_workers(ns, now, user, math.min(100 * #ids, MAX_EXPIRE))
+  local index, bodies = { zkey }, { bkey } -- one ZADD and one HSET for all
+  for i, id in ipairs(ids) do
+    index[2 * i], index[2 * i + 1] = now + ttl, member_of(user, id)
+    bodies[2 * i], bodies[2 * i + 1] = id, stamp(reports[i], now, user)
+  end
+  redis.call('ZADD', unpack(index))
+  redis.call('HSET', unpack(bodies))
+  if redis.call('PTTL', bkey) < ttl then redis.call('PEXPIRE', bkey, ttl) end
+  return now
+end
+
 --[[ hp_report (a Live handle's heartbeat)
 KEYS[1] namespace
 ARGV[1] worker id (host:pid:name), 1-256 bytes of UTF-8 without control characters
@@ -122,32 +177,51 @@ local function hp_report(keys, argv)
   local id, report = argv[1], argv[2]
   err = check_worker_id(id)
   if err then return err end
-  local ttl = parse_count(argv[3], MAX_TTL_MS)
-  if not ttl or ttl < 1 then
-    return redis.error_reply('HP_BADARG ttl must be 1 to 3600000 ms')
-  end
-  local user
+  local ttl, user
+  ttl, err = parse_ttl(argv[3])
+  if err then return err end
   user, err = report_user(argv[4])
   if err then return err end
-  if #report > MAX_REPORT_BYTES or not report:match('^%s*{') or not valid_utf8(report)
-      or not is_strict_json(report) then
-    return redis.error_reply('HP_BADARG report must be a JSON object of at most 4 KiB of UTF-8')
-  end
-  local now = now_ms()
-  local zkey, bkey = key_of(ns, 'workers'), body_key(ns, user)
-  local member = member_of(user, id)
-  local expiry = tonumber(redis.call('ZSCORE', zkey, member))
-  if (not expiry or expiry < now)
-      and redis.call('ZCOUNT', zkey, now, '+inf') >= MAX_REPORTS then
-    return redis.error_reply('HP_LIMIT the namespace already holds 50000 live worker reports')
-  end
-  err = check_fleet_acl(ns, user)
+  err = check_report(report)
   if err then return err end
-  expire_workers(ns, now, user)
-  redis.call('ZADD', zkey, now + ttl, member)
-  redis.call('HSET', bkey, id, stamp(report, now, user))
-  if redis.call('PTTL', bkey) < ttl then redis.call('PEXPIRE', bkey, ttl) end
-  return now
+  return file_reports(ns, user, ttl, { id }, { report })
+end
+
+--[[ hp_reports (the heartbeats of several Live handles of one process, in one call)
+KEYS[1] namespace
+ARGV[1] time to live in milliseconds (1 to 3600000), for every report of the call
+ARGV[2] the ACL user the caller connects as (as hp_report's ARGV[4], here required)
+ARGV[3..] worker id, report pairs: 1 to 256 pairs, each checked as hp_report
+          checks its ARGV[1] and ARGV[2]
+Each pair is filed exactly as hp_report would file it.  Atomic: every pair
+is checked before the first write, so one bad pair (HP_BADARG naming its
+place) refuses the whole call and nothing is written.  Returns Redis's time
+in ms.  HP_LIMIT: the call's new ids would take the namespace past 50,000
+live reports (none of the call is filed).
+]]
+local function hp_reports(keys, argv)
+  local ns = keys[1]
+  local err = check_namespace(ns)
+  if err then return err end
+  if #argv < 4 or #argv % 2 ~= 0 or (#argv - 2) / 2 > MAX_REPORTS_PAIRS then
+    return redis.error_reply('HP_BADARG usage: hp_reports 1 <ns> <ttl ms> <acl user> '
+      .. '<worker id> <report> [<worker id> <report> ...] (1 to 256 pairs)')
+  end
+  local ttl, user
+  ttl, err = parse_ttl(argv[1])
+  if err then return err end
+  user, err = report_user(argv[2])
+  if err then return err end
+  local ids, reports = {}, {}
+  for i = 3, #argv, 2 do
+    local pair = (i - 1) / 2
+    err = check_worker_id(argv[i]) or check_report(argv[i + 1])
+    if err then
+      return redis.error_reply(err.err .. ' (pair ' .. pair .. ')')
+    end
+    ids[pair], reports[pair] = argv[i], argv[i + 1]
+  end
+  return file_reports(ns, user, ttl, ids, reports)
 end
 
 --[[ hp_leave (a Live handle that closes cleanly)
@@ -223,6 +297,7 @@ local function hp_workers(keys, argv)
 end
 
 redis.register_function('hp_report', hp_report)
+redis.register_function('hp_reports', hp_reports)
 redis.register_function('hp_leave', hp_leave)
 redis.register_function { function_name = 'hp_workers', callback = hp_workers,
   flags = { 'no-writes' } }
