@@ -159,9 +159,7 @@ def _ttl_ms(ttl_s: float) -> str:
     return str(min(MAX_TTL_MS, max(1, int(ttl_s * 1000))))
 
 
-def reports_op(
-    namespace: str, reports: Sequence[WorkerReport], ttl_s: float, user: str
-) -> Op[int]:
+def reports_op(namespace: str, reports: Sequence[WorkerReport], ttl_s: float, user: str) -> Op[int]:
     """Send ``reports`` (several workers' of one namespace, all connecting
     as the ACL ``user``, ``default`` if empty) with ``hp_reports``: one call
     per :data:`MAX_REPORTS_PER_CALL` of them, in order.  Each call is atomic

@@ -224,9 +224,9 @@ def test_the_cli_with_and_without_schema(
 # ------------------------------------------------------------------ raw FCALL, every function
 
 FUNCTIONS = [
-    "hp_register", "hp_commit", "hp_set", "hp_unset", "hp_rollback", "hp_report", "hp_leave",
-    "hp_expose", "hp_configure", "hp_delete", "hp_migrate", "hp_get", "hp_head", "hp_show",
-    "hp_history", "hp_info", "hp_workers", "hp_libversion",
+    "hp_register", "hp_commit", "hp_set", "hp_unset", "hp_rollback", "hp_report", "hp_reports",
+    "hp_leave", "hp_expose", "hp_configure", "hp_delete", "hp_migrate", "hp_get", "hp_head",
+    "hp_show", "hp_history", "hp_info", "hp_workers", "hp_libversion",
 ]  # fmt: skip
 READ_ONLY = {"hp_get", "hp_head", "hp_show", "hp_history", "hp_info", "hp_workers", "hp_libversion"}
 arg_parts = st.one_of(
