@@ -140,13 +140,49 @@ class WorkerReport:
 
     @classmethod
     def from_json(cls, worker: str, raw: str | bytes) -> WorkerReport:
-        data = loads(raw)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["id"] = worker
+        """The report as listed; a body that is not a report (a worker's user
+        may ``HSET`` its own report key directly, without the library's
+        checks) becomes a report of version 0 saying so in ``last_error``,
+        so one bad body cannot break the listing of the whole fleet."""
+        try:
+            data = loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return cls(worker, "", 0, "", last_error="unreadable report: not a JSON object")
+        known = {k: v for k, v in data.items() if k in _FIELD_TYPES and k != "id"}
+        wrong = sorted(k for k, v in known.items() if not _typed(v, _FIELD_TYPES[k]))
+        if wrong:
+            user = known.get("user")
+            return cls(
+                worker,
+                "",
+                0,
+                "",
+                user=user if isinstance(user, str) else "",
+                last_error=f"unreadable report: wrong type of {', '.join(wrong)}"[:_MAX_TEXT],
+            )
         known.setdefault("namespace", "")
         known.setdefault("version", 0)
         known.setdefault("epoch", "")
-        return cls(**known)
+        return cls(worker, **known)
+
+
+#: the JSON type each field of a report must have (int fields: not a bool;
+#: float fields: an int too); a field of another annotation fails here, at import
+_KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
+_KINDS["dict[str, Any]"] = dict
+_FIELD_TYPES: dict[str, type] = {
+    name: _KINDS[str(f.type)] for name, f in WorkerReport.__dataclass_fields__.items()
+}
+
+
+def _typed(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def report_op(namespace: str, report: WorkerReport, ttl_s: float) -> Op[int]:

@@ -334,3 +334,42 @@ def test_redis_cli_files_a_batch_and_gets_a_refusal_that_changes_nothing(
     assert out.count("\n") == 1, out
     assert dump_namespace(bus.client, "chat", include_fleet=True) == before
     bus.close()
+
+
+# ---------------------------------------------------------------- what readers can decode
+
+
+@pytest.mark.parametrize("bad", ['{"a":1', '{"a" 1}', "{,,}", '{"a":1}}', '{"a":1,}', "{"])
+def test_a_report_that_is_not_a_well_formed_object_is_refused(
+    bus: hotparams.Bus, raw: redis.Redis, bad: str
+) -> None:
+    """Tokens and UTF-8 alone let '{"a":1' through, and every reader of the
+    fleet then failed on it."""
+    bus.load_library()
+    _refused(raw, lambda: raw.fcall("hp_report", 1, "chat", "w", bad, 1000), "HP_BADARG")
+    _refused(
+        raw,
+        lambda: raw.fcall("hp_reports", 1, "chat", 1000, "default", "w1", "{}", "w2", bad),
+        "HP_BADARG",
+        "(pair 2)",
+    )
+    assert bus.workers("chat") == []
+
+
+def test_a_body_written_past_the_library_is_listed_as_unreadable(
+    bus: hotparams.Bus, raw: redis.Redis
+) -> None:
+    """A worker's user may HSET its own report key directly: such a body
+    shows in the listing as unreadable instead of breaking it."""
+    bus.register("chat", ChatParams)
+    bus.run(reports_op("chat", _reports("chat", 2), 30, "default"))
+    raw.zadd("hp:{chat}:workers", {"default\nbroken": 2**52, "default\ntyped": 2**52})
+    raw.hset("hp:{chat}:workers:u:default", "broken", '{"version":1')
+    raw.hset("hp:{chat}:workers:u:default", "typed", '{"version":"9","pid":true,"user":"x"}')
+    listed = {r.id: r for r in bus.workers("chat")}
+    assert set(listed) == {"w0000", "w0001", "broken", "typed"}
+    assert listed["broken"].last_error == "unreadable report: not a JSON object"
+    assert listed["typed"].last_error == "unreadable report: wrong type of pid, version"
+    assert (listed["typed"].version, listed["typed"].user) == (0, "x")
+    conv = bus.convergence("chat")
+    assert conv.workers == 4 and {r.id for r in conv.behind} >= {"broken", "typed"}

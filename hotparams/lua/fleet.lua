@@ -109,9 +109,13 @@ local function parse_ttl(s)
   return ttl, nil
 end
 
+-- A report every reader can decode: strict tokens and UTF-8 (is_strict_json,
+-- valid_utf8) and a well-formed object (cjson: is_strict_json looks at the
+-- tokens only, and a '{"a":1' stored would fail every hp_workers reader).
 local function check_report(report)
   if type(report) ~= 'string' or #report > MAX_REPORT_BYTES or not report:match('^%s*{')
-      or not valid_utf8(report) or not is_strict_json(report) then
+      or not valid_utf8(report) or not is_strict_json(report)
+      or not pcall(cjson.decode, report) then
     return redis.error_reply('HP_BADARG report must be a JSON object of at most 4 KiB of UTF-8')
   end
   return nil
