@@ -133,8 +133,9 @@ _GUARDED = frozenset(Guarded.__annotations__) | _AUDIT
 
 
 def _who(method: str, options: Mapping[str, Any], allowed: frozenset[str] = _AUDIT) -> Who:
-    unknown = sorted(set(options) - allowed)
-    if unknown:  # **options accepts any keyword: refuse a misspelt one like Python would
+    if not allowed.issuperset(options):
+        # **options accepts any keyword: refuse a misspelt one like Python would
+        unknown = sorted(set(options) - allowed)
         raise TypeError(f"{method}() got an unexpected keyword argument {unknown[0]!r}")
     author = options.get("author")
     return Who(author or default_author(), options.get("reason", ""), options.get("source", ""))
@@ -402,7 +403,7 @@ class BusCore:
         unset: Iterable[str],
         options: Mapping[str, Any],
     ) -> Op[int]:
-        who, expect = _guarded(method, options)
+        who = _who(method, options, _GUARDED)
         keys = keys_for(namespace)
         names = [unset] if isinstance(unset, str) else list(unset)
         result = yield from commit_op(
@@ -410,7 +411,7 @@ class BusCore:
             self._schemas.get(namespace),
             dict(changes),
             unset=names,
-            expect=expect,
+            expect=options.get("expect_version"),
             who=who,
             known=self._states.get(namespace),
         )
@@ -427,13 +428,13 @@ class BusCore:
         ``author``, ``reason`` and ``source`` go to the audit
         (:class:`~hotparams.core.Guarded`).
         """
-        return (yield from self._commit("set", namespace, changes, (), write))
+        return self._commit("set", namespace, changes, (), write)  # lazy: a generator
 
     @operation
     @traced("unset")
     def unset(self, namespace: str, fields: Iterable[str], **write: Unpack[Guarded]) -> Op[int]:
         """Reset fields to their model defaults; returns the new version."""
-        return (yield from self._commit("unset", namespace, {}, fields, write))
+        return self._commit("unset", namespace, {}, fields, write)  # lazy: a generator
 
     @operation
     def check(

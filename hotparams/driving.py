@@ -38,16 +38,20 @@ def resume(
 
 
 def converse(conversation: Generator[A, Any, T], perform: Callable[[A], Any]) -> T:
-    """Perform every action with a blocking call; the conversation's result."""
-    done, out = resume(conversation)
-    while not done:
-        try:
-            reply = perform(out)
-        except BaseException as exc:  # thrown in: the conversation decides
-            done, out = resume(conversation, error=exc)
-        else:
-            done, out = resume(conversation, reply)
-    return out  # type: ignore[no-any-return]
+    """Perform every action with a blocking call; the conversation's result
+    (:func:`resume`'s loop, written out: every bus call runs it)."""
+    send, throw = conversation.send, conversation.throw
+    try:
+        action = send(None)
+        while True:
+            try:
+                reply = perform(action)
+            except BaseException as exc:  # thrown in: the conversation decides
+                action = throw(exc)
+            else:
+                action = send(reply)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
 
 
 async def aconverse(

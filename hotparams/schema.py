@@ -8,14 +8,16 @@ enforces on every write, whoever the writer is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .checks import Check, checks_of
-from .codec import MASK, dumps, encode_value, revealed, unopened
+from .codec import MASK, TOKEN_PREFIX, dumps, encode_value, revealed, unopened
 from .errors import CROSS_FIELD, InvalidParams, SchemaError
 from .fastread import generic_reads
 from .messages import field_reason
@@ -434,9 +436,25 @@ class ParamSchema(Generic[M]):
             defaults_json={n: r["default"] for n, r in fields.items() if "default" in r},
         )
 
-    @property
+    @cached_property
     def fields(self) -> tuple[str, ...]:
         return tuple(self.rules["fields"])
+
+    @cached_property
+    def _known(self) -> frozenset[str]:
+        return frozenset(self.rules["fields"])
+
+    @cached_property
+    def plain_names(self) -> frozenset[str]:
+        """The fields whose names every writer accepts as they are (ASCII
+        identifiers, see :func:`hotparams.writes.check_field_names`): a
+        change naming only these needs no per-name check."""
+        return frozenset(n for n in self.rules["fields"] if n.isidentifier() and n.isascii())
+
+    @cached_property
+    def _checked_fields(self) -> tuple[str, ...]:
+        """The fields the checks compare (the JSON form they read)."""
+        return tuple(dict.fromkeys(n for c in self.checks for n in (c.left, c.right)))
 
     def check_names(self, namespace: str, names: Iterable[str]) -> None:
         unknown = {n: "unknown field" for n in names if n not in self.rules["fields"]}
@@ -458,12 +476,17 @@ class ParamSchema(Generic[M]):
 
         Stored fields this model does not know (a newer schema) are ignored.
         """
-        known = {k: v for k, v in values.items() if k in self.rules["fields"]}
-        sealed = unopened(known)
-        if sealed:  # a secret encrypted at rest that no key of this client opens
-            raise InvalidParams(namespace, sealed)
+        if self._known.issuperset(values):  # every field known: the filter copies it whole
+            known = dict(values)
+        else:
+            known = {k: v for k, v in values.items() if k in self.rules["fields"]}
+        for value in known.values():
+            if isinstance(value, str) and value.startswith(TOKEN_PREFIX):
+                # a secret encrypted at rest that no key of this client opens
+                raise InvalidParams(namespace, unopened(known))
         try:
-            params = self.frozen_model.model_validate(known)
+            # model_validate's own call, without its Python frame
+            params: M = self.frozen_model.__pydantic_validator__.validate_python(known)
         except ValidationError as exc:
             errors = errors_of(
                 exc, self.secrets, secret_texts(known, self.secrets), self.rules["fields"]
@@ -471,7 +494,8 @@ class ParamSchema(Generic[M]):
         else:
             if not self.checks:
                 return params
-            doc = self.jsonable(params)  # once, whatever the number of checks
+            # once, whatever the number of checks; only the fields they compare
+            doc = {name: revealed(getattr(params, name)) for name in self._checked_fields}
             failed = [c.message for c in self.checks if not c.holds(doc)]
             if not failed:
                 return params
@@ -485,8 +509,15 @@ class ParamSchema(Generic[M]):
         out: dict[str, str] = {}
         problems: dict[str, str] = {}
         for name in names:
+            value = getattr(params, name)
+            kind = type(value)
             try:
-                out[name] = encode_value(getattr(params, name))
+                if kind in _SCALARS:  # encode_value's own result, without its walk
+                    if kind is float and not math.isfinite(value):
+                        raise ValueError("numbers must be finite")
+                    out[name] = dumps(value)
+                else:
+                    out[name] = encode_value(value)
             except (TypeError, ValueError) as exc:
                 problems[name] = f"cannot be stored as JSON ({exc})"
         if problems:
@@ -495,3 +526,8 @@ class ParamSchema(Generic[M]):
 
     def jsonable(self, params: BaseModel) -> dict[str, Any]:
         return {name: revealed(getattr(params, name)) for name in self.rules["fields"]}
+
+
+#: the exact types :func:`~hotparams.codec.encode_value` stores as they are
+#: (``revealed`` and pydantic's ``to_jsonable_python`` return them unchanged)
+_SCALARS = frozenset({str, int, float, bool, type(None)})

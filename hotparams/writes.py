@@ -10,8 +10,9 @@ re-validating after a concurrent change.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from .codec import encode_value, loads
@@ -182,20 +183,21 @@ def set_many_op(
     states = dict(known)
     calls: list[FCall] = []
     planned: list[Stored | None] = []
+    audit = who.args()
     for keys, schema, changes in items:
         ns = keys.namespace
         _check_change(ns, schema, changes, (), None)
         rid = ("@rid", new_request_id())
         if schema is None:
             encoded = _encode_plain(ns, changes)
-            calls.append(FCall("hp_commit", ns, (*_pairs(encoded), *who.args(), *rid)))
+            calls.append(FCall("hp_commit", ns, (*_pairs(encoded), *audit, *rid)))
             planned.append(None)
             continue
         state = states.get(ns)
         if state is None:
             state = parse_stored(ns, (yield FCall("hp_get", ns, (), readonly=True)))
         encoded, new_raw = _validated(ns, schema, state, changes, (), False, state.variants)
-        args = (*_pairs(encoded), *who.args(), *rid, "@base", str(state.version), *VALIDATED)
+        args = (*_pairs(encoded), *audit, *rid, "@base", str(state.version), *VALIDATED)
         calls.append(FCall("hp_commit", ns, args))
         if new_raw != dict(state.raw):
             state = Stored(
@@ -276,6 +278,8 @@ def _check_change(
     ):
         raise InvalidParams(ns, {"expect_version": "must be a version number"})
     names = list(dict.fromkeys(unset))
+    if not names and changes and schema is not None and schema.plain_names.issuperset(changes):
+        return names  # only fields of the model, each a plain name: every check below passes
     check_field_names(ns, [*changes, *names])
     overlap = set(names) & set(changes)
     if overlap:
@@ -309,10 +313,7 @@ def _options(
 
 
 def _pairs(encoded: Mapping[str, str]) -> tuple[str, ...]:
-    out: list[str] = []
-    for name, raw in encoded.items():
-        out += [name, raw]
-    return tuple(out)
+    return tuple(chain.from_iterable(encoded.items()))
 
 
 def _validated(
@@ -326,14 +327,17 @@ def _validated(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The stored text of the changed fields, and the whole new state
     (validated with each of the ``variants`` merged in)."""
-    merged = {} if replace else state.values(replacing={*changes, *unset})
+    merged = {} if replace else state.values(replacing={*changes, *unset} if unset else changes)
     merged.update(changes)
     for name in unset:
         merged.pop(name, None)
     params = schema.validate(ns, merged)
-    validate_variants(ns, schema, merged, VariantSet.from_json(variants))
-    touched = list(schema.fields) if replace else list(changes)
-    encoded = schema.encode(ns, params, [n for n in touched if n not in unset])
+    if variants:  # no document: no variant to validate
+        validate_variants(ns, schema, merged, VariantSet.from_json(variants))
+    touched: Iterable[str] = schema.fields if replace else changes
+    if unset:
+        touched = [n for n in touched if n not in unset]
+    encoded = schema.encode(ns, params, touched)
     new_raw = {} if replace else dict(state.raw)
     new_raw.update(encoded)
     for name in unset:
