@@ -28,7 +28,7 @@ from .backoff import retry_waits
 from .config import ConfigError, Settings, redact_url, settings_from
 from .errors import ConnectionFailed, LibraryMismatch, ProtocolError, SchemaError
 from .fleet import Convergence, WorkerReport, convergence, expose_op, exposures_op, workers_op
-from .keys import keys_for
+from .keys import Keys, keys_for
 from .library import Installed, Library, current, install_op
 from .lifecycle import (
     Migration,
@@ -175,6 +175,8 @@ class BusCore:
         if self.settings.follow_replicas:
             check_follow_replicas(url)
         self._schemas: dict[str, ParamSchema[Any]] = {}
+        #: keys_for() of the namespaces with a bound model (the writes' hot path)
+        self._bound_keys: dict[str, Keys] = {}
         self._states: dict[str, Any] = {}
         #: the Lua library this bus installs (see hotparams.library)
         self.library: Library = current()
@@ -295,13 +297,19 @@ class BusCore:
 
         Writes then run the full model (cross-field rules) before Redis sees them.
         """
-        keys_for(namespace)
+        keys = keys_for(namespace)
         schema = self._schemas.get(namespace)
         if schema is None or schema.model is not model:
             schema = ParamSchema.of(model)
             self._schemas[namespace] = schema
+            self._bound_keys[namespace] = keys
             self._states.pop(namespace, None)
         return schema
+
+    def _keys(self, namespace: str) -> Keys:
+        """``keys_for(namespace)``, looked up for a namespace with a bound model."""
+        keys = self._bound_keys.get(namespace)
+        return keys if keys is not None else keys_for(namespace)
 
     def _follower_settings(self) -> Settings | None:
         """The settings of the bus a live handle subscribes and reads on when
@@ -404,7 +412,7 @@ class BusCore:
         options: Mapping[str, Any],
     ) -> Op[int]:
         who = _who(method, options, _GUARDED)
-        keys = keys_for(namespace)
+        keys = self._keys(namespace)
         names = [unset] if isinstance(unset, str) else list(unset)
         result = yield from commit_op(
             keys,
@@ -473,7 +481,7 @@ class BusCore:
         :class:`~hotparams.BatchError` tells which were committed.
         """
         who = _who("set_many", audit)
-        listed = [(keys_for(ns), self._schemas.get(ns), dict(ch)) for ns, ch in items]
+        listed = [(self._keys(ns), self._schemas.get(ns), dict(ch)) for ns, ch in items]
         states = self._states
         known = {k.namespace: states[k.namespace] for k, _, _ in listed if k.namespace in states}
         try:
