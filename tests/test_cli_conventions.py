@@ -103,11 +103,48 @@ def test_errors_without_json_stay_one_plain_line(redis_url: str) -> None:
     assert r.err.startswith("hotparams: error: namespace 'nope'") and r.err.count("\n") == 1
 
 
+#: a line only the completion script of that shell has
+SCRIPT_OF = {
+    "bash": "complete -o default -F _hotparams_completion hotparams",
+    "zsh": "#compdef hotparams",
+    "fish": "complete --command hotparams --no-files",
+}
+
+
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_completion_script_for_each_shell(redis_url: str, shell: str) -> None:
     r = run_cli(redis_url, "--show-completion", shell)
-    assert r.code == 0, r.err
+    assert (r.code, r.err) == (0, ""), r.err
     assert "_HOTPARAMS_COMPLETE" in r.out
+    assert [s for s, line in SCRIPT_OF.items() if line in r.out] == [shell]
+
+
+def test_completion_script_is_the_shell_named_wherever_the_cli_runs(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The script is the one of the shell named, not of the shell the
+    process runs under: typer's flag asked shellingham (the process's
+    ancestors in /proc), printed bash's script for ``--show-completion
+    fish`` under bash and failed with ``Shell  not supported.`` in a process
+    with no shell among its ancestors (a service, cron, a CI runner)."""
+    import shellingham
+
+    def no_shell(*_args: object, **_kwargs: object) -> tuple[str, str]:
+        raise shellingham.ShellDetectionFailure()
+
+    monkeypatch.setattr(shellingham, "detect_shell", no_shell)
+    for shell, line in SCRIPT_OF.items():
+        r = run_cli(redis_url, "--show-completion", shell)
+        assert (r.code, r.err) == (0, ""), r.err
+        assert line in r.out and "_HOTPARAMS_COMPLETE" in r.out
+
+
+def test_completion_script_needs_a_shell_it_knows(redis_url: str) -> None:
+    missing = run_cli(redis_url, "--show-completion")
+    assert missing.code == 2 and "'--show-completion' requires an argument" in missing.err
+    unknown = run_cli(redis_url, "--show-completion", "tcsh")
+    assert unknown.code == 2 and "'tcsh' is not a shell hotparams completes" in unknown.err
+    assert "bash, zsh, fish" in unknown.err and unknown.out == ""
 
 
 def test_completion_completes_verbs_and_their_options(redis_url: str) -> None:

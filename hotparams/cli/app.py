@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import typer
+import typer.completion
 from typer.core import TyperGroup
 
 from .._version import __version__
@@ -155,7 +156,7 @@ app = typer.Typer(
     cls=LazyGroup,
     help="Change the runtime parameters of a running fleet, safely (Redis).",
     no_args_is_help=True,
-    add_completion=True,
+    add_completion=False,  # the root command gets them: see _completion_options
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -205,6 +206,63 @@ def options(
     state.url = url
     state.json = state.json or json_out
     ctx.call_on_close(state.close)
+
+
+#: the shells whose completion script ``--show-completion SHELL`` prints (typer's)
+_SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _show_completion(ctx: typer.Context, param: Any, value: str | None) -> None:
+    """``--show-completion SHELL``: the script of the shell named, always.
+
+    typer's own option is a flag that asks shellingham which shell runs the
+    process (its ancestors in /proc) and ignores a shell given after it, so
+    ``--show-completion fish`` printed bash's script under bash, and
+    ``Shell  not supported.`` (exit 1) in a process without a shell among
+    its ancestors (a service, cron, a CI runner, a test worker whose shell
+    went away)."""
+    if value is None or ctx.resilient_parsing:
+        return
+    if value not in _SHELLS:
+        raise typer.BadParameter(
+            f"{value!r} is not a shell hotparams completes (one of: {', '.join(_SHELLS)})"
+        )
+    typer.completion.show_callback(ctx, param, value)  # prints it and exits 0
+
+
+def _completion_globals(
+    show: Annotated[
+        str | None,
+        typer.Option(
+            "--show-completion",
+            metavar="SHELL",
+            is_eager=True,
+            expose_value=False,
+            callback=_show_completion,
+            help=f"Print the completion script of SHELL ({', '.join(_SHELLS)}) and exit.",
+        ),
+    ] = None,
+) -> None:
+    """The root's ``--show-completion SHELL`` (never called)."""
+
+
+@functools.cache
+def _show_completion_option() -> Any:
+    info = typer.models.CommandInfo(name="completion", callback=_completion_globals)
+    command = typer.main.get_command_from_info(
+        info, pretty_exceptions_short=True, rich_markup_mode=None
+    )
+    (option,) = command.params
+    return option
+
+
+def _completion_options() -> list[Any]:
+    """The root command's completion options: typer's ``--install-completion``
+    (for the shell it detects; getting it also registers typer's completion
+    classes, which answer ``_HOTPARAMS_COMPLETE``) and ``--show-completion
+    SHELL`` (:func:`_show_completion`), in place of typer's."""
+    install, _detecting_show = typer.main.get_install_completion_arguments()
+    return [install, _show_completion_option()]
 
 
 def _click_class(name: str) -> type[Exception]:
@@ -264,6 +322,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     say = _sayer(_wants_json(args))
     args = _hoisted(args)
     command = typer.main.get_command(app)
+    command.params.extend(_completion_options())
     try:
         result = command.main(args=args, prog_name="hotparams", standalone_mode=False)
     except _UsageError as exc:
