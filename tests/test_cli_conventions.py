@@ -9,12 +9,14 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import hotparams
+from tests.helpers import wait_until
 from tests.models import ChatParams
-from tests.test_cli import ROOT, run_cli
+from tests.test_cli import HOTPARAMS, ROOT, run_cli
 
 UNREACHABLE = "redis://127.0.0.1:1/0"
 
@@ -137,6 +139,63 @@ def test_completion_script_is_the_shell_named_wherever_the_cli_runs(
         r = run_cli(redis_url, "--show-completion", shell)
         assert (r.code, r.err) == (0, ""), r.err
         assert line in r.out and "_HOTPARAMS_COMPLETE" in r.out
+
+
+def test_completion_scripts_stay_right_across_calls_of_one_process(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sequence of a test worker, in one process with no shell to
+    detect: a completion request, other verbs, then each shell's script,
+    twice, in both orders; every call prints the script of its shell."""
+    import shellingham
+
+    def no_shell(*_args: object, **_kwargs: object) -> tuple[str, str]:
+        raise shellingham.ShellDetectionFailure()
+
+    monkeypatch.setattr(shellingham, "detect_shell", no_shell)
+    verbs = run_cli(
+        redis_url, _HOTPARAMS_COMPLETE="complete_bash", COMP_WORDS="hotparams ro", COMP_CWORD="1"
+    )
+    assert verbs.out.split() == ["rollback"]
+    assert run_cli(redis_url, "--version").code == 0
+    assert run_cli(redis_url, "get", "nope").code == 6
+    for shell in [*SCRIPT_OF, *reversed(SCRIPT_OF)]:
+        r = run_cli(redis_url, "--show-completion", shell)
+        assert (r.code, r.err) == (0, ""), r.err
+        assert [s for s, line in SCRIPT_OF.items() if line in r.out] == [shell]
+
+
+#: the console script run by a process whose parent exits first: its only
+#: ancestors are then init (or a subreaper), no shell, as under a service
+#: manager or a test run started in the background (``(pytest ... &)``)
+ORPHAN = """
+import json, os, subprocess, sys
+if os.fork():
+    os._exit(0)
+runs = {}
+for shell in sys.argv[3:]:
+    argv = [sys.argv[1], "--show-completion", shell]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    runs[shell] = [r.returncode, r.stdout, r.stderr]
+with open(sys.argv[2] + ".tmp", "w") as f:
+    json.dump(runs, f)
+os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+"""
+
+
+def test_completion_script_from_a_process_without_a_shell_ancestor(tmp_path: Path) -> None:
+    """The real case behind ``Shell  not supported.``: no mock, the console
+    script with no shell among its ancestors (typer's flag failed there)."""
+    out = tmp_path / "runs.json"
+    subprocess.run(
+        [sys.executable, "-c", ORPHAN, HOTPARAMS, str(out), *SCRIPT_OF], check=True, timeout=30
+    )
+    assert wait_until(out.exists, timeout=30)
+    runs = json.loads(out.read_text())
+    for shell, line in SCRIPT_OF.items():
+        code, stdout, stderr = runs[shell]
+        assert (code, stderr) == (0, ""), (shell, stderr)
+        assert line in stdout
 
 
 def test_completion_script_needs_a_shell_it_knows(redis_url: str) -> None:

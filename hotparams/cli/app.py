@@ -219,8 +219,8 @@ def _show_completion(ctx: typer.Context, param: Any, value: str | None) -> None:
     process (its ancestors in /proc) and ignores a shell given after it, so
     ``--show-completion fish`` printed bash's script under bash, and
     ``Shell  not supported.`` (exit 1) in a process without a shell among
-    its ancestors (a service, cron, a CI runner, a test worker whose shell
-    went away)."""
+    its ancestors (a service, cron, a CI runner, a test run started in the
+    background whose shell exited)."""
     if value is None or ctx.resilient_parsing:
         return
     if value not in _SHELLS:
