@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 import redis.asyncio as aredis
 from pydantic import BaseModel
-from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from . import follow as listener
@@ -43,6 +42,7 @@ from .clients import (
     async_follower_client,
     async_own_client,
     async_refresh_slots,
+    async_shard_name,
     async_shard_pubsub,
 )
 from .config import Settings, redact_url, settings_from
@@ -51,10 +51,10 @@ from .drivers import aperform
 from .driving import Stopped, aconverse
 from .errors import ConnectionFailed
 from .handle import Handle
-from .protocol import Op, Wire, text
-from .redact import describe
+from .protocol import Op, Wire
 from .schema import ParamSchema
 from .snapshot import Snapshot
+from .subscription import AsyncHub, messages_of
 
 if TYPE_CHECKING:
     pass
@@ -198,8 +198,8 @@ class AsyncLive(Handle[M]):
         self._reader = AsyncBus(self._follow.client, settings=settings, url=bus.url)
         # fleet reports go over the bus's reporting pool (shared by its handles)
         self._report_bus = bus._reporting_bus()
-        self._pubsub: PubSub | None = None
-        self._shard_client: aredis.Redis | None = None
+        #: the shared subscription this handle joined: (hub, channel, inbox)
+        self._joined: tuple[AsyncHub, str, asyncio.Queue[Any]] | None = None
         self._changed = asyncio.Condition()
         self._queue: asyncio.Queue[tuple[Snapshot[M] | None, Snapshot[M]] | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -283,7 +283,7 @@ class AsyncLive(Handle[M]):
                 reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
-        await self._drop_pubsub()
+        await self._leave()
         self._tracker.connected = False
         self._observer.connection(False)
 
@@ -321,7 +321,7 @@ class AsyncLive(Handle[M]):
                 listener.follow(self._tracker, self._keys, s, time.monotonic), self._act
             )
         finally:
-            await self._drop_pubsub()
+            await self._leave()
 
     async def _report(self) -> None:
         with contextlib.suppress(Stopped):
@@ -333,47 +333,35 @@ class AsyncLive(Handle[M]):
     # ------------------------------------------------------------ listener actions
 
     async def _subscribe(self, action: listener.Subscribe) -> None:
-        await self._drop_pubsub()
+        await self._leave()
         client = self._follow.client
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
         try:
-            await self._sharded_subscribe(client, action.channel)
+            hub = await _hub(self._follow, action.channel)
+            await hub.join(action.channel, inbox)
         except aredis.ResponseError as exc:  # MOVED: the slot has another owner now
             await async_refresh_slots(client)
             raise ConnectionFailed(redact_url(self._bus.url), f"SSUBSCRIBE: {exc}") from None
-        except (aredis.ConnectionError, aredis.TimeoutError):  # the node died: who serves it now?
-            await async_refresh_slots(client)
+        except (aredis.ConnectionError, aredis.TimeoutError, ConnectionFailed):
+            await async_refresh_slots(client)  # the node died: who serves it now?
             raise
-
-    async def _sharded_subscribe(self, client: aredis.Redis, channel: str) -> None:
-        pubsub, self._shard_client = await async_shard_pubsub(client, channel)
-        self._pubsub = pubsub
-        await pubsub.ssubscribe(channel)
-        wait = self._bus.settings.socket_timeout
-        try:
-            async with asyncio.timeout(wait):
-                while True:
-                    message = await pubsub.get_message(timeout=wait)
-                    if message is not None and text(message["type"]) == "ssubscribe":
-                        return
-        except TimeoutError:
-            raise ConnectionFailed(
-                redact_url(self._bus.url), "no confirmation of SSUBSCRIBE"
-            ) from None
+        self._joined = (hub, action.channel, inbox)
 
     async def _receive(self, action: listener.Receive) -> list[Any]:
-        pubsub = self._pubsub
-        assert pubsub is not None
-        message = await pubsub.get_message(timeout=action.timeout)
-        if message is None:
+        assert self._joined is not None
+        inbox = self._joined[2]
+        try:
+            async with asyncio.timeout(action.timeout):
+                batch = messages_of(self._bus.url, await inbox.get())
+        except TimeoutError:
             return []
-        batch = [message]
-        while len(batch) < listener.MAX_BATCH and (more := await pubsub.get_message(timeout=0.0)):
-            batch.append(more)
+        while len(batch) < listener.MAX_BATCH and not inbox.empty():  # whatever came meanwhile
+            batch += messages_of(self._bus.url, inbox.get_nowait())
         return batch
 
-    async def _ping(self, action: listener.Ping) -> None:
-        assert self._pubsub is not None
-        await self._pubsub.ping(action.token)
+    async def _ping(self, action: listener.Ping) -> str:
+        assert self._joined is not None
+        return await self._joined[0].ping()
 
     async def _read(self, action: listener.Read) -> Any:
         return await (self._follow if action.patient else self._reader).run(action.op)
@@ -389,26 +377,19 @@ class AsyncLive(Handle[M]):
         await asyncio.sleep(action.seconds)
 
     async def _reset(self, action: listener.Reset) -> None:
-        await self._drop_pubsub()
+        await self._leave(dead=action.dead)
 
     async def _signal(self, action: listener.Status) -> None:
         async with self._changed:
             self._changed.notify_all()
         self._touch_reporter()
 
-    async def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        shard, self._shard_client = self._shard_client, None
-        if pubsub is not None:
-            try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            except Exception as exc:  # a dead connection may fail to close
-                log.debug("%s: closing the subscription: %s", self.namespace, describe(exc))
-        if shard is not None:  # the client of a cluster node the pub/sub was made on
-            try:
-                await shard.aclose()
-            except Exception as exc:
-                log.debug("%s: closing the shard's client: %s", self.namespace, describe(exc))
+    async def _leave(self, *, dead: bool = False) -> None:
+        """Leave the shared subscription (see hotparams.subscription)."""
+        joined, self._joined = self._joined, None
+        if joined is not None:
+            hub, channel, inbox = joined
+            await hub.leave(channel, inbox, dead=dead)
 
     # ------------------------------------------------------------ reporter actions
 
@@ -446,6 +427,22 @@ class AsyncLive(Handle[M]):
         result = action.call()
         if inspect.isawaitable(result):
             await result
+
+
+# ---------------------------------------------------------------- shared subscriptions
+
+
+async def _hub(bus: AsyncBus, channel: str) -> AsyncHub:
+    """The shared subscription of this process to the node serving ``channel``."""
+    key = (os.getpid(), await async_shard_name(bus.client, channel))
+    hub: AsyncHub | None = bus._hubs.get(key)
+    if hub is None:
+        client = bus.client
+        hub = AsyncHub(
+            lambda ch: async_shard_pubsub(client, ch), bus.url, bus.settings.socket_timeout
+        )
+        bus._hubs[key] = hub
+    return hub
 
 
 # ---------------------------------------------------------------- fork safety

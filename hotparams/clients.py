@@ -46,10 +46,12 @@ __all__ = [
     "async_client",
     "async_follower_client",
     "async_own_client",
+    "async_shard_name",
     "async_shard_pubsub",
     "follower_client",
     "interrupt",
     "own_client",
+    "shard_name",
     "shard_pubsub",
     "sync_client",
 ]
@@ -332,6 +334,21 @@ async def async_shard_pubsub(
         own.auto_close_connection_pool = True  # aclose() disconnects the pool
         return own.pubsub(), own
     return client.pubsub(), None
+
+
+def shard_name(client: redis.Redis, channel: str) -> str:
+    """Which node serves ``channel`` (its pub/sub is shared by the process's
+    handles on that node): a cluster node's name, "" elsewhere."""
+    if isinstance(client, RedisCluster):
+        return str(client.get_node_from_key(channel).name)
+    return ""
+
+
+async def async_shard_name(client: aredis.Redis, channel: str) -> str:
+    if isinstance(client, AsyncRedisCluster):
+        await client.initialize()
+        return str(client.get_node_from_key(channel).name)
+    return ""
 
 
 def refresh_slots(client: redis.Redis) -> None:

@@ -178,6 +178,9 @@ class BusCore:
         #: keys_for() of the namespaces with a bound model (the writes' hot path)
         self._bound_keys: dict[str, Keys] = {}
         self._states: dict[str, Any] = {}
+        #: the shared subscriptions of this bus's live handles, by (process, node):
+        #: see hotparams.hub (made and used by the drivers)
+        self._hubs: dict[tuple[int, str], Any] = {}
         #: the Lua library this bus installs (see hotparams.library)
         self.library: Library = current()
         #: whether Redis runs a library that serves this bus (checked before the first call)

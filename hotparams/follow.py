@@ -28,13 +28,15 @@ Actions and their results:
                 Redis confirmed it
 ``Receive``     the messages that arrive within ``timeout`` (a burst is
                 drained whole, up to ``MAX_BATCH``); ``[]`` on timeout
-``Ping``        a PING with ``token`` on the subscription (the pong comes
-                back as a message)
+``Ping``        a PING on the subscription: the token of the pong to wait
+                for (the connection is shared by the process's handles, and
+                so is a PING in flight, see :mod:`hotparams.hub`)
 ``Read``        the result of a :mod:`~hotparams.protocol` operation
 ``Publish``     make ``view`` (``new`` and its variants) the handle's current
                 snapshot, then notify
 ``Pause``       wait ``seconds`` (cut short when the handle closes)
-``Reset``       drop the subscription and the listener's connection
+``Reset``       drop the subscription and the listener's connection;
+                with ``dead``, the shared connection itself did not answer
 ``Status``      the connection came or went: wake whoever waits for it
 =============== ==========================================================
 
@@ -56,6 +58,7 @@ from .backoff import jittered
 from .config import Settings
 from .errors import ConnectionFailed, NamespaceDamaged, NamespaceNotFound, ProtocolError
 from .events import Event, parse_event
+from .hub import next_tick
 from .keys import Keys
 from .protocol import Op, get_op, head_op, text
 from .snapshot import Snapshot
@@ -74,6 +77,7 @@ __all__ = [
     "Reset",
     "Status",
     "Subscribe",
+    "Unanswered",
     "connect",
     "follow",
     "listen",
@@ -101,7 +105,6 @@ class Receive:
 @dataclass(frozen=True, slots=True)
 class Ping:
     verb: ClassVar[str] = "_ping"
-    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,8 @@ class Pause:
 @dataclass(frozen=True, slots=True)
 class Reset:
     verb: ClassVar[str] = "_reset"
+    #: the subscription's connection did not answer a PING: every handle on it reconnects
+    dead: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +147,10 @@ Phase = Generator[Action, Any, None]
 
 class Lost(Exception):
     """The subscription is judged dead although no call failed."""
+
+
+class Unanswered(Lost):
+    """The subscription's connection did not answer a PING in time."""
 
 
 def start(
@@ -187,11 +196,13 @@ def follow(
                 yield Status()
                 yield Pause(jittered(failures, base, cap))
         yield Status()
+        dead = False
         try:
             yield from listen(tracker, keys, clock)
         except Exception as exc:
             tracker.connection(False, exc)
-        yield Reset()
+            dead = isinstance(exc, Unanswered)
+        yield Reset(dead=dead)
         yield Status()
         yield Pause(random.uniform(0, base))
 
@@ -204,9 +215,8 @@ def connect(tracker: Tracker[Any], keys: Keys) -> Phase:
 
 def listen(tracker: Tracker[Any], keys: Keys, clock: Callable[[], float]) -> Phase:
     interval = tracker.reconcile_interval
-    next_probe = clock() + interval
+    next_probe = next_tick(clock(), interval)
     pending: str | None = None  # the token of a ping not answered yet
-    pings = 0
     while True:
         messages = yield Receive(max(0.0, next_probe - clock()))
         if messages:
@@ -215,12 +225,10 @@ def listen(tracker: Tracker[Any], keys: Keys, clock: Callable[[], float]) -> Pha
                 pending = None
         if clock() >= next_probe:
             if pending is not None:
-                raise Lost(f"no answer to a PING on the subscription within {interval:g}s")
-            pings += 1
-            pending = f"hotparams-{pings}"
-            yield Ping(pending)
+                raise Unanswered(f"no answer to a PING on the subscription within {interval:g}s")
+            pending = yield Ping()
             yield from _reconcile(tracker, keys)
-            next_probe = clock() + interval
+            next_probe = next_tick(clock(), interval)
 
 
 def _handle(

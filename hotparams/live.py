@@ -32,23 +32,22 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import redis
 from pydantic import BaseModel
-from redis.client import PubSub
 from redis.cluster import RedisCluster
 
 from . import follow as listener
 from . import reporting as reporter
 from . import runner
 from .bus import Bus
-from .clients import interrupt, own_client, refresh_slots, shard_pubsub
+from .clients import interrupt, own_client, refresh_slots, shard_name, shard_pubsub
 from .config import redact_url
 from .core import WatchOptions
 from .driving import Stopped, converse
 from .errors import ConnectionFailed
 from .handle import Handle, live_changed
-from .protocol import text
 from .redact import describe
 from .schema import ParamSchema
 from .snapshot import Snapshot
+from .subscription import Hub, messages_of
 
 if TYPE_CHECKING:
     pass
@@ -102,7 +101,8 @@ class Live(Handle[M]):
 
     def _init_runtime(self) -> None:
         """Threads, locks and connections: made again after fork()."""
-        self._pubsub: PubSub | None = None
+        #: the shared subscription this handle joined: (hub, channel, inbox)
+        self._joined: tuple[Hub, str, queue.SimpleQueue[Any]] | None = None
         self._reader: Bus | None = None  # the listener's own connection, made when needed
         self._stopping = threading.Event()
         self._changed = threading.Condition()
@@ -171,7 +171,7 @@ class Live(Handle[M]):
                 self._abandon = True
                 self._interrupt_reporter()
                 reporter.join(timeout)
-        self._drop_pubsub()
+        self._leave()
         self._drop_reader()
         self._tracker.connected = False
         self._observer.connection(False)
@@ -205,7 +205,7 @@ class Live(Handle[M]):
         except Stopped:
             pass
         finally:
-            self._drop_pubsub()
+            self._leave()
             self._drop_reader()
 
     def _report(self) -> None:
@@ -234,51 +234,45 @@ class Live(Handle[M]):
     # ------------------------------------------------------------ listener actions
 
     def _subscribe(self, action: listener.Subscribe) -> None:
-        self._drop_pubsub()
+        self._leave()
         client = self._follow.client
+        inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         try:
-            self._sharded_subscribe(client, action.channel)
+            hub = _hub(self._follow, action.channel)
+            hub.join(action.channel, inbox, self._stopping)
         except redis.ResponseError as exc:  # MOVED: the slot has another owner now
             refresh_slots(client)
             raise ConnectionFailed(redact_url(self._bus.url), f"SSUBSCRIBE: {exc}") from None
-        except (redis.ConnectionError, redis.TimeoutError):  # the node died: who serves it now?
-            refresh_slots(client)
+        except (redis.ConnectionError, redis.TimeoutError, ConnectionFailed):
+            refresh_slots(client)  # the node died: who serves it now?
             raise
-
-    def _sharded_subscribe(self, client: redis.Redis, channel: str) -> None:
-        pubsub = shard_pubsub(client, channel)
-        self._pubsub = pubsub
-        pubsub.ssubscribe(channel)
-        deadline = time.monotonic() + self._bus.settings.socket_timeout
-        while True:
-            message = pubsub.get_message(timeout=_POLL)
-            if message is not None and text(message["type"]) == "ssubscribe":
-                return
-            if self._stopping.is_set():
-                raise Stopped
-            if time.monotonic() > deadline:
-                raise ConnectionFailed(redact_url(self._bus.url), "no confirmation of SSUBSCRIBE")
+        self._joined = (hub, action.channel, inbox)
 
     def _receive(self, action: listener.Receive) -> list[Any]:
-        pubsub = self._pubsub
-        assert pubsub is not None
+        assert self._joined is not None
+        inbox = self._joined[2]
         deadline = time.monotonic() + action.timeout
         while True:  # in slices, so that close() is noticed
             wait = min(_POLL, max(0.0, deadline - time.monotonic()))
-            message = pubsub.get_message(timeout=wait)
-            if message is not None:
-                batch = [message]
-                while len(batch) < listener.MAX_BATCH and (more := pubsub.get_message(timeout=0.0)):
-                    batch.append(more)
+            try:
+                batch = messages_of(self._bus.url, inbox.get(timeout=wait))
+            except queue.Empty:
+                batch = []
+            if batch:  # and whatever else came meanwhile
+                while len(batch) < listener.MAX_BATCH:
+                    try:
+                        batch += messages_of(self._bus.url, inbox.get_nowait())
+                    except queue.Empty:
+                        break
                 return batch
             if self._stopping.is_set():
                 raise Stopped
             if time.monotonic() >= deadline:
                 return []
 
-    def _ping(self, action: listener.Ping) -> None:
-        assert self._pubsub is not None
-        self._pubsub.ping(action.token)
+    def _ping(self, action: listener.Ping) -> str:
+        assert self._joined is not None
+        return self._joined[0].ping()
 
     def _read(self, action: listener.Read) -> Any:
         return (self._follow if action.patient else self._read_bus()).run(action.op)
@@ -295,7 +289,7 @@ class Live(Handle[M]):
             raise Stopped
 
     def _reset(self, action: listener.Reset) -> None:
-        self._drop_pubsub()
+        self._leave(dead=action.dead)
         self._drop_reader()
 
     def _signal(self, action: listener.Status) -> None:
@@ -375,27 +369,21 @@ class Live(Handle[M]):
             self._close_own_bus(reader)
 
     def _interrupt(self) -> None:
-        """Shut the listener's sockets down from another thread (close())."""
-        reader, pubsub = self._reader, self._pubsub
+        """Shut the listener's read down from another thread (close()); its
+        wait on the shared subscription notices close() by itself."""
+        reader = self._reader
         if reader is not None:
             try:
                 interrupt(reader.client)
             except Exception as exc:
                 log.debug("%s: interrupting: %s", self.namespace, describe(exc))
-        conn = pubsub.connection if pubsub else None
-        if conn is not None:
-            try:
-                conn.disconnect()
-            except Exception as exc:
-                log.debug("%s: interrupting: %s", self.namespace, describe(exc))
 
-    def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except Exception as exc:  # a dead connection may fail to close
-                log.debug("%s: closing the subscription: %s", self.namespace, describe(exc))
+    def _leave(self, *, dead: bool = False) -> None:
+        """Leave the shared subscription (see hotparams.subscription)."""
+        joined, self._joined = self._joined, None
+        if joined is not None:
+            hub, channel, inbox = joined
+            hub.leave(channel, inbox, dead=dead)
 
     def _reporting_bus(self) -> Bus:
         """The reporter's Bus, on a pool of its own (like the Bus's): close()
@@ -432,6 +420,23 @@ class Live(Handle[M]):
                 interrupt(bus.client)
             except Exception as exc:
                 log.debug("%s: closing the report connection: %s", self.namespace, describe(exc))
+
+
+# ---------------------------------------------------------------- shared subscriptions
+
+_hubs_lock = threading.Lock()
+
+
+def _hub(bus: Bus, channel: str) -> Hub:
+    """The shared subscription of this process to the node serving ``channel``."""
+    key = (os.getpid(), shard_name(bus.client, channel))
+    with _hubs_lock:
+        hub: Hub | None = bus._hubs.get(key)
+        if hub is None:
+            client = bus.client
+            hub = Hub(lambda ch: shard_pubsub(client, ch), bus.url, bus.settings.socket_timeout)
+            bus._hubs[key] = hub
+        return hub
 
 
 # ---------------------------------------------------------------- fork safety

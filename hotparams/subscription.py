@@ -1,0 +1,307 @@
+"""The shared subscription of a process, per Redis node: its two drivers.
+
+:mod:`hotparams.hub` decides who hears what; here one pub/sub connection
+is opened, read and closed, by a thread (:class:`Hub`, for
+:class:`~hotparams.Live`) or a task (:class:`AsyncHub`, for
+:class:`~hotparams.aio.AsyncLive`).  A handle joins with an inbox of its
+own per subscription, reads its inbox instead of a socket, and leaves when
+it resets or closes; the connection opens with the first handle and closes
+with the last.  When the connection fails, every inbox on it receives
+:class:`~hotparams.hub.Down` and every handle reconnects (and re-reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .config import redact_url
+from .driving import Stopped
+from .errors import ConnectionFailed
+from .follow import MAX_BATCH
+from .hub import Down, Inbox, Routes
+from .protocol import text
+from .redact import describe
+
+if TYPE_CHECKING:
+    import redis.asyncio as aredis
+    from redis.asyncio.client import PubSub as AsyncPubSub
+    from redis.client import PubSub
+
+__all__ = ["AsyncHub", "Hub", "down_error", "messages_of"]
+
+log = logging.getLogger("hotparams.live")
+
+#: longest a blocking read of the sync reader lasts before it checks it still runs
+_POLL = 0.1
+
+
+def down_error(url: str, down: Down) -> ConnectionFailed:
+    """What a handle raises when its shared connection failed."""
+    return ConnectionFailed(redact_url(url), describe(down.error, url))
+
+
+def messages_of(url: str, item: Any) -> list[Any]:
+    """The messages of one inbox item; a :class:`~hotparams.hub.Down` raises."""
+    if isinstance(item, Down):
+        raise down_error(url, item)
+    return list(item)
+
+
+def _confirmed(batch: Any, channel: str) -> bool:
+    """Whether a batch of messages holds the confirmation of ``channel``."""
+    return any(
+        text(m.get("type", "")) == "ssubscribe" and text(m.get("channel") or "") == channel
+        for m in batch
+    )
+
+
+class Hub:
+    """One node's shared subscription for the sync handles of a process."""
+
+    def __init__(self, opener: Callable[[str], PubSub], url: str, timeout: float) -> None:
+        #: makes the pub/sub of the node serving a channel (clients.shard_pubsub)
+        self._opener = opener
+        self._url = url
+        self._timeout = timeout
+        self.routes = Routes()
+        self._lock = threading.Lock()  # the connection's life: open, send, close
+        self._pubsub: PubSub | None = None
+        self._reader: threading.Thread | None = None
+
+    def join(self, channel: str, inbox: Inbox, stopping: threading.Event) -> None:
+        """Follow ``channel`` into ``inbox`` once Redis confirmed the subscription."""
+        with self._lock:
+            how = self.routes.join(channel, inbox)
+            if how == "send":
+                try:
+                    if self._pubsub is None:
+                        self._open(channel)
+                    else:
+                        self._pubsub.ssubscribe(channel)
+                except Exception as exc:
+                    self._break(exc)
+                    raise
+        if how == "ready":
+            return
+        deadline = time.monotonic() + self._timeout
+        get = inbox.get  # type: ignore[attr-defined]
+        while True:
+            try:
+                item = get(timeout=_POLL)
+            except Exception:  # queue.Empty
+                item = None
+            if isinstance(item, Down):
+                raise down_error(self._url, item)
+            if item is not None and _confirmed(item, channel):
+                return
+            if stopping.is_set():
+                raise Stopped
+            if time.monotonic() > deadline:
+                raise ConnectionFailed(redact_url(self._url), "no confirmation of SSUBSCRIBE")
+
+    def leave(self, channel: str, inbox: Inbox, *, dead: bool = False) -> None:
+        """Stop following; with ``dead``, the handle judged the connection
+        dead (no pong): every handle on it reconnects."""
+        with self._lock:
+            if dead and self.routes.holds(inbox):
+                self._break(ConnectionFailed(redact_url(self._url), "no answer to a PING"))
+                return
+            if not self.routes.leave(channel, inbox):
+                return
+            if self.routes.empty():
+                self._close()
+                return
+            try:
+                if self._pubsub is not None:
+                    self._pubsub.sunsubscribe(channel)  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                self._break(exc)
+
+    def ping(self) -> str:
+        """The token of the pong that answers for the connection now."""
+        with self._lock:
+            if self._pubsub is None:
+                raise ConnectionFailed(redact_url(self._url), "the subscription is closed")
+            token, send = self.routes.ping(time.monotonic())
+            if send:
+                try:
+                    self._pubsub.ping(token)
+                except Exception as exc:
+                    self._break(exc)
+                    raise
+            return token
+
+    # ------------------------------------------------------------ the connection
+
+    def _open(self, channel: str) -> None:
+        """Connect with the first channel, then start the reader."""
+        pubsub = self._opener(channel)
+        self._pubsub = pubsub
+        pubsub.ssubscribe(channel)
+        self._reader = threading.Thread(
+            target=self._read, args=(pubsub,), name="hotparams-hub", daemon=True
+        )
+        self._reader.start()
+
+    def _read(self, pubsub: PubSub) -> None:
+        try:
+            while self._pubsub is pubsub:
+                message = pubsub.get_message(timeout=_POLL)
+                if message is None:
+                    continue
+                batch = [message]
+                while len(batch) < MAX_BATCH and (more := pubsub.get_message(timeout=0.0)):
+                    batch.append(more)
+                for inbox, messages in self.routes.route(batch):
+                    inbox.put_nowait(messages)
+        except Exception as exc:
+            if self._pubsub is not pubsub:  # closed under us (a leave or a break holds the lock)
+                return
+            with self._lock:
+                if self._pubsub is pubsub:
+                    self._break(exc)
+
+    def _break(self, exc: BaseException) -> None:
+        """(Lock held.)  The connection failed: close it, tell every handle."""
+        log.debug("the shared subscription failed: %s", describe(exc, self._url))
+        self._close()
+        for inbox in self.routes.clear():
+            inbox.put_nowait(Down(exc))
+
+    def _close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        reader, self._reader = self._reader, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception as exc:  # a dead connection may fail to close
+                log.debug("closing the shared subscription: %s", describe(exc))
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(2 * _POLL)  # it sees the connection is no longer its own
+
+
+class AsyncHub:
+    """One node's shared subscription for the asyncio handles of a process (one loop)."""
+
+    def __init__(self, opener: Callable[[str], Any], url: str, timeout: float) -> None:
+        #: makes the pub/sub of the node serving a channel, and a client to
+        #: close after it or None (clients.async_shard_pubsub)
+        self._opener = opener
+        self._url = url
+        self._timeout = timeout
+        self.routes = Routes()
+        self._pubsub: AsyncPubSub | None = None
+        self._own: aredis.Redis | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def join(self, channel: str, inbox: asyncio.Queue[Any]) -> None:
+        async with self._lock:
+            how = self.routes.join(channel, inbox)
+            if how == "send":
+                try:
+                    if self._pubsub is None:
+                        await self._open(channel)
+                    else:
+                        await self._pubsub.ssubscribe(channel)
+                except Exception as exc:
+                    await self._break(exc)
+                    raise
+        if how == "ready":
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                while True:
+                    item = await inbox.get()
+                    if isinstance(item, Down):
+                        raise down_error(self._url, item)
+                    if _confirmed(item, channel):
+                        return
+        except TimeoutError:
+            raise ConnectionFailed(redact_url(self._url), "no confirmation of SSUBSCRIBE") from None
+
+    async def leave(self, channel: str, inbox: asyncio.Queue[Any], *, dead: bool = False) -> None:
+        async with self._lock:
+            if dead and self.routes.holds(inbox):
+                await self._break(ConnectionFailed(redact_url(self._url), "no answer to a PING"))
+                return
+            if not self.routes.leave(channel, inbox):
+                return
+            if self.routes.empty():
+                await self._close()
+                return
+            try:
+                if self._pubsub is not None:
+                    await self._pubsub.sunsubscribe(channel)
+            except Exception as exc:
+                await self._break(exc)
+
+    async def ping(self) -> str:
+        async with self._lock:
+            if self._pubsub is None:
+                raise ConnectionFailed(redact_url(self._url), "the subscription is closed")
+            token, send = self.routes.ping(time.monotonic())
+            if send:
+                try:
+                    await self._pubsub.ping(token)
+                except Exception as exc:
+                    await self._break(exc)
+                    raise
+            return token
+
+    async def _open(self, channel: str) -> None:
+        """Connect with the first channel, then start the reader."""
+        self._pubsub, self._own = await self._opener(channel)
+        await self._pubsub.ssubscribe(channel)
+        self._reader = asyncio.create_task(self._read(self._pubsub), name="hotparams-hub")
+
+    async def _read(self, pubsub: AsyncPubSub) -> None:
+        try:
+            while self._pubsub is pubsub:
+                message = await pubsub.get_message(timeout=None)
+                if message is None:
+                    continue
+                batch = [message]
+                while len(batch) < MAX_BATCH and (more := await pubsub.get_message(timeout=0.0)):
+                    batch.append(more)
+                for inbox, messages in self.routes.route(batch):
+                    inbox.put_nowait(messages)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._pubsub is not pubsub:  # closed under us
+                return
+            async with self._lock:
+                if self._pubsub is pubsub:
+                    await self._break(exc)
+
+    async def _break(self, exc: BaseException) -> None:
+        log.debug("the shared subscription failed: %s", describe(exc, self._url))
+        await self._close()
+        for inbox in self.routes.clear():
+            inbox.put_nowait(Down(exc))
+
+    async def _close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        own, self._own = self._own, None
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        if pubsub is not None:
+            try:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                log.debug("closing the shared subscription: %s", describe(exc))
+        if own is not None:  # the client of a cluster node the pub/sub was made on
+            try:
+                await own.aclose()
+            except Exception as exc:
+                log.debug("closing the shard's client: %s", describe(exc))
