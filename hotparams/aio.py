@@ -359,7 +359,7 @@ class AsyncLive(Handle[M]):
             batch += messages_of(self._bus.url, inbox.get_nowait())
         return batch
 
-    async def _ping(self, action: listener.Ping) -> str:
+    async def _ping(self, action: listener.Ping) -> str | None:
         assert self._joined is not None
         return await self._joined[0].ping()
 

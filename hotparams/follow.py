@@ -29,8 +29,9 @@ Actions and their results:
 ``Receive``     the messages that arrive within ``timeout`` (a burst is
                 drained whole, up to ``MAX_BATCH``); ``[]`` on timeout
 ``Ping``        a PING on the subscription: the token of the pong to wait
-                for (the connection is shared by the process's handles, and
-                so is a PING in flight, see :mod:`hotparams.hub`)
+                for, None if a pong just came (the connection is shared by
+                the process's handles, and so are its PINGs, see
+                :mod:`hotparams.hub`)
 ``Read``        the result of a :mod:`~hotparams.protocol` operation
 ``Publish``     make ``view`` (``new`` and its variants) the handle's current
                 snapshot, then notify

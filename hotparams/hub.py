@@ -42,6 +42,9 @@ __all__ = ["Down", "Inbox", "Routes", "next_tick"]
 
 #: a PING in flight for longer than this is not shared: a new one is sent
 PING_SHARED_FOR = 1.0
+#: a pong younger than this answers for the connection (the handles of a
+#: process wake for their probes milliseconds apart: one PING serves them)
+PONG_FRESH = 0.1
 
 
 class Inbox(Protocol):
@@ -77,6 +80,7 @@ class Routes:
         #: SUNSUBSCRIBE replies this process asked for and has not seen yet
         self._leaving: Counter[str] = Counter()
         self._ping: tuple[str, float] | None = None
+        self._pong = -1e18  # when the last pong came
         self._pings = itertools.count(1)
 
     def join(self, channel: str, inbox: Inbox) -> Join:
@@ -117,8 +121,10 @@ class Routes:
         with self._lock:
             return not self._inboxes
 
-    def route(self, messages: Sequence[dict[str, Any]]) -> Iterable[tuple[Inbox, list[Any]]]:
-        """Who gets which of ``messages`` (a burst, in order)."""
+    def route(
+        self, messages: Sequence[dict[str, Any]], now: float
+    ) -> Iterable[tuple[Inbox, list[Any]]]:
+        """Who gets which of ``messages`` (a burst read at ``now``, in order)."""
         out: dict[int, tuple[Inbox, list[Any]]] = {}
 
         def give(inboxes: Iterable[Inbox], message: Any) -> None:
@@ -133,6 +139,7 @@ class Routes:
             for message in messages:
                 kind = text(message.get("type", ""))
                 if kind == "pong":
+                    self._pong = now
                     if self._ping is not None and text(message.get("data", "")) == self._ping[0]:
                         self._ping = None
                     give([i for group in self._inboxes.values() for i in group], message)
@@ -152,10 +159,13 @@ class Routes:
                 give(self._inboxes.get(channel, ()), message)
         return list(out.values())
 
-    def ping(self, now: float) -> tuple[str, bool]:
-        """The token of the PING whose pong a probing handle waits for, and
-        whether to send it (False: one is in flight, sent moments ago)."""
+    def ping(self, now: float) -> tuple[str | None, bool]:
+        """The token of the PING whose pong a probing handle waits for (None:
+        a pong came moments ago, the connection answered), and whether to
+        send it (False: one is in flight, sent moments ago)."""
         with self._lock:
+            if now - self._pong < PONG_FRESH:
+                return None, False
             if self._ping is not None and now - self._ping[1] < PING_SHARED_FOR:
                 return self._ping[0], False
             token = f"hotparams-{os.getpid()}-{next(self._pings)}"

@@ -270,7 +270,7 @@ class Live(Handle[M]):
             if time.monotonic() >= deadline:
                 return []
 
-    def _ping(self, action: listener.Ping) -> str:
+    def _ping(self, action: listener.Ping) -> str | None:
         assert self._joined is not None
         return self._joined[0].ping()
 

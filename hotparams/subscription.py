@@ -123,13 +123,15 @@ class Hub:
             except Exception as exc:
                 self._break(exc)
 
-    def ping(self) -> str:
-        """The token of the pong that answers for the connection now."""
+    def ping(self) -> str | None:
+        """The token of the pong that answers for the connection now (None:
+        one just did)."""
         with self._lock:
             if self._pubsub is None:
                 raise ConnectionFailed(redact_url(self._url), "the subscription is closed")
             token, send = self.routes.ping(time.monotonic())
             if send:
+                assert token is not None
                 try:
                     self._pubsub.ping(token)
                 except Exception as exc:
@@ -158,7 +160,7 @@ class Hub:
                 batch = [message]
                 while len(batch) < MAX_BATCH and (more := pubsub.get_message(timeout=0.0)):
                     batch.append(more)
-                for inbox, messages in self.routes.route(batch):
+                for inbox, messages in self.routes.route(batch, time.monotonic()):
                     inbox.put_nowait(messages)
         except Exception as exc:
             if self._pubsub is not pubsub:  # closed under us (a leave or a break holds the lock)
@@ -242,12 +244,13 @@ class AsyncHub:
             except Exception as exc:
                 await self._break(exc)
 
-    async def ping(self) -> str:
+    async def ping(self) -> str | None:
         async with self._lock:
             if self._pubsub is None:
                 raise ConnectionFailed(redact_url(self._url), "the subscription is closed")
             token, send = self.routes.ping(time.monotonic())
             if send:
+                assert token is not None
                 try:
                     await self._pubsub.ping(token)
                 except Exception as exc:
@@ -270,7 +273,7 @@ class AsyncHub:
                 batch = [message]
                 while len(batch) < MAX_BATCH and (more := await pubsub.get_message(timeout=0.0)):
                     batch.append(more)
-                for inbox, messages in self.routes.route(batch):
+                for inbox, messages in self.routes.route(batch, time.monotonic()):
                     inbox.put_nowait(messages)
         except asyncio.CancelledError:
             raise

@@ -11,7 +11,18 @@ import pytest
 from hotparams.codec import dumps
 from hotparams.errors import ConnectionFailed, InvalidParams, NamespaceNotFound, ProtocolError
 from hotparams.events import Event, parse_event
-from hotparams.follow import Lost, Ping, Publish, Read, Receive, Subscribe, connect, listen, start
+from hotparams.follow import (
+    Lost,
+    Ping,
+    Publish,
+    Read,
+    Receive,
+    Subscribe,
+    Unanswered,
+    connect,
+    listen,
+    start,
+)
 from hotparams.keys import keys_for
 from hotparams.protocol import Head, Stored
 from hotparams.schema import ParamSchema
@@ -330,6 +341,7 @@ def message(data: bytes) -> dict[str, Any]:
 
 
 def test_listen_probes_and_declares_a_silent_subscription_lost() -> None:
+    assert issubclass(Unanswered, Lost)  # a Reset(dead=True): every handle on it reconnects
     clock = Clock()
     tracker = tracker_at(3)
     phase = listen(tracker, keys_for(NS), clock)
@@ -337,11 +349,15 @@ def test_listen_probes_and_declares_a_silent_subscription_lost() -> None:
     clock.now += 1.5  # the reconcile interval passed in silence
     ping = phase.send([])
     assert isinstance(ping, Ping)
-    head_read = phase.send(None)
+    head_read = phase.send(None)  # None: a pong of the shared connection just came
     assert isinstance(head_read, Read)
     assert isinstance(phase.send(Head(3, "e1", 0, 1)), Receive)  # confirmed: listen on
+    clock.now += 1.5
+    assert isinstance(phase.send([]), Ping)
+    assert isinstance(phase.send("hotparams-1-7"), Read)  # the token of the pong to wait for
+    assert isinstance(phase.send(Head(3, "e1", 0, 1)), Receive)
     clock.now += 1.5  # no pong came back in a whole interval
-    with pytest.raises(Lost):
+    with pytest.raises(Unanswered):
         phase.send([])
 
 

@@ -1,0 +1,238 @@
+"""One pub/sub connection per process and node, shared by its live handles (issue 13).
+
+The routing decisions (hotparams.hub) are pinned without I/O; the drivers
+(hotparams.subscription) against a real redis-server: how many connections
+subscribe, what a killed shared connection does to every handle on it, and
+how many PINGs an idle process sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import time
+from typing import Any
+
+import pytest
+import redis
+
+import hotparams
+from hotparams import aio
+from hotparams.hub import Down, Routes, next_tick
+
+from .helpers import wait_until
+from .models import ChatParams, PairParams
+
+FAST: dict[str, Any] = {
+    "reconcile_interval": 0.3,
+    "socket_timeout": 1.0,
+    "reconnect_base_wait": 0.05,
+}
+
+
+def subscribers(probe: redis.Redis) -> list[dict[str, Any]]:
+    return [c for c in probe.client_list() if int(c.get("ssub", 0)) > 0]
+
+
+# ---------------------------------------------------------------- the decisions
+
+
+def smessage(channel: str, data: str = "x") -> dict[str, Any]:
+    return {"type": "smessage", "channel": channel.encode(), "data": data.encode()}
+
+
+def test_routes_send_ssubscribe_once_per_channel_and_confirm_every_joiner() -> None:
+    routes = Routes()
+    a, b, c = queue.SimpleQueue(), queue.SimpleQueue(), queue.SimpleQueue()
+    assert routes.join("ch1", a) == "send"
+    assert routes.join("ch1", b) == "wait"  # sent, not confirmed yet
+    delivered = dict(
+        (id(i), m) for i, m in routes.route([{"type": "ssubscribe", "channel": b"ch1"}], now=0)
+    )
+    assert set(delivered) == {id(a), id(b)}
+    assert routes.join("ch1", c) == "ready"
+    assert routes.join("ch2", c) == "send"
+
+
+def test_routes_give_each_message_to_the_inboxes_of_its_channel_and_pongs_to_all() -> None:
+    routes = Routes()
+    a, b = queue.SimpleQueue(), queue.SimpleQueue()
+    routes.join("ch1", a)
+    routes.join("ch2", b)
+    token, send = routes.ping(now=10.0)
+    assert send
+    out = {
+        id(i): m
+        for i, m in routes.route(
+            [smessage("ch1", "1"), smessage("ch2", "2"), {"type": "pong", "data": token.encode()}],
+            now=10.001,
+        )
+    }
+    assert [m["data"] for m in out[id(a)]] == [b"1", token.encode()]
+    assert [m["data"] for m in out[id(b)]] == [b"2", token.encode()]
+    assert routes.route([smessage("other")], now=10.002) == []
+
+
+def test_a_ping_in_flight_is_shared_and_a_new_one_follows_its_pong() -> None:
+    routes = Routes()
+    routes.join("ch", queue.SimpleQueue())
+    first, send = routes.ping(now=1.0)
+    assert send
+    assert routes.ping(now=1.2) == (first, False)  # in flight: wait for its pong
+    routes.route([{"type": "pong", "data": first.encode()}], now=1.25)
+    assert routes.ping(now=1.3) == (None, False)  # a pong just came: the connection answered
+    second, send = routes.ping(now=1.5)
+    assert send and second not in (None, first)
+    third, send = routes.ping(now=3.0)  # unanswered for long: not shared any more
+    assert send and third != second
+
+
+def test_our_own_sunsubscribe_is_swallowed_the_servers_reaches_the_channel() -> None:
+    routes = Routes()
+    a, b = queue.SimpleQueue(), queue.SimpleQueue()
+    routes.join("ch", a)
+    routes.route([{"type": "ssubscribe", "channel": b"ch"}], now=0)
+    assert routes.leave("ch", a)  # the last one: unsubscribe
+    assert routes.join("ch", b) == "send"  # before the reply came back
+    unsub = {"type": "sunsubscribe", "channel": b"ch"}
+    assert routes.route([unsub], now=0) == []  # ours: nobody hears it
+    routes.route([{"type": "ssubscribe", "channel": b"ch"}], now=0)
+    got = routes.route([unsub], now=0)  # the server dropped the channel (a slot migrated)
+    assert [(i is b, m) for i, m in got] == [(True, [unsub])]
+    assert routes.join("ch", a) == "send"  # to subscribe again
+
+
+def test_clear_tells_every_inbox_once() -> None:
+    routes = Routes()
+    a, b = queue.SimpleQueue(), queue.SimpleQueue()
+    routes.join("ch1", a)
+    routes.join("ch2", a)
+    routes.join("ch2", b)
+    assert sorted(map(id, routes.clear())) == sorted([id(a), id(a), id(b)])
+    assert routes.empty() and not routes.holds(a)
+    assert isinstance(Down(RuntimeError("x")).error, RuntimeError)
+
+
+def test_probes_of_a_process_fall_on_one_grid() -> None:
+    ticks = {round(next_tick(now, 5.0), 6) for now in (100.0, 101.3, 102.9, 104.1)}
+    assert len(ticks) <= 2  # four handles started within one interval probe together
+    for now in (0.0, 3.3, 1e6 + 0.7):
+        t = next_tick(now, 5.0)
+        assert now < t <= now + 5.0
+
+
+# ---------------------------------------------------------------- the sync handles
+
+
+def test_sync_handles_of_a_process_share_one_subscription_and_all_follow(
+    redis_url: str,
+) -> None:
+    probe = redis.Redis.from_url(redis_url)
+    bus = hotparams.connect(redis_url, **FAST)
+    names = [f"shared-{i}" for i in range(6)]
+    for ns in names:
+        bus.register(ns, PairParams)
+    handles = [bus.watch(ns, PairParams) for ns in names for _ in range(2)]
+    try:
+        subs = subscribers(probe)
+        assert [int(c["ssub"]) for c in subs] == [len(names)]  # one connection, six channels
+        for i, ns in enumerate(names):
+            bus.set(ns, {"a": i, "b": -i})
+        for live in handles:
+            i = names.index(live.namespace)
+            assert live.wait_until(lambda s, i=i: (s.params.a, s.params.b) == (i, -i), 10)
+        # the shared connection dies: every handle reconnects and re-reads
+        probe.client_kill_filter(_id=subs[0]["id"])
+        assert wait_until(lambda: [int(c["ssub"]) for c in subscribers(probe)] == [len(names)])
+        for i, ns in enumerate(names):
+            bus.set(ns, {"a": 100 + i, "b": 0})
+        for live in handles:
+            i = names.index(live.namespace)
+            assert live.wait_until(lambda s, i=i: s.params.a == 100 + i, 10)
+            assert live.connected
+    finally:
+        for live in handles:
+            live.close()
+        bus.close()
+    assert wait_until(lambda: not subscribers(probe))  # the last handle closed it
+    probe.close()
+
+
+def test_an_idle_process_sends_one_ping_per_interval_whatever_its_handles(
+    redis_url: str,
+) -> None:
+    probe = redis.Redis.from_url(redis_url)
+    bus = hotparams.connect(redis_url, **FAST)
+    bus.register("idle", ChatParams)
+    handles = [bus.watch("idle", ChatParams) for _ in range(10)]
+    try:
+        probe.config_resetstat()
+        started = time.monotonic()
+        time.sleep(6 * FAST["reconcile_interval"])  # a window to measure, not a synchronisation
+        seconds = time.monotonic() - started
+        stats = probe.info("commandstats")
+        pings = stats.get("cmdstat_ping", {}).get("calls", 0)
+        # 10 handles probing alone would send 10 per interval
+        assert 1 <= pings <= seconds / FAST["reconcile_interval"] + 2, (pings, seconds)
+        assert all(live.connected for live in handles)
+    finally:
+        for live in handles:
+            live.close()
+        bus.close()
+        probe.close()
+
+
+# ---------------------------------------------------------------- the asyncio handles
+
+
+def test_asyncio_handles_share_one_subscription_beyond_the_pools_hundred(
+    redis_url: str,
+) -> None:
+    """redis.asyncio's pool holds 100 connections by default: a handle's own
+    subscription made the 101st handle fail."""
+
+    async def main() -> None:
+        probe = redis.Redis.from_url(redis_url)
+        bus = aio.connect(redis_url, **FAST)
+        await bus.register("many", PairParams)
+        handles = [await bus.watch("many", PairParams) for _ in range(130)]
+        try:
+            assert [int(c["ssub"]) for c in subscribers(probe)] == [1]
+            v = await bus.set("many", {"a": 7, "b": 8})
+            for live in handles:
+                assert await live.wait_for(v, 10)
+                assert (live.current.params.a, live.current.params.b) == (7, 8)
+            probe.client_kill_filter(_id=subscribers(probe)[0]["id"])
+            v = await bus.set("many", {"a": 9, "b": 9})
+            for live in handles:  # each re-read it after reconnecting, or got its event
+                assert await live.wait_for(v, 10)
+            assert [int(c["ssub"]) for c in subscribers(probe)] == [1]
+        finally:
+            for live in handles:
+                await live.aclose()
+            await bus.aclose()
+        assert not subscribers(probe)
+        probe.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("handles", [1, 3])
+def test_a_handle_that_closes_leaves_the_others_subscribed(redis_url: str, handles: int) -> None:
+    probe = redis.Redis.from_url(redis_url)
+    bus = hotparams.connect(redis_url, **FAST)
+    bus.register("stay", PairParams)
+    bus.register("go", PairParams)
+    stay = [bus.watch("stay", PairParams) for _ in range(handles)]
+    go = bus.watch("go", PairParams)
+    try:
+        assert [int(c["ssub"]) for c in subscribers(probe)] == [2]
+        go.close()
+        assert wait_until(lambda: [int(c["ssub"]) for c in subscribers(probe)] == [1])
+        v = bus.set("stay", {"a": 1, "b": 2})
+        assert all(live.wait_for(v, 10) for live in stay)
+    finally:
+        for live in stay:
+            live.close()
+        bus.close()
+        probe.close()
