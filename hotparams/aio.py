@@ -48,7 +48,7 @@ from .clients import (
 from .config import Settings, redact_url, settings_from
 from .core import BusCore, WatchOptions
 from .drivers import aperform
-from .driving import Stopped, aconverse
+from .driving import aconverse
 from .errors import ConnectionFailed
 from .handle import Handle
 from .protocol import Op, Wire
@@ -197,14 +197,14 @@ class AsyncLive(Handle[M]):
         settings = self._follow.settings.model_copy(update={"retry_attempts": 1})
         self._reader = AsyncBus(self._follow.client, settings=settings, url=bus.url)
         # fleet reports go over the bus's reporting pool (shared by its handles)
-        self._report_bus = bus._reporting_bus()
         #: the shared subscription this handle joined: (hub, channel, inbox)
         self._joined: tuple[AsyncHub, str, asyncio.Queue[Any]] | None = None
         self._changed = asyncio.Condition()
         self._queue: asyncio.Queue[tuple[Snapshot[M] | None, Snapshot[M]] | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()  # the reporter: something to report
         self._reported = asyncio.Event()  # the reporter's first call is done
+        #: the report pump of this process's handles on the bus, once joined
+        self._reports: _AsyncReports | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _start(self) -> None:
@@ -227,8 +227,9 @@ class AsyncLive(Handle[M]):
         self._tasks = [
             asyncio.create_task(self._dispatch(), name="hotparams-callbacks"),
             asyncio.create_task(self._listen(), name="hotparams-live"),
-            asyncio.create_task(self._report(), name="hotparams-report"),
         ]
+        self._reports = _reports(self._bus)
+        self._reports.join(self._reporter, self._reported.set)
 
     async def _until_joined(self, wait: float) -> None:
         """As the sync handle: normally subscribed and reported within milliseconds."""
@@ -268,8 +269,7 @@ class AsyncLive(Handle[M]):
             return
         self._closed = True
         _handles.discard(self)
-        self._wake.set()  # the reporter sends its last counts and leaves the fleet
-        dispatcher, listener, reporter = self._tasks or (None, None, None)
+        dispatcher, listener = self._tasks or (None, None)
         if listener is not None:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -277,12 +277,9 @@ class AsyncLive(Handle[M]):
         self._queue.put_nowait(None)
         if dispatcher is not None:
             await dispatcher
-        if reporter is not None:
-            done, _ = await asyncio.wait({reporter}, timeout=_FAREWELL)
-            if not done:  # Redis does not answer: give up on leaving
-                reporter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reporter
+        reports, self._reports = self._reports, None
+        if reports is not None:  # the last counts, then leave the fleet
+            await reports.leave(self._reporter, _FAREWELL)
         await self._leave()
         self._tracker.connected = False
         self._observer.connection(False)
@@ -322,10 +319,6 @@ class AsyncLive(Handle[M]):
             )
         finally:
             await self._leave()
-
-    async def _report(self) -> None:
-        with contextlib.suppress(Stopped):
-            await aconverse(reporter.lifetime(self._reporter), self._act)
 
     async def _dispatch(self) -> None:
         await aconverse(runner.dispatching(self), self._act)
@@ -395,20 +388,8 @@ class AsyncLive(Handle[M]):
 
     def _touch_reporter(self) -> None:
         self._reporter.touch()
-        self._wake.set()
-
-    async def _idle(self, action: reporter.Idle) -> None:
-        if self._closed:
-            raise Stopped
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), action.timeout)
-        self._wake.clear()
-
-    async def _write(self, action: reporter.Write) -> Any:
-        try:
-            return await self._report_bus.run(action.op)
-        finally:
-            self._reported.set()
+        if self._reports is not None:
+            self._reports.wake()
 
     # ------------------------------------------------------------ dispatcher actions
 
@@ -427,6 +408,75 @@ class AsyncLive(Handle[M]):
         result = action.call()
         if inspect.isawaitable(result):
             await result
+
+
+# ---------------------------------------------------------------- fleet reports
+
+
+class _AsyncReports:
+    """As :class:`hotparams.live._Reports`, on a task: the fleet reports of
+    this process's handles on one bus, over the bus's reporting pool."""
+
+    def __init__(self, bus: AsyncBus) -> None:
+        self.pump = reporter.Pump()
+        self._bus = bus
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def join(self, r: reporter.Reporter, tried: Callable[[], None]) -> None:
+        if self.pump.join(r, tried):
+            self._start()
+        self.wake()
+
+    async def leave(self, r: reporter.Reporter, wait: float) -> None:
+        done = asyncio.Event()
+        if self.pump.leave(r, done.set):
+            self._start()
+        self.wake()
+        try:
+            await asyncio.wait_for(done.wait(), wait)
+        except TimeoutError:  # Redis does not answer: give up on leaving
+            task = self._task
+            if task is not None and not self.pump.members():  # nobody else waits for it
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="hotparams-report")
+
+    async def _run(self) -> None:
+        writer = self._bus._reporting_bus()
+        act = functools.partial(_pump_act, self, writer)
+        try:
+            await aconverse(reporter.pumping(self.pump), act)
+        except asyncio.CancelledError:
+            self.pump.cancelled()
+            raise
+
+    async def _idle(self, action: reporter.Idle) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), action.timeout)
+        self._wake.clear()
+
+
+async def _pump_act(reports: _AsyncReports, writer: AsyncBus, action: reporter.Action) -> Any:
+    if isinstance(action, reporter.Write):
+        return await writer.run(action.op)
+    return await reports._idle(action)
+
+
+def _reports(bus: AsyncBus) -> _AsyncReports:
+    """The report pump of this process's handles on ``bus``."""
+    pid = os.getpid()
+    pump: tuple[int, _AsyncReports] | None = bus._pump
+    if pump is None or pump[0] != pid:
+        pump = (pid, _AsyncReports(bus))
+        bus._pump = pump
+    return pump[1]
 
 
 # ---------------------------------------------------------------- shared subscriptions

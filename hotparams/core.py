@@ -181,6 +181,8 @@ class BusCore:
         #: the shared subscriptions of this bus's live handles, by (process, node):
         #: see hotparams.hub (made and used by the drivers)
         self._hubs: dict[tuple[int, str], Any] = {}
+        #: the report pump of this bus's live handles: (process, pump), see hotparams.reporting
+        self._pump: tuple[int, Any] | None = None
         #: the Lua library this bus installs (see hotparams.library)
         self.library: Library = current()
         #: whether Redis runs a library that serves this bus (checked before the first call)

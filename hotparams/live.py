@@ -58,6 +58,9 @@ M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger("hotparams.live")
 
+#: guards the per-process registries of a bus (shared subscriptions, report pump)
+_hubs_lock = threading.Lock()
+
 #: longest a blocking wait of the listener lasts before it checks for close()
 _POLL = 0.1
 #: how long close() lets the reporter send its last exposure counts and leave
@@ -110,23 +113,23 @@ class Live(Handle[M]):
             queue.SimpleQueue()
         )
         self._threads: list[threading.Thread] = []
-        self._wake = threading.Event()  # the reporter: something to report
         self._reported = threading.Event()  # the reporter's first call is done
-        self._report_bus: Bus | None = None  # the reporter's own connection
-        self._abandon = False  # close() gave up on the reporter's last writes
+        #: the report pump of this process's handles on the bus, once joined
+        self._reports: _Reports | None = None
         self._act = functools.partial(runner.perform, self)
 
     def _start_threads(self) -> None:
         for role, target in (
             ("callbacks", self._dispatch),
             ("live", self._listen),
-            ("report", self._report),
         ):
             thread = threading.Thread(
                 target=target, name=f"hotparams-{role}-{self.namespace}", daemon=True
             )
             self._threads.append(thread)
             thread.start()
+        self._reports = _reports(self._bus)
+        self._reports.join(self._reporter, self._reported.set)
 
     def _until_joined(self, wait: float) -> None:
         """Normally subscribed and reported within milliseconds (then
@@ -157,20 +160,16 @@ class Live(Handle[M]):
     def _stop(self, timeout: float) -> None:
         """Stop the threads, leave the fleet and drop the connections."""
         self._stopping.set()
-        self._wake.set()  # the reporter sends its last counts and leaves the fleet
         self._interrupt()  # a read blocked on a frozen or partitioned Redis returns now
         self._queue.put(None)
         me = threading.current_thread()
-        dispatcher, listener, reporter = self._threads or (None, None, None)
+        dispatcher, listener = self._threads or (None, None)
         for thread in (listener, dispatcher):
             if thread is not None and thread is not me and thread.is_alive():
                 thread.join(timeout)
-        if reporter is not None and reporter is not me and reporter.is_alive():
-            reporter.join(min(timeout, _FAREWELL))
-            if reporter.is_alive():  # Redis does not answer: give up on leaving
-                self._abandon = True
-                self._interrupt_reporter()
-                reporter.join(timeout)
+        reports, self._reports = self._reports, None
+        if reports is not None:  # the last counts, then leave the fleet
+            reports.leave(self._reporter, min(timeout, _FAREWELL))
         self._leave()
         self._drop_reader()
         self._tracker.connected = False
@@ -207,14 +206,6 @@ class Live(Handle[M]):
         finally:
             self._leave()
             self._drop_reader()
-
-    def _report(self) -> None:
-        try:
-            converse(reporter.lifetime(self._reporter), self._act)
-        except Stopped:
-            pass
-        finally:
-            self._drop_report_bus()
 
     def _dispatch(self) -> None:
         converse(runner.dispatching(self), self._act)
@@ -301,25 +292,8 @@ class Live(Handle[M]):
 
     def _touch_reporter(self) -> None:
         self._reporter.touch()
-        self._wake.set()
-
-    def _idle(self, action: reporter.Idle) -> None:
-        if self._stopping.is_set():
-            raise Stopped
-        self._wake.wait(action.timeout)
-        self._wake.clear()
-
-    def _write(self, action: reporter.Write) -> Any:
-        if self._abandon:
-            raise Stopped
-        try:
-            return self._reporting_bus().run(action.op)
-        except Exception:
-            if self._abandon:
-                raise Stopped from None
-            raise
-        finally:
-            self._reported.set()
+        if self._reports is not None:
+            self._reports.wake()
 
     # ------------------------------------------------------------ dispatcher actions
 
@@ -385,24 +359,51 @@ class Live(Handle[M]):
             hub, channel, inbox = joined
             hub.leave(channel, inbox, dead=dead)
 
-    def _reporting_bus(self) -> Bus:
-        """The reporter's Bus, on a pool of its own (like the Bus's): close()
-        can then cut even a connection that is still being opened."""
-        if self._report_bus is None:
-            settings = self._bus.settings.model_copy(update={"retry_attempts": 1})
-            self._report_bus = Bus(
-                own_client(self._bus.client), settings=settings, url=self._bus.url
-            )
-        return self._report_bus
 
-    def _interrupt_reporter(self) -> None:
-        bus = self._report_bus
-        if bus is None:
+# ---------------------------------------------------------------- fleet reports
+
+
+class _Reports:
+    """The fleet reports of this process's handles on one bus: one thread
+    runs :func:`hotparams.reporting.pumping` for all of them (one
+    ``hp_reports`` call per namespace), over a connection of its own."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.pump = reporter.Pump()
+        self._bus = bus
+        self._wake = threading.Event()
+        self._writer: Bus | None = None
+        self._thread: threading.Thread | None = None
+
+    def join(self, r: reporter.Reporter, tried: Callable[[], None]) -> None:
+        if self.pump.join(r, tried):
+            self._start()
+        self.wake()
+
+    def leave(self, r: reporter.Reporter, wait: float) -> None:
+        """Send ``r``'s last counts and leave the fleet: waits at most
+        ``wait`` seconds (a Redis that does not answer is not waited for)."""
+        done = threading.Event()
+        if self.pump.leave(r, done.set):
+            self._start()
+        self.wake()
+        if done.wait(wait):
             return
-        if isinstance(bus.client, RedisCluster):
-            interrupt(bus.client)
+        log.debug("%s: leaving the fleet takes too long: not waited for", r.namespace)
+        thread = self._thread
+        if not self.pump.members() and thread is not None:  # nobody else reports: cut it short
+            self._interrupt()
+            thread.join(wait)
+
+    def _interrupt(self) -> None:
+        """Cut the pump's call to a Redis that does not answer."""
+        writer = self._writer
+        if writer is None:
             return
-        pool = bus.client.connection_pool
+        if isinstance(writer.client, RedisCluster):
+            interrupt(writer.client)
+            return
+        pool = writer.client.connection_pool
         # a call retried on a new connection must not wait for the
         # unresponsive server for a socket timeout again
         pool.connection_kwargs.update(socket_timeout=0.01, socket_connect_timeout=0.01)
@@ -410,21 +411,54 @@ class Live(Handle[M]):
             pool.disconnect(inuse_connections=True)
             pool.reset()
         except Exception as exc:
-            log.debug("%s: interrupting the reporter: %s", self.namespace, describe(exc))
+            log.debug("interrupting the reporter: %s", describe(exc))
 
-    def _drop_report_bus(self) -> None:
-        bus, self._report_bus = self._report_bus, None
-        if bus is not None:
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _start(self) -> None:
+        # one attempt per call: the pump does its own backoff
+        settings = self._bus.settings.model_copy(update={"retry_attempts": 1})
+        writer = Bus(own_client(self._bus.client), settings=settings, url=self._bus.url)
+        self._writer = writer
+        self._thread = threading.Thread(
+            target=self._run, args=(writer,), name="hotparams-report", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, writer: Bus) -> None:
+        try:
+            converse(reporter.pumping(self.pump), functools.partial(_pump_act, self, writer))
+        finally:
             try:
-                bus.close()
-                interrupt(bus.client)
+                writer.close()
+                interrupt(writer.client)
             except Exception as exc:
-                log.debug("%s: closing the report connection: %s", self.namespace, describe(exc))
+                log.debug("closing the report connection: %s", describe(exc))
+
+    def _idle(self, action: reporter.Idle) -> None:
+        self._wake.wait(action.timeout)
+        self._wake.clear()
+
+
+def _pump_act(reports: _Reports, writer: Bus, action: reporter.Action) -> Any:
+    if isinstance(action, reporter.Write):
+        return writer.run(action.op)
+    return reports._idle(action)
+
+
+def _reports(bus: Bus) -> _Reports:
+    """The report pump of this process's handles on ``bus``."""
+    with _hubs_lock:
+        pid = os.getpid()
+        pump: tuple[int, _Reports] | None = bus._pump
+        if pump is None or pump[0] != pid:
+            pump = (pid, _Reports(bus))
+            bus._pump = pump
+        return pump[1]
 
 
 # ---------------------------------------------------------------- shared subscriptions
-
-_hubs_lock = threading.Lock()
 
 
 def _hub(bus: Bus, channel: str) -> Hub:

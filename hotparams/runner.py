@@ -1,14 +1,17 @@
 """One live runner: the three loops of a live handle, written once.
 
 A handle (:class:`~hotparams.Live` or :class:`~hotparams.aio.AsyncLive`)
-runs three conversations, each a generator free of I/O:
+runs two conversations, each a generator free of I/O, and takes part in
+two run once per process:
 
 ``listener``    :func:`hotparams.follow.follow`: subscribe, read, apply,
-                reconcile, and reconnect after any failure
-``reporter``    :func:`hotparams.reporting.lifetime`: the worker's fleet
-                reports and A/B exposure counts, then leaving the fleet
+                reconcile, and reconnect after any failure (over the
+                process's shared subscription, :mod:`hotparams.hub`)
 ``dispatcher``  :func:`dispatching`: change callbacks in version order, and
                 the disk cache, off the listener and the read path
+``reporter``    :func:`hotparams.reporting.pumping`, one per process and
+                bus: the fleet reports of all its handles, together, their
+                A/B exposure counts, and their farewells
 
 Each action names (``verb``) the method of a :class:`Backend` that
 performs it; :func:`perform` is the whole dispatch.  The sync handle
@@ -25,7 +28,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 if TYPE_CHECKING:
     from .follow import Pause, Ping, Publish, Read, Receive, Reset, Status, Subscribe
     from .handle import Handle
-    from .reporting import Idle, Write
     from .snapshot import Snapshot
 
 __all__ = ["EMPTY", "Backend", "Notify", "Store", "Take", "dispatching", "perform"]
@@ -74,10 +76,6 @@ class Backend(Protocol):
     def _pause(self, action: Pause) -> Any: ...
     def _reset(self, action: Reset) -> Any: ...
     def _signal(self, action: Status) -> Any: ...
-
-    # the reporter (hotparams.reporting)
-    def _idle(self, action: Idle) -> Any: ...
-    def _write(self, action: Write) -> Any: ...
 
     # the dispatcher
     def _take(self, action: Take) -> Any: ...

@@ -88,7 +88,7 @@ def test_an_async_close_is_prompt_even_while_redis_is_frozen(private_redis: Loca
         await abus.register("pair", PairParams)
         live = await abus.watch("pair", PairParams)
         # the reporter's calls go through a pool of its own: cutting it leaves the bus's alone
-        assert live._report_bus.client.connection_pool is not abus.client.connection_pool
+        assert abus._reporting_bus().client.connection_pool is not abus.client.connection_pool
         private_redis.freeze()
         try:
             await asyncio.sleep(0.6)  # the reconcile probe waits for a reply that will not come

@@ -19,6 +19,7 @@ import redis
 import hotparams
 from hotparams import aio
 from hotparams.hub import Down, Routes, next_tick
+from hotparams.keys import keys_for
 
 from .helpers import wait_until
 from .models import ChatParams, PairParams
@@ -30,8 +31,15 @@ FAST: dict[str, Any] = {
 }
 
 
-def subscribers(probe: redis.Redis) -> list[dict[str, Any]]:
-    return [c for c in probe.client_list() if int(c.get("ssub", 0)) > 0]
+def subscribers(probe: redis.Redis, *namespaces: str) -> list[int]:
+    """How many connections subscribe to each namespace's channel."""
+    channels = [keys_for(ns).channel for ns in namespaces]
+    reply = probe.execute_command("PUBSUB", "SHARDNUMSUB", *channels)
+    return [int(n) for n in reply[1::2]]
+
+
+def subscriber_ids(probe: redis.Redis) -> list[str]:
+    return [c["id"] for c in probe.client_list() if int(c.get("ssub", 0)) > 0]
 
 
 # ---------------------------------------------------------------- the decisions
@@ -132,18 +140,20 @@ def test_sync_handles_of_a_process_share_one_subscription_and_all_follow(
     names = [f"shared-{i}" for i in range(6)]
     for ns in names:
         bus.register(ns, PairParams)
+    before = set(subscriber_ids(probe))  # other tests' on this server
     handles = [bus.watch(ns, PairParams) for ns in names for _ in range(2)]
     try:
-        subs = subscribers(probe)
-        assert [int(c["ssub"]) for c in subs] == [len(names)]  # one connection, six channels
+        assert subscribers(probe, *names) == [1] * len(names)  # one connection for all
         for i, ns in enumerate(names):
             bus.set(ns, {"a": i, "b": -i})
         for live in handles:
             i = names.index(live.namespace)
             assert live.wait_until(lambda s, i=i: (s.params.a, s.params.b) == (i, -i), 10)
         # the shared connection dies: every handle reconnects and re-reads
-        probe.client_kill_filter(_id=subs[0]["id"])
-        assert wait_until(lambda: [int(c["ssub"]) for c in subscribers(probe)] == [len(names)])
+        (shared,) = set(subscriber_ids(probe)) - before  # this process's one connection
+        probe.client_kill_filter(_id=shared)
+        assert wait_until(lambda: subscribers(probe, *names) == [1] * len(names))
+        assert shared not in subscriber_ids(probe)
         for i, ns in enumerate(names):
             bus.set(ns, {"a": 100 + i, "b": 0})
         for live in handles:
@@ -154,7 +164,7 @@ def test_sync_handles_of_a_process_share_one_subscription_and_all_follow(
         for live in handles:
             live.close()
         bus.close()
-    assert wait_until(lambda: not subscribers(probe))  # the last handle closed it
+    assert wait_until(lambda: subscribers(probe, *names) == [0] * len(names))  # the last closed it
     probe.close()
 
 
@@ -195,23 +205,25 @@ def test_asyncio_handles_share_one_subscription_beyond_the_pools_hundred(
         probe = redis.Redis.from_url(redis_url)
         bus = aio.connect(redis_url, **FAST)
         await bus.register("many", PairParams)
+        before = set(subscriber_ids(probe))  # other tests' on this server
         handles = [await bus.watch("many", PairParams) for _ in range(130)]
         try:
-            assert [int(c["ssub"]) for c in subscribers(probe)] == [1]
+            assert subscribers(probe, "many") == [1]
             v = await bus.set("many", {"a": 7, "b": 8})
             for live in handles:
                 assert await live.wait_for(v, 10)
                 assert (live.current.params.a, live.current.params.b) == (7, 8)
-            probe.client_kill_filter(_id=subscribers(probe)[0]["id"])
+            (shared,) = set(subscriber_ids(probe)) - before  # this process's one connection
+            probe.client_kill_filter(_id=shared)
             v = await bus.set("many", {"a": 9, "b": 9})
             for live in handles:  # each re-read it after reconnecting, or got its event
                 assert await live.wait_for(v, 10)
-            assert [int(c["ssub"]) for c in subscribers(probe)] == [1]
+            assert subscribers(probe, "many") == [1]
         finally:
             for live in handles:
                 await live.aclose()
             await bus.aclose()
-        assert not subscribers(probe)
+        assert subscribers(probe, "many") == [0]
         probe.close()
 
     asyncio.run(main())
@@ -226,9 +238,9 @@ def test_a_handle_that_closes_leaves_the_others_subscribed(redis_url: str, handl
     stay = [bus.watch("stay", PairParams) for _ in range(handles)]
     go = bus.watch("go", PairParams)
     try:
-        assert [int(c["ssub"]) for c in subscribers(probe)] == [2]
+        assert subscribers(probe, "stay", "go") == [1, 1]
         go.close()
-        assert wait_until(lambda: [int(c["ssub"]) for c in subscribers(probe)] == [1])
+        assert wait_until(lambda: subscribers(probe, "stay", "go") == [1, 0])
         v = bus.set("stay", {"a": 1, "b": 2})
         assert all(live.wait_for(v, 10) for live in stay)
     finally:
