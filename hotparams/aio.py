@@ -12,7 +12,7 @@
 
 Both run the same I/O-free code as the sync ones: the operations of
 :class:`hotparams.core.BusCore` (the public methods of both buses, written
-once) and the three loops of :mod:`hotparams.runner`.  Nothing here
+once) and the loops of :mod:`hotparams.runner`.  Nothing here
 decides anything; it awaits.
 """
 

@@ -6,12 +6,14 @@
     snap = live.current            # no lock, no I/O: one attribute read
     snap.params.temperature        # the same version for as long as snap is held
 
-The handle runs the three conversations of :mod:`hotparams.runner` (the
-listener, the reporter and the dispatcher, each written once for both
-handles) on three threads, performing their actions with blocking calls
-over redis-py.  Applying a version replaces ``current`` whole; readers
-never wait for it.  Callbacks and the disk cache run on the dispatcher's
-thread, fleet reports on the reporter's, over a connection of its own, so
+The handle runs the conversations of :mod:`hotparams.runner` (the
+listener and the dispatcher, each written once for both handles) on two
+threads, performing their actions with blocking calls over redis-py; the
+process's handles share one subscription per Redis node (a reader thread,
+:class:`hotparams.subscription.Hub`) and one report pump per bus (a
+thread, over a connection of its own).  Applying a version replaces
+``current`` whole; readers never wait for it.  Callbacks and the disk
+cache run on the dispatcher's thread, fleet reports on the pump's, so
 neither can slow the listener or a reader.  ``close()`` cuts a call that
 hangs on a frozen or partitioned Redis by shutting its socket down.  A
 handle made before ``fork()`` starts its own threads in the child
@@ -193,7 +195,7 @@ class Live(Handle[M]):
         self._init_runtime()
         self._start_threads()
 
-    # ------------------------------------------------------------ the three threads
+    # ------------------------------------------------------------ the two threads
 
     def _listen(self) -> None:
         try:

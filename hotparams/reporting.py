@@ -7,9 +7,10 @@ on a heartbeat every ``report_interval`` seconds; a report lives three
 intervals, so a killed worker drops out by itself.  Closing the handle
 sends ``hp_leave``.  A failed report is logged (a warning the first time,
 then at debug level) and retried after a short backoff.  None of this
-touches the read path or waits in the listener: a thread (sync) or a task
-(asyncio) of its own runs the :func:`reporting` phase over a connection of
-its own.
+touches the read path or waits in the listener: one thread (sync) or task
+(asyncio) per process and bus runs :func:`pumping` for every handle's
+reporter (a :class:`Pump`) over a connection of its own, sending the
+reports due together, one ``hp_reports`` call per namespace.
 
 Exposure counts of A/B variants: each ``for_user`` call counts one
 assignment with ``next()`` on the user's :meth:`Tally.handout`, an
@@ -22,19 +23,19 @@ since the flush before (see :class:`Tally`), so a ``for_user`` call that
 looked its counter up just before a flush is counted at the next one, never
 lost, however many flushes pass meanwhile.
 
-Actions, performed by the drivers of :class:`hotparams.runner.Backend`
-(the ``verb`` of each names the method):
+Actions, performed by the pump's driver (``_Reports`` in
+:mod:`hotparams.live`, ``_AsyncReports`` in :mod:`hotparams.aio`):
 
 =========== ==============================================================
-``Idle``    wait until the handle applied a version or its connection
-            changed (:meth:`Reporter.touch`), or ``timeout`` seconds passed;
-            ``Stopped`` when the handle closes
+``Idle``    wait until a handle applied a version or its connection
+            changed (:meth:`Reporter.touch`), one joined or left, or
+            ``timeout`` seconds passed
 ``Write``   the result of a :mod:`~hotparams.fleet` operation, sent on the
             reporting connection
 =========== ==============================================================
 
-:func:`lifetime` is the reporter's whole life: :func:`reporting` until the
-handle closes, then :func:`farewell`.
+:func:`pumping` is the pump's whole life: reports and flushes for its
+members, the :func:`farewell` of each that leaves, until none is left.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One live runner: the three loops of a live handle, written once.
+"""One live runner: the loops of a live handle, written once.
 
 A handle (:class:`~hotparams.Live` or :class:`~hotparams.aio.AsyncLive`)
 runs two conversations, each a generator free of I/O, and takes part in
