@@ -357,7 +357,11 @@ class AsyncLive(Handle[M]):
         return await self._joined[0].ping()
 
     async def _read(self, action: listener.Read) -> Any:
-        return await (self._follow if action.patient else self._reader).run(action.op)
+        bus = self._follow if action.patient else self._reader
+        joined = self._joined
+        if action.shared is not None and joined is not None:
+            return await joined[0].shared(action.shared, lambda: bus.run(action.op))
+        return await bus.run(action.op)
 
     async def _publish(self, action: listener.Publish) -> None:
         self._install(action.view)  # the reference readers see

@@ -32,7 +32,8 @@ Actions and their results:
                 for, None if a pong just came (the connection is shared by
                 the process's handles, and so are its PINGs, see
                 :mod:`hotparams.hub`)
-``Read``        the result of a :mod:`~hotparams.protocol` operation
+``Read``        the result of a :mod:`~hotparams.protocol` operation (with
+                ``shared``, perhaps of the same read by another handle)
 ``Publish``     make ``view`` (``new`` and its variants) the handle's current
                 snapshot, then notify
 ``Pause``       wait ``seconds`` (cut short when the handle closes)
@@ -114,6 +115,10 @@ class Read:
     op: Op[Any]
     #: retry like any Bus call (the first read, without a fallback)
     patient: bool = False
+    #: a name for the read: the same read of another handle of this process
+    #: in flight serves this one too (a probe's head; never a re-read,
+    #: which must start after this handle subscribed)
+    shared: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +284,7 @@ def _resync(tracker: Tracker[Any], keys: Keys) -> Phase:
 
 def _reconcile(tracker: Tracker[Any], keys: Keys) -> Phase:
     try:
-        head = yield Read(head_op(keys))
+        head = yield Read(head_op(keys), shared=f"head {keys.namespace}")
     except NamespaceNotFound as exc:
         tracker.on_missing(exc.deleted)
         return

@@ -268,7 +268,11 @@ class Live(Handle[M]):
         return self._joined[0].ping()
 
     def _read(self, action: listener.Read) -> Any:
-        return (self._follow if action.patient else self._read_bus()).run(action.op)
+        bus = self._follow if action.patient else self._read_bus()
+        joined = self._joined
+        if action.shared is not None and joined is not None:
+            return joined[0].shared(action.shared, lambda: bus.run(action.op), self._stopping)
+        return bus.run(action.op)
 
     def _publish(self, action: listener.Publish) -> None:
         self._install(action.view)  # the reference readers see

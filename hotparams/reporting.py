@@ -290,8 +290,13 @@ class Reporter:
             due = min(due, self._last_report + DEBOUNCE)
         return max(0.0, due - self.clock())
 
-    def report_due(self, now: float) -> bool:
-        return now >= self._next_report or (self.dirty and now >= self._last_report + DEBOUNCE)
+    def report_due(self, now: float, ahead: float = 0.0) -> bool:
+        """Whether a report is due at ``now``; with ``ahead``, a heartbeat
+        due within that many seconds counts too (sent with others: early
+        is harmless, a report lives three intervals)."""
+        return now + ahead >= self._next_report or (
+            self.dirty and now >= self._last_report + DEBOUNCE
+        )
 
     def flush_due(self, now: float) -> bool:
         if now < self._next_flush:
@@ -459,10 +464,14 @@ def pumping(pump: Pump) -> Generator[Action, Any, None]:
             return
         yield Idle(pump.wait())
         now = pump.clock()
+        members = pump.members()
         groups: dict[tuple[str, str, float], list[tuple[Reporter, Callable[[], None]]]] = {}
-        for r, tried in pump.members():
-            if r.report_due(now):
-                groups.setdefault((r.namespace, r.user, r.ttl), []).append((r, tried))
+        if any(r.report_due(now) for r, _ in members):
+            # heartbeats due within half an interval go along: after one
+            # round the members' heartbeats fall together, one call apiece
+            for r, tried in members:
+                if r.report_due(now, ahead=r.interval / 2):
+                    groups.setdefault((r.namespace, r.user, r.ttl), []).append((r, tried))
         for group in groups.values():
             for start in range(0, len(group), PER_CALL):
                 chunk = group[start : start + PER_CALL]

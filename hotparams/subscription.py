@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .config import redact_url
 from .driving import Stopped
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["AsyncHub", "Hub", "down_error", "messages_of"]
 
 log = logging.getLogger("hotparams.live")
+
+T = TypeVar("T")
 
 #: longest a blocking read of the sync reader lasts before it checks it still runs
 _POLL = 0.1
@@ -61,6 +64,15 @@ def _confirmed(batch: Any, channel: str) -> bool:
     )
 
 
+class _Flight:
+    """A read in flight that several handles wait for."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
 class Hub:
     """One node's shared subscription for the sync handles of a process."""
 
@@ -73,6 +85,7 @@ class Hub:
         self._lock = threading.Lock()  # the connection's life: open, send, close
         self._pubsub: PubSub | None = None
         self._reader: threading.Thread | None = None
+        self._flights: dict[str, _Flight] = {}
 
     def join(self, channel: str, inbox: Inbox, stopping: threading.Event) -> None:
         """Follow ``channel`` into ``inbox`` once Redis confirmed the subscription."""
@@ -122,6 +135,34 @@ class Hub:
                     self._pubsub.sunsubscribe(channel)  # type: ignore[no-untyped-call]
             except Exception as exc:
                 self._break(exc)
+
+    def shared(self, name: str, read: Callable[[], T], stopping: threading.Event) -> T:
+        """The result of ``read``, or of the same read (``name``) another
+        handle of the process has in flight: a probe's head is read once
+        per process and namespace, however many handles probe it."""
+        with self._lock:
+            flight = self._flights.get(name)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[name] = _Flight()
+        if leader:
+            try:
+                flight.result = read()
+            except BaseException as exc:
+                flight.error = exc
+            finally:
+                with self._lock:
+                    del self._flights[name]
+                flight.done.set()
+        else:
+            while not flight.done.wait(_POLL):
+                if stopping.is_set():
+                    raise Stopped
+        if flight.error is not None:
+            if isinstance(flight.error, Stopped) and not leader:  # its handle closed, not ours
+                raise ConnectionFailed(redact_url(self._url), "a shared read was cut short")
+            raise flight.error
+        return cast(T, flight.result)
 
     def ping(self) -> str | None:
         """The token of the pong that answers for the connection now (None:
@@ -202,6 +243,7 @@ class AsyncHub:
         self._own: aredis.Redis | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._flights: dict[str, asyncio.Future[Any]] = {}
 
     async def join(self, channel: str, inbox: asyncio.Queue[Any]) -> None:
         async with self._lock:
@@ -243,6 +285,21 @@ class AsyncHub:
                     await self._pubsub.sunsubscribe(channel)
             except Exception as exc:
                 await self._break(exc)
+
+    async def shared(self, name: str, read: Callable[[], Awaitable[T]]) -> T:
+        """As :meth:`Hub.shared`: the read runs as a task of its own, so a
+        handle that closes (its task cancelled) does not cut it for the others."""
+        task = self._flights.get(name)
+        if task is None:
+            task = asyncio.ensure_future(read())
+            self._flights[name] = task
+            task.add_done_callback(functools.partial(self._landed, name))
+        return await asyncio.shield(task)
+
+    def _landed(self, name: str, task: asyncio.Future[Any]) -> None:
+        self._flights.pop(name, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone (cancelled)
 
     async def ping(self) -> str | None:
         async with self._lock:
