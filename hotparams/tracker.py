@@ -490,22 +490,32 @@ class Tracker(Generic[M]):
         applied_ms = int(now_ms)
         # Redis gives the commit time in whole ms: the lag may read up to 1 ms high
         lag_ms = now_ms - max(committed_ms, self.started_ms)
-        try:
-            params = self.schema.validate(self.namespace, values)
-            new: Snapshot[M] = Snapshot(
-                namespace=self.namespace,
-                version=version,
-                epoch=epoch,
-                params=params,
-                committed_ms=committed_ms,
-                schema_rev=schema_rev,
-                values=frozen_mapping(values),
-                variants=variants,
-                digest=digest,
-            )
-            view = build_view(self.schema, new, applied_ms, lag_ms)
-        except InvalidParams as exc:
-            return self._reject(epoch, version, exc, digest)
+        # the handles of a process that follow one namespace with one model
+        # build the same immutable snapshots: the first builds, the others share
+        key = (self.schema.model, self.namespace, epoch, version, digest) if digest else None
+        built = _built.get(key) if key is not None else None
+        if built is not None and built[0].committed_ms == committed_ms:
+            new, merged = built
+            view = View(new, merged, applied_ms, lag_ms)
+        else:
+            try:
+                params = self.schema.validate(self.namespace, values)
+                new = Snapshot(
+                    namespace=self.namespace,
+                    version=version,
+                    epoch=epoch,
+                    params=params,
+                    committed_ms=committed_ms,
+                    schema_rev=schema_rev,
+                    values=frozen_mapping(values),
+                    variants=variants,
+                    digest=digest,
+                )
+                view = build_view(self.schema, new, applied_ms, lag_ms)
+            except InvalidParams as exc:
+                return self._reject(epoch, version, exc, digest)
+            if key is not None:
+                _remember(key, (new, view.merged))
         old = self.current
         if old is not None and old.epoch != epoch and old.epoch:
             self.epoch_changes += 1
@@ -566,3 +576,20 @@ class Tracker(Generic[M]):
         if epoch is None:
             epoch = self.current.epoch if self.current else ""
         return extra_of(self.namespace, version, epoch, event)
+
+
+#: the snapshots built lately in this process, by (model, namespace, epoch,
+#: version, content digest): a digest names the content, so a second handle
+#: on the same version shares the first one's (validated, immutable) build
+_built: dict[Any, tuple[Snapshot[Any], Mapping[str, Snapshot[Any]]]] = {}
+#: how many builds are remembered (the newest; a few namespaces' worth)
+_BUILT_KEPT = 64
+
+
+def _remember(key: Any, built: tuple[Snapshot[Any], Mapping[str, Snapshot[Any]]]) -> None:
+    _built[key] = built
+    while len(_built) > _BUILT_KEPT:
+        try:
+            del _built[next(iter(_built))]
+        except (KeyError, RuntimeError, StopIteration):  # another thread trimmed it
+            break
