@@ -233,7 +233,8 @@ def listen(tracker: Tracker[Any], keys: Keys, clock: Callable[[], float]) -> Pha
             if pending is not None:
                 raise Unanswered(f"no answer to a PING on the subscription within {interval:g}s")
             pending = yield Ping()
-            yield from _reconcile(tracker, keys)
+            if (yield from _reconcile(tracker, keys, pending)):
+                pending = None
             next_probe = next_tick(clock(), interval)
 
 
@@ -282,14 +283,38 @@ def _resync(tracker: Tracker[Any], keys: Keys) -> Phase:
         yield Publish(step.old, step.view)
 
 
-def _reconcile(tracker: Tracker[Any], keys: Keys) -> Phase:
+def _reconcile(
+    tracker: Tracker[Any], keys: Keys, pending: str | None
+) -> Generator[Action, Any, bool]:
+    """Compare the stored head with the applied version; True if the
+    messages it handled meanwhile held the pending pong."""
     try:
         head = yield Read(head_op(keys), shared=f"head {keys.namespace}")
     except NamespaceNotFound as exc:
         tracker.on_missing(exc.deleted)
-        return
+        return False
     except NamespaceDamaged as exc:
         tracker.on_damaged(exc)
-        return
+        return False
+    answered = False
+    cur = tracker.current
+    if cur is not None and head.epoch == cur.epoch and head.version < cur.version:
+        # the shared read may have started before this handle's last event
+        # came: only a read of its own tells a stale answer from a lost write
+        try:
+            head = yield Read(head_op(keys))
+        except NamespaceNotFound as exc:
+            tracker.on_missing(exc.deleted)
+            return False
+        except NamespaceDamaged as exc:
+            tracker.on_damaged(exc)
+            return False
+    if cur is not None and (head.epoch, head.version) != (cur.epoch, cur.version):
+        # a busy handle may be behind its own inbox: apply what already
+        # arrived before judging (the head read is shared by the process)
+        messages = yield Receive(0.0)
+        if messages:
+            answered = yield from _handle(tracker, keys, messages, pending)
     if tracker.on_head(head):  # counted and logged by the tracker
         yield from _resync(tracker, keys)
+    return answered
