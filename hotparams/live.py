@@ -393,13 +393,14 @@ class _Reports:
         if self.pump.leave(r, done.set):
             self._start()
         self.wake()
-        if done.wait(wait):
-            return
-        log.debug("%s: leaving the fleet takes too long: not waited for", r.namespace)
         thread = self._thread
-        if not self.pump.members() and thread is not None:  # nobody else reports: cut it short
-            self._interrupt()
-            thread.join(wait)
+        if not done.wait(wait):
+            log.debug("%s: leaving the fleet takes too long: not waited for", r.namespace)
+            if self.pump.members() or thread is None:
+                return
+            self._interrupt()  # nobody else reports: cut it short
+        if thread is not None and not self.pump.members():
+            thread.join(wait)  # the last one left: the thread ends now
 
     def _interrupt(self) -> None:
         """Cut the pump's call to a Redis that does not answer."""

@@ -42,6 +42,9 @@ T = TypeVar("T")
 
 #: longest a blocking read of the sync reader lasts before it checks it still runs
 _POLL = 0.1
+#: a shared read done this recently serves a handle that asks for it now
+#: (the handles of a process wake for their probes milliseconds apart)
+SHARED_FRESH = 0.05
 
 
 def down_error(url: str, down: Down) -> ConnectionFailed:
@@ -86,6 +89,7 @@ class Hub:
         self._pubsub: PubSub | None = None
         self._reader: threading.Thread | None = None
         self._flights: dict[str, _Flight] = {}
+        self._recent: dict[str, tuple[float, Any]] = {}  # shared reads just done
 
     def join(self, channel: str, inbox: Inbox, stopping: threading.Event) -> None:
         """Follow ``channel`` into ``inbox`` once Redis confirmed the subscription."""
@@ -140,6 +144,9 @@ class Hub:
         """The result of ``read``, or of the same read (``name``) another
         handle of the process has in flight: a probe's head is read once
         per process and namespace, however many handles probe it."""
+        recent = self._recent.get(name)
+        if recent is not None and time.monotonic() - recent[0] < SHARED_FRESH:
+            return cast(T, recent[1])
         with self._lock:
             flight = self._flights.get(name)
             leader = flight is None
@@ -148,6 +155,7 @@ class Hub:
         if leader:
             try:
                 flight.result = read()
+                self._recent[name] = (time.monotonic(), flight.result)
             except BaseException as exc:
                 flight.error = exc
             finally:
@@ -167,10 +175,10 @@ class Hub:
     def ping(self) -> str | None:
         """The token of the pong that answers for the connection now (None:
         one just did)."""
+        token, send = self.routes.ping(time.monotonic())
         with self._lock:
             if self._pubsub is None:
                 raise ConnectionFailed(redact_url(self._url), "the subscription is closed")
-            token, send = self.routes.ping(time.monotonic())
             if send:
                 assert token is not None
                 try:
@@ -178,7 +186,7 @@ class Hub:
                 except Exception as exc:
                     self._break(exc)
                     raise
-            return token
+        return token
 
     # ------------------------------------------------------------ the connection
 
@@ -244,6 +252,7 @@ class AsyncHub:
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._flights: dict[str, asyncio.Future[Any]] = {}
+        self._recent: dict[str, tuple[float, Any]] = {}  # shared reads just done
 
     async def join(self, channel: str, inbox: asyncio.Queue[Any]) -> None:
         async with self._lock:
@@ -289,6 +298,9 @@ class AsyncHub:
     async def shared(self, name: str, read: Callable[[], Awaitable[T]]) -> T:
         """As :meth:`Hub.shared`: the read runs as a task of its own, so a
         handle that closes (its task cancelled) does not cut it for the others."""
+        recent = self._recent.get(name)
+        if recent is not None and time.monotonic() - recent[0] < SHARED_FRESH:
+            return cast(T, recent[1])
         task = self._flights.get(name)
         if task is None:
             task = asyncio.ensure_future(read())
@@ -298,22 +310,25 @@ class AsyncHub:
 
     def _landed(self, name: str, task: asyncio.Future[Any]) -> None:
         self._flights.pop(name, None)
-        if not task.cancelled():
-            task.exception()  # retrieved: every waiter may have gone (cancelled)
+        if not task.cancelled() and task.exception() is None:  # (retrieved: waiters may be gone)
+            self._recent[name] = (time.monotonic(), task.result())
 
     async def ping(self) -> str | None:
+        token, send = self.routes.ping(time.monotonic())
+        if not send:  # shared: no wait for the lock of a send in progress
+            if self._pubsub is None:
+                raise ConnectionFailed(redact_url(self._url), "the subscription is closed")
+            return token
         async with self._lock:
             if self._pubsub is None:
                 raise ConnectionFailed(redact_url(self._url), "the subscription is closed")
-            token, send = self.routes.ping(time.monotonic())
-            if send:
-                assert token is not None
-                try:
-                    await self._pubsub.ping(token)
-                except Exception as exc:
-                    await self._break(exc)
-                    raise
-            return token
+            assert token is not None
+            try:
+                await self._pubsub.ping(token)
+            except Exception as exc:
+                await self._break(exc)
+                raise
+        return token
 
     async def _open(self, channel: str) -> None:
         """Connect with the first channel, then start the reader."""
