@@ -79,6 +79,9 @@ log = logging.getLogger("hotparams.fleet")
 
 #: least time between two reports after applied versions (a burst sends few)
 DEBOUNCE = 0.1
+#: how long after a change its report waits for those of the process's
+#: other handles (they apply the same version milliseconds apart)
+GATHER = 0.02
 #: a report lives this many heartbeat intervals unless renewed
 TTL_INTERVALS = 3
 #: first wait before retrying a failed report (doubling up to the interval)
@@ -271,6 +274,7 @@ class Reporter:
         # the first report follows the listener's first connection (it
         # touches the reporter), or the first heartbeat if that never comes
         self.dirty = False
+        self._dirty_at = -math.inf
         self.reports = 0
         self.failures = 0
         self._last_report = -math.inf
@@ -279,7 +283,15 @@ class Reporter:
 
     def touch(self) -> None:
         """Something worth reporting happened (called by the listener)."""
+        if not self.dirty:
+            self._dirty_at = self.clock()
         self.dirty = True
+
+    def _dirty_due(self) -> float:
+        """When a report of a change is due: after the debounce, and a moment
+        after the change (the other handles of the process that apply the
+        same version report in the same call)."""
+        return max(self._last_report + DEBOUNCE, self._dirty_at + GATHER)
 
     # ------------------------------------------------------------ timing
 
@@ -287,16 +299,20 @@ class Reporter:
         """Seconds until the next report or flush is due."""
         due = min(self._next_report, self._next_flush)
         if self.dirty:
-            due = min(due, self._last_report + DEBOUNCE)
+            due = min(due, self._dirty_due())
         return max(0.0, due - self.clock())
 
     def report_due(self, now: float, ahead: float = 0.0) -> bool:
-        """Whether a report is due at ``now``; with ``ahead``, a heartbeat
-        due within that many seconds counts too (sent with others: early
-        is harmless, a report lives three intervals)."""
-        return now + ahead >= self._next_report or (
-            self.dirty and now >= self._last_report + DEBOUNCE
-        )
+        """Whether a report is due at ``now``; with ``ahead`` (another
+        member's report is due), a heartbeat due within that many seconds
+        counts too (early is harmless: a report lives three intervals), and
+        a change's report as soon as the debounce allows."""
+        if now + ahead >= self._next_report:
+            return True
+        if not self.dirty:
+            return False
+        # going along with another's report: no need to gather any longer
+        return now >= (self._last_report + DEBOUNCE if ahead else self._dirty_due())
 
     def flush_due(self, now: float) -> bool:
         if now < self._next_flush:

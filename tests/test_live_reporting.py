@@ -16,7 +16,7 @@ from hotparams.codec import dumps
 from hotparams.events import Event
 from hotparams.fleet import worker_id
 from hotparams.protocol import FCall, Stored
-from hotparams.reporting import DEBOUNCE, Idle, Reporter, Tally, Write, farewell, reporting
+from hotparams.reporting import DEBOUNCE, GATHER, Idle, Reporter, Tally, Write, farewell, reporting
 from hotparams.schema import ParamSchema
 from hotparams.tracker import Tracker
 from hotparams.variants import Variant, VariantSet
@@ -226,7 +226,9 @@ def test_the_reporter_reports_at_once_then_debounces_and_beats() -> None:
     r = make_reporter(clock)
     phase: Generator[Any, Any, None] = reporting(r)
     assert next(phase) == Idle(2.0)  # nothing to report before the listener connects
-    r.touch()  # connected: the first report is due at once
+    r.touch()  # connected: the first report is due at once (after a moment: GATHER)
+    assert r.wait() == pytest.approx(GATHER)
+    clock.now += GATHER
     assert r.wait() == 0.0
     call = fcall(phase.send(None))
     assert call.function == "hp_report" and call.args[0] == worker_id("web-1") == r.id
@@ -235,10 +237,10 @@ def test_the_reporter_reports_at_once_then_debounces_and_beats() -> None:
     assert doc["committed_ms"] == 999_000 and doc["started_ms"] == 1_000_000
     assert call.args[2] == "15000"  # three intervals to live
     idle = phase.send(1)
-    assert idle == Idle(2.0)  # next: the exposure flush
-    r.touch()  # a version was applied 30 ms after the last report
+    assert idle == Idle(pytest.approx(2.0 - GATHER))  # next: the exposure flush
+    r.touch()  # a version was applied right after the last report
     clock.now = 10.03
-    assert r.wait() == pytest.approx(DEBOUNCE - 0.03)
+    assert r.wait() == pytest.approx(GATHER + DEBOUNCE - 0.03)
     clock.now = 10.2
     assert fcall(phase.send(None)).function == "hp_report"
     assert isinstance(phase.send(1), Idle)
@@ -254,6 +256,7 @@ def test_a_failed_report_is_logged_once_and_retried_with_jittered_backoff(
     clock = Clock(10.0)
     r = make_reporter(clock)
     r.touch()
+    clock.now += GATHER
     phase = reporting(r)
     next(phase)
     for attempt in range(1, 4):
