@@ -688,30 +688,38 @@ def scale_projection(sc: dict[str, Any]) -> str:
     f, b = sc["fleet"], sc.get("bare")
     if not b:
         return ""
-    n = f["handles"]
+    n, p = f["handles"], f["processes"]
     per_sub = b["redis_cpu_ms_per_publish"] / n  # Redis CPU per subscriber per message
-    per_handle = f["redis_cpu_ms_per_update"] / n  # hotparams: fan-out, reports, re-reads
-    mem = f["redis_memory_per_handle_bytes"]
+    # hotparams: the fan-out goes to one connection per process; the rest is
+    # the handles' reports (and the odd re-read), per handle
+    per_report = max(0.0, f["redis_cpu_ms_per_update"] - p * per_sub) / n
+    idle = f["idle_load"].get("by_command_per_s") or {}
     procs, spaces = 10_000, 100
-    handles = procs * spaces
-    change_ms = procs * per_handle  # one namespace changes: every process follows it
+    change_ms = procs * (per_sub + per_report)  # one namespace changes: every process follows it
+    interval = 5.0
+    idle_per_process = (1 + 2 * spaces) / interval  # a PING per shard, a head and a report each
     return (
-        f"On paper, from these figures: Redis spends {per_sub * 1000:.1f} µs of CPU per bare "
-        f"subscriber per message and {per_handle * 1000:.1f} µs per handle per change "
-        "(its share of the fan-out, its fleet report, its re-reads). A fleet of "
-        f"{procs:,} processes each following {spaces} namespaces holds today one subscription "
-        f"per handle: {handles:,} connections, {size(mem * handles)} of Redis memory at "
-        f"{size(mem)} each, which no single node holds; that is where it stops scaling. "
-        f"A change of one namespace reaches its {procs:,} followers for about "
-        f"{change_ms:.0f} ms of CPU on the primary of its shard (the bare fan-out: "
-        f"{procs * per_sub:.0f} ms), whatever the number N of shards: a shard carries only "
-        "its own namespaces' events, so N shards take N changes at once, but not one change "
-        "faster. With Sentinel, `follow_replicas` moves the subscribers to R replicas, "
-        "which divides the master's fan-out by R (each replica carries its share; not "
-        "measured here, and not built for a Cluster, whose handles follow the shard's "
-        f"primary); one subscription per process instead of per handle (not built yet) "
-        f"would cut the connections to {procs:,} per shard and the fan-out by the "
-        "handles per process."
+        f"On paper, from these figures: Redis spends {per_sub * 1000:.1f} µs of CPU per "
+        f"subscribed connection per message and about {per_report * 1000:.1f} µs per fleet "
+        "report (its share of an `hp_reports` call: the report's checks, HSET, ZADD). "
+        f"A fleet of {procs:,} processes each following {spaces} namespaces on a cluster of "
+        f"N shards holds one subscription per process and shard: {procs:,} connections per "
+        "shard, whatever the namespaces. A change of one namespace reaches its "
+        f"{procs:,} followers for about {change_ms:.0f} ms of CPU on the primary of its "
+        f"shard ({procs * per_sub:.0f} ms of fan-out, {procs * per_report:.0f} ms of "
+        "reports: one per process, since a process has one handle per namespace), whatever "
+        "N: a shard carries only its own namespaces' events, so N shards take N changes at "
+        "once, but not one change faster. At rest each process sends per reconcile "
+        f"interval ({interval:g} s) a PING per shard, and per namespace a head read and a "
+        f"heartbeat: {idle_per_process:.0f} requests/s per process, "
+        f"{procs * idle_per_process:,.0f}/s for the fleet, spread over the N shards. That is "
+        "where it stops scaling: the reports and head reads are per namespace (a Redis "
+        "function reaches one slot, so one call cannot cover namespaces of several "
+        "slots), and the per-change report cost grows with the followers. With Sentinel, "
+        "`follow_replicas` moves the subscriptions and head reads to R replicas (the "
+        "master keeps the writes and the reports); not measured here, and not built for a "
+        f"Cluster. Measured at rest here: {sum(idle.values()):.1f} commands/s for {p} "
+        f"processes of {n // p} handles."
     )
 
 
@@ -719,12 +727,14 @@ def scale_why(sc: dict[str, Any]) -> str:
     f = sc["fleet"]
     calls = f.get("redis_calls_per_update", {})
     return (
-        f"every handle holds its own subscription and sends its own fleet report: per change "
-        f"Redis ran {calls.get('fcall', 0):.0f} FCALLs (the handles' `hp_report`s, each with "
-        f"its HSET, ZADD, ZRANGEBYSCORE and TIME) besides the fan-out to "
-        f"{f['handles']:,} connections, and at rest each handle's reconcile probe and "
-        "heartbeat. One subscription and one batched report per process, which would cut "
-        "both by the handles per process, are not built yet."
+        f"a process holds one subscription for its handles and files their reports together "
+        f"(per change Redis ran {calls.get('fcall', 0):.0f} FCALLs: `hp_reports` calls of up "
+        f"to 64 reports, each report with its checks, HSET and ZADD, and the write itself), "
+        "so the fan-out costs one delivery per process; what remains above the bare "
+        "fan-out is the reports (one per handle: each is a worker of the fleet) and, for the "
+        "latency, each process applying the version for its handles on 2 shared cores. At "
+        "rest a process sends per interval one PING, one head read per namespace and "
+        "its heartbeats (one call per 64 handles of a namespace)."
     )
 
 
