@@ -243,25 +243,17 @@ class Live(Handle[M]):
 
     def _receive(self, action: listener.Receive) -> list[Any]:
         assert self._joined is not None
-        inbox = self._joined[2]
-        deadline = time.monotonic() + action.timeout
-        while True:  # in slices, so that close() is noticed
-            wait = min(_POLL, max(0.0, deadline - time.monotonic()))
+        hub, _, inbox = self._joined
+        item = hub.receive(inbox, action.timeout, self._stopping)
+        if item is None:
+            return []
+        batch = messages_of(self._bus.url, item)
+        while len(batch) < listener.MAX_BATCH:  # and whatever else came meanwhile
             try:
-                batch = messages_of(self._bus.url, inbox.get(timeout=wait))
+                batch += messages_of(self._bus.url, inbox.get_nowait())
             except queue.Empty:
-                batch = []
-            if batch:  # and whatever else came meanwhile
-                while len(batch) < listener.MAX_BATCH:
-                    try:
-                        batch += messages_of(self._bus.url, inbox.get_nowait())
-                    except queue.Empty:
-                        break
-                return batch
-            if self._stopping.is_set():
-                raise Stopped
-            if time.monotonic() >= deadline:
-                return []
+                break
+        return batch
 
     def _ping(self, action: listener.Ping) -> str | None:
         assert self._joined is not None

@@ -1,8 +1,10 @@
 """The shared subscription of a process, per Redis node: its two drivers.
 
 :mod:`hotparams.hub` decides who hears what; here one pub/sub connection
-is opened, read and closed, by a thread (:class:`Hub`, for
-:class:`~hotparams.Live`) or a task (:class:`AsyncHub`, for
+is opened, read and closed: by the handles' own listener threads in turn
+(:class:`Hub`, for :class:`~hotparams.Live`: one of them reads at a time
+and hands the others their messages, so a process with one handle reads
+its socket itself) or by a task (:class:`AsyncHub`, for
 :class:`~hotparams.aio.AsyncLive`).  A handle joins with an inbox of its
 own per subscription, reads its inbox instead of a socket, and leaves when
 it resets or closes; the connection opens with the first handle and closes
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -87,7 +90,8 @@ class Hub:
         self.routes = Routes()
         self._lock = threading.Lock()  # the connection's life: open, send, close
         self._pubsub: PubSub | None = None
-        self._reader: threading.Thread | None = None
+        self._reading = threading.Lock()  # held by the handle that reads the connection
+        self._turn = threading.Condition()  # a delivery came, or the reader is done
         self._flights: dict[str, _Flight] = {}
         self._recent: dict[str, tuple[float, Any]] = {}  # shared reads just done
 
@@ -107,20 +111,73 @@ class Hub:
         if how == "ready":
             return
         deadline = time.monotonic() + self._timeout
-        get = inbox.get  # type: ignore[attr-defined]
         while True:
-            try:
-                item = get(timeout=_POLL)
-            except Exception:  # queue.Empty
-                item = None
+            item = self.receive(inbox, max(0.0, deadline - time.monotonic()), stopping)
             if isinstance(item, Down):
                 raise down_error(self._url, item)
             if item is not None and _confirmed(item, channel):
                 return
+            if time.monotonic() >= deadline:
+                raise ConnectionFailed(redact_url(self._url), "no confirmation of SSUBSCRIBE")
+
+    def receive(self, inbox: Any, timeout: float, stopping: threading.Event) -> Any:
+        """The next item of ``inbox`` within ``timeout`` (None if none came).
+
+        No thread of its own reads the connection: the handle that waits
+        reads it when no other one does (one reader at a time), and hands
+        each message to the inboxes of its channel.  A process with one
+        handle thus reads its socket directly, as if it were its own."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return inbox.get_nowait()
+            except queue.Empty:
+                pass
+            left = max(0.0, deadline - time.monotonic())
+            if self._reading.acquire(blocking=False):
+                try:
+                    self._read_once(min(_POLL, left))
+                finally:
+                    with self._turn:
+                        self._reading.release()
+                        self._turn.notify_all()  # a waiting handle may read now
+            else:
+                with self._turn:  # woken by a delivery, or when the reader is done
+                    if inbox.empty() and self._reading.locked():
+                        self._turn.wait(min(_POLL, left))
+            if time.monotonic() >= deadline:
+                try:
+                    return inbox.get_nowait()
+                except queue.Empty:
+                    return None
             if stopping.is_set():
                 raise Stopped
-            if time.monotonic() > deadline:
-                raise ConnectionFailed(redact_url(self._url), "no confirmation of SSUBSCRIBE")
+
+    def _read_once(self, timeout: float) -> None:
+        """Read a burst from the connection and deliver it."""
+        pubsub = self._pubsub
+        if pubsub is None:  # closed or broken: the inboxes were told
+            time.sleep(min(timeout, _POLL / 10))
+            return
+        try:
+            message = pubsub.get_message(timeout=timeout)
+            if message is None:
+                return
+            batch = [message]
+            while len(batch) < MAX_BATCH and (more := pubsub.get_message(timeout=0.0)):
+                batch.append(more)
+        except Exception as exc:
+            if self._pubsub is not pubsub:  # closed under us (a leave or a break)
+                return
+            with self._lock:
+                if self._pubsub is pubsub:
+                    self._break(exc)
+            return
+        deliveries = self.routes.route(batch, time.monotonic())
+        with self._turn:
+            for inbox, messages in deliveries:
+                inbox.put_nowait(messages)
+            self._turn.notify_all()
 
     def leave(self, channel: str, inbox: Inbox, *, dead: bool = False) -> None:
         """Stop following; with ``dead``, the handle judged the connection
@@ -191,50 +248,27 @@ class Hub:
     # ------------------------------------------------------------ the connection
 
     def _open(self, channel: str) -> None:
-        """Connect with the first channel, then start the reader."""
+        """Connect with the first channel."""
         pubsub = self._opener(channel)
         self._pubsub = pubsub
         pubsub.ssubscribe(channel)
-        self._reader = threading.Thread(
-            target=self._read, args=(pubsub,), name="hotparams-hub", daemon=True
-        )
-        self._reader.start()
-
-    def _read(self, pubsub: PubSub) -> None:
-        try:
-            while self._pubsub is pubsub:
-                message = pubsub.get_message(timeout=_POLL)
-                if message is None:
-                    continue
-                batch = [message]
-                while len(batch) < MAX_BATCH and (more := pubsub.get_message(timeout=0.0)):
-                    batch.append(more)
-                for inbox, messages in self.routes.route(batch, time.monotonic()):
-                    inbox.put_nowait(messages)
-        except Exception as exc:
-            if self._pubsub is not pubsub:  # closed under us (a leave or a break holds the lock)
-                return
-            with self._lock:
-                if self._pubsub is pubsub:
-                    self._break(exc)
 
     def _break(self, exc: BaseException) -> None:
         """(Lock held.)  The connection failed: close it, tell every handle."""
         log.debug("the shared subscription failed: %s", describe(exc, self._url))
         self._close()
-        for inbox in self.routes.clear():
-            inbox.put_nowait(Down(exc))
+        with self._turn:
+            for inbox in self.routes.clear():
+                inbox.put_nowait(Down(exc))
+            self._turn.notify_all()
 
     def _close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
-        reader, self._reader = self._reader, None
         if pubsub is not None:
             try:
                 pubsub.close()
             except Exception as exc:  # a dead connection may fail to close
                 log.debug("closing the shared subscription: %s", describe(exc))
-        if reader is not None and reader is not threading.current_thread():
-            reader.join(2 * _POLL)  # it sees the connection is no longer its own
 
 
 class AsyncHub:
