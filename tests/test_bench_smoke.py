@@ -93,3 +93,13 @@ def test_constance_peers_read_the_stored_value(redis_url: str) -> None:
         live.close()
         bus.close()
     assert {"constance_redis", "constance_cached"} <= set(measured["cases"])
+
+
+def test_fan_out_from_replicas_runs_a_tiny_fleet_and_renders(redis_url: str) -> None:
+    fr = scale.from_replicas(handles=2, processes=1, updates=2, load_seconds=0)
+    assert fr is not None and fr["replica_count"] == 2
+    for case in ("primary", "replicas"):
+        assert fr[case]["missing"] == 0 and fr[case]["per_handle_ms"]["n"] == 4
+        assert len(fr[case]["others_cpu_ms_per_update"]) == 2  # each replica's CPU measured
+    text = report._from_replicas(fr)
+    assert "| 2 replicas |" in text and "master CPU per update" in text

@@ -51,17 +51,22 @@ from .common import (
 MS = 1000.0
 
 
-def scale_worker(url: str, handles: int, reports: Any, stop: Any) -> None:
-    asyncio.run(_scale_worker(url, handles, reports, stop))
+def scale_worker(
+    url: str, handles: int, reports: Any, stop: Any, settings: dict[str, Any] | None = None
+) -> None:
+    asyncio.run(_scale_worker(url, handles, reports, stop, settings or {}))
 
 
-async def _scale_worker(url: str, handles: int, reports: Any, stop: Any) -> None:
+async def _scale_worker(
+    url: str, handles: int, reports: Any, stop: Any, settings: dict[str, Any]
+) -> None:
     pid = os.getpid()
-    bus = aio.connect(url)
+    bus = aio.connect(url, **settings)
     # redis-py's asyncio pool holds at most 100 connections by default and
     # fails (MaxConnectionsError) rather than waits; every AsyncLive keeps one
     # for its subscription and may have a read and a fleet report in flight
-    bus.client.connection_pool.max_connections = 4 * handles + 10
+    if hasattr(bus.client, "connection_pool"):
+        bus.client.connection_pool.max_connections = 4 * handles + 10
     applied: dict[int, list[float]] = {}
 
     def record(version: int, at: float) -> None:
@@ -100,9 +105,21 @@ def applied_times(reports: Any, processes: int, version: int) -> list[float]:
 
 
 def fleet(
-    url: str, handles: int, processes: int, updates: int, load_seconds: float
+    url: str,
+    handles: int,
+    processes: int,
+    updates: int,
+    load_seconds: float,
+    *,
+    probe: str | None = None,
+    settings: dict[str, Any] | None = None,
+    others: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    client = redis.Redis.from_url(url)
+    """``probe``: the server whose load is measured (the URL's, or a
+    Sentinel master's); ``others``: servers whose CPU per update is
+    measured too (the replicas the handles follow)."""
+    client = redis.Redis.from_url(probe or url)
+    side = [redis.Redis.from_url(u) for u in others]
     bus = hotparams.connect(url)
     bus.register(NS, BenchParams)
     reports: Any = CTX.Queue()
@@ -111,7 +128,7 @@ def fleet(
         handles // processes + (1 if i < handles % processes else 0) for i in range(processes)
     ]
     procs = [
-        CTX.Process(target=scale_worker, args=(url, n, reports, stop), daemon=True)
+        CTX.Process(target=scale_worker, args=(url, n, reports, stop, settings), daemon=True)
         for n in shares
         if n
     ]
@@ -135,6 +152,7 @@ def fleet(
         load_before = loadavg()
         client.config_resetstat()
         cpu0, t_updates = redis_cpu_seconds(client), time.perf_counter()
+        side0 = [redis_cpu_seconds(c) for c in side]
         for i in range(updates):
             t0 = time.time()
             v = bus.set(NS, {"temperature": temperature(i)}, author="bench")
@@ -146,6 +164,9 @@ def fleet(
             time.sleep(0.02)
         update_seconds = time.perf_counter() - t_updates
         cpu_per_update = (redis_cpu_seconds(client) - cpu0) / max(1, updates)
+        side_cpu = [
+            (redis_cpu_seconds(c) - c0) / max(1, updates) for c, c0 in zip(side, side0, strict=True)
+        ]
         calls = command_calls(client)
         load_after = loadavg()
     finally:
@@ -154,7 +175,10 @@ def fleet(
         drain(reports)
         bus.close()
         client.close()
+        for c in side:
+            c.close()
     return {
+        "others_cpu_ms_per_update": [c * MS for c in side_cpu],
         "handles": handles,
         "processes": len(procs),
         "updates": updates,
@@ -315,6 +339,36 @@ def memory(url: str, namespaces: int, versions: int) -> dict[str, Any]:
     }
 
 
+def from_replicas(
+    handles: int, processes: int, updates: int, load_seconds: float
+) -> dict[str, Any] | None:
+    """The same fleet on Sentinel (a master, 2 replicas, 3 sentinels): once
+    following the master alone, once following the replicas
+    (``follow_replicas``): latency, and the master's CPU per change."""
+    try:
+        from tests.sentinel import SentinelGroup, wait_replicated
+    except ImportError:  # run outside the repository
+        return None
+    with SentinelGroup(replicas=2) as group:
+        wait_replicated(group.master, 2)
+        master = group.master.url
+        replicas = tuple(r.url for r in group.replicas)
+        out: dict[str, Any] = {"replica_count": len(replicas)}
+        for case, follow in (("primary", False), ("replicas", True)):
+            out[case] = fleet(
+                group.url(),
+                handles,
+                processes,
+                updates,
+                load_seconds,
+                probe=master,
+                settings={"follow_replicas": follow},
+                others=replicas,
+            )
+            time.sleep(0.5)
+        return out
+
+
 def run(url: str, *, quick: bool, handles: int = 1000, processes: int = 4) -> dict[str, Any]:
     updates = 15 if quick else 60
     # the idle window outlasts the reconcile interval (5 s): every handle probes once in it
@@ -323,4 +377,7 @@ def run(url: str, *, quick: bool, handles: int = 1000, processes: int = 4) -> di
     out["bare"] = bare_fleet(url, handles, processes, updates)
     time.sleep(0.5)
     out["memory"] = memory(url, 200 if quick else 1000, 500 if quick else 2000)
+    replicated = from_replicas(handles, processes, updates, 1.0)
+    if replicated is not None:
+        out["from_replicas"] = replicated
     return out
