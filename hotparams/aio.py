@@ -354,13 +354,13 @@ class AsyncLive(Handle[M]):
 
     async def _ping(self, action: listener.Ping) -> str | None:
         assert self._joined is not None
-        return await self._joined[0].ping()
+        return await self._joined[0].ping(action.since)
 
     async def _read(self, action: listener.Read) -> Any:
         bus = self._follow if action.patient else self._reader
         joined = self._joined
         if action.shared is not None and joined is not None:
-            return await joined[0].shared(action.shared, lambda: bus.run(action.op))
+            return await joined[0].shared(action.shared, lambda: bus.run(action.op), action.since)
         return await bus.run(action.op)
 
     async def _publish(self, action: listener.Publish) -> None:

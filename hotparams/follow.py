@@ -107,6 +107,8 @@ class Receive:
 @dataclass(frozen=True, slots=True)
 class Ping:
     verb: ClassVar[str] = "_ping"
+    #: the probe's tick: a pong that came since answers it
+    since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,8 @@ class Read:
     #: in flight serves this one too (a probe's head; never a re-read,
     #: which must start after this handle subscribed)
     shared: str | None = None
+    #: with ``shared``: a read started since then serves (the probe's tick)
+    since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,8 +236,9 @@ def listen(tracker: Tracker[Any], keys: Keys, clock: Callable[[], float]) -> Pha
         if clock() >= next_probe:
             if pending is not None:
                 raise Unanswered(f"no answer to a PING on the subscription within {interval:g}s")
-            pending = yield Ping()
-            if (yield from _reconcile(tracker, keys, pending)):
+            tick = next_probe  # every handle of the process probes on it: they share
+            pending = yield Ping(since=tick)
+            if (yield from _reconcile(tracker, keys, pending, tick)):
                 pending = None
             next_probe = next_tick(clock(), interval)
 
@@ -284,12 +289,12 @@ def _resync(tracker: Tracker[Any], keys: Keys) -> Phase:
 
 
 def _reconcile(
-    tracker: Tracker[Any], keys: Keys, pending: str | None
+    tracker: Tracker[Any], keys: Keys, pending: str | None, tick: float = 0.0
 ) -> Generator[Action, Any, bool]:
     """Compare the stored head with the applied version; True if the
     messages it handled meanwhile held the pending pong."""
     try:
-        head = yield Read(head_op(keys), shared=f"head {keys.namespace}")
+        head = yield Read(head_op(keys), shared=f"head {keys.namespace}", since=tick)
     except NamespaceNotFound as exc:
         tracker.on_missing(exc.deleted)
         return False

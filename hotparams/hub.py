@@ -159,12 +159,13 @@ class Routes:
                 give(self._inboxes.get(channel, ()), message)
         return list(out.values())
 
-    def ping(self, now: float) -> tuple[str | None, bool]:
+    def ping(self, now: float, since: float = 0.0) -> tuple[str | None, bool]:
         """The token of the PING whose pong a probing handle waits for (None:
-        a pong came moments ago, the connection answered), and whether to
-        send it (False: one is in flight, sent moments ago)."""
+        a pong came moments ago, or since ``since``, the handle's probe
+        tick: the connection answered), and whether to send it (False: one
+        is in flight, sent moments ago)."""
         with self._lock:
-            if now - self._pong < PONG_FRESH:
+            if now - self._pong < PONG_FRESH or self._pong >= since > 0:
                 return None, False
             if self._ping is not None and now - self._ping[1] < PING_SHARED_FOR:
                 return self._ping[0], False

@@ -257,13 +257,14 @@ class Live(Handle[M]):
 
     def _ping(self, action: listener.Ping) -> str | None:
         assert self._joined is not None
-        return self._joined[0].ping()
+        return self._joined[0].ping(action.since)
 
     def _read(self, action: listener.Read) -> Any:
         bus = self._follow if action.patient else self._read_bus()
         joined = self._joined
         if action.shared is not None and joined is not None:
-            return joined[0].shared(action.shared, lambda: bus.run(action.op), self._stopping)
+            run = functools.partial(bus.run, action.op)
+            return joined[0].shared(action.shared, run, self._stopping, action.since)
         return bus.run(action.op)
 
     def _publish(self, action: listener.Publish) -> None:

@@ -45,9 +45,16 @@ T = TypeVar("T")
 
 #: longest a blocking read of the sync reader lasts before it checks it still runs
 _POLL = 0.1
-#: a shared read done this recently serves a handle that asks for it now
+#: a shared read started this recently serves a handle that asks for it now
 #: (the handles of a process wake for their probes milliseconds apart)
 SHARED_FRESH = 0.05
+
+
+def _fresh(started: float, since: float) -> bool:
+    """Whether a shared read that started at ``started`` serves a handle
+    that needs one started at ``since`` or later (its probe's tick), or
+    moments ago."""
+    return started >= since > 0 or time.monotonic() - started < SHARED_FRESH
 
 
 def down_error(url: str, down: Down) -> ConnectionFailed:
@@ -197,12 +204,14 @@ class Hub:
             except Exception as exc:
                 self._break(exc)
 
-    def shared(self, name: str, read: Callable[[], T], stopping: threading.Event) -> T:
+    def shared(
+        self, name: str, read: Callable[[], T], stopping: threading.Event, since: float = 0.0
+    ) -> T:
         """The result of ``read``, or of the same read (``name``) another
         handle of the process has in flight: a probe's head is read once
         per process and namespace, however many handles probe it."""
         recent = self._recent.get(name)
-        if recent is not None and time.monotonic() - recent[0] < SHARED_FRESH:
+        if recent is not None and _fresh(recent[0], since):
             return cast(T, recent[1])
         with self._lock:
             flight = self._flights.get(name)
@@ -211,8 +220,9 @@ class Hub:
                 flight = self._flights[name] = _Flight()
         if leader:
             try:
+                started = time.monotonic()
                 flight.result = read()
-                self._recent[name] = (time.monotonic(), flight.result)
+                self._recent[name] = (started, flight.result)
             except BaseException as exc:
                 flight.error = exc
             finally:
@@ -229,10 +239,10 @@ class Hub:
             raise flight.error
         return cast(T, flight.result)
 
-    def ping(self) -> str | None:
+    def ping(self, since: float = 0.0) -> str | None:
         """The token of the pong that answers for the connection now (None:
-        one just did)."""
-        token, send = self.routes.ping(time.monotonic())
+        one just did, or since ``since``)."""
+        token, send = self.routes.ping(time.monotonic(), since)
         with self._lock:
             if self._pubsub is None:
                 raise ConnectionFailed(redact_url(self._url), "the subscription is closed")
@@ -329,26 +339,26 @@ class AsyncHub:
             except Exception as exc:
                 await self._break(exc)
 
-    async def shared(self, name: str, read: Callable[[], Awaitable[T]]) -> T:
+    async def shared(self, name: str, read: Callable[[], Awaitable[T]], since: float = 0.0) -> T:
         """As :meth:`Hub.shared`: the read runs as a task of its own, so a
         handle that closes (its task cancelled) does not cut it for the others."""
         recent = self._recent.get(name)
-        if recent is not None and time.monotonic() - recent[0] < SHARED_FRESH:
+        if recent is not None and _fresh(recent[0], since):
             return cast(T, recent[1])
         task = self._flights.get(name)
         if task is None:
             task = asyncio.ensure_future(read())
             self._flights[name] = task
-            task.add_done_callback(functools.partial(self._landed, name))
+            task.add_done_callback(functools.partial(self._landed, name, time.monotonic()))
         return await asyncio.shield(task)
 
-    def _landed(self, name: str, task: asyncio.Future[Any]) -> None:
+    def _landed(self, name: str, started: float, task: asyncio.Future[Any]) -> None:
         self._flights.pop(name, None)
         if not task.cancelled() and task.exception() is None:  # (retrieved: waiters may be gone)
-            self._recent[name] = (time.monotonic(), task.result())
+            self._recent[name] = (started, task.result())
 
-    async def ping(self) -> str | None:
-        token, send = self.routes.ping(time.monotonic())
+    async def ping(self, since: float = 0.0) -> str | None:
+        token, send = self.routes.ping(time.monotonic(), since)
         if not send:  # shared: no wait for the lock of a send in progress
             if self._pubsub is None:
                 raise ConnectionFailed(redact_url(self._url), "the subscription is closed")
