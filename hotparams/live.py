@@ -342,8 +342,11 @@ class Live(Handle[M]):
             self._close_own_bus(reader)
 
     def _interrupt(self) -> None:
-        """Shut the listener's read down from another thread (close()); its
-        wait on the shared subscription notices close() by itself."""
+        """Shut the listener's read down from another thread (close()), and
+        wake its wait on the shared subscription."""
+        joined = self._joined
+        if joined is not None:
+            joined[0].wake()
         reader = self._reader
         if reader is not None:
             try:

@@ -290,7 +290,10 @@ class Reporter:
     def _dirty_due(self) -> float:
         """When a report of a change is due: after the debounce, and a moment
         after the change (the other handles of the process that apply the
-        same version report in the same call)."""
+        same version report in the same call).  The first report goes at
+        once: ``watch()`` waits for it (the worker is listed when it returns)."""
+        if not self.reports:
+            return self._last_report + DEBOUNCE
         return max(self._last_report + DEBOUNCE, self._dirty_at + GATHER)
 
     # ------------------------------------------------------------ timing

@@ -45,6 +45,9 @@ T = TypeVar("T")
 
 #: longest a blocking read of the sync reader lasts before it checks it still runs
 _POLL = 0.1
+#: longest the handle reading the shared connection blocks in one read: its
+#: close() (which cannot cut a socket the others share) waits at most this
+_READ_SLICE = 0.02
 #: a shared read started this recently serves a handle that asks for it now
 #: (the handles of a process wake for their probes milliseconds apart)
 SHARED_FRESH = 0.05
@@ -143,7 +146,7 @@ class Hub:
             left = max(0.0, deadline - time.monotonic())
             if self._reading.acquire(blocking=False):
                 try:
-                    self._read_once(min(_POLL, left))
+                    self._read_once(min(_READ_SLICE, left))
                 finally:
                     with self._turn:
                         self._reading.release()
@@ -159,6 +162,11 @@ class Hub:
                     return None
             if stopping.is_set():
                 raise Stopped
+
+    def wake(self) -> None:
+        """Wake the handles waiting for their turn (one of them closes)."""
+        with self._turn:
+            self._turn.notify_all()
 
     def _read_once(self, timeout: float) -> None:
         """Read a burst from the connection and deliver it."""
