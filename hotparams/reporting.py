@@ -309,13 +309,14 @@ class Reporter:
         """Whether a report is due at ``now``; with ``ahead`` (another
         member's report is due), a heartbeat due within that many seconds
         counts too (early is harmless: a report lives three intervals), and
-        a change's report as soon as the debounce allows."""
+        a change's report at once."""
         if now + ahead >= self._next_report:
             return True
         if not self.dirty:
             return False
-        # going along with another's report: no need to gather any longer
-        return now >= (self._last_report + DEBOUNCE if ahead else self._dirty_due())
+        # going along with another's report costs one more entry in its call:
+        # no debounce, no gathering
+        return bool(ahead) or now >= self._dirty_due()
 
     def flush_due(self, now: float) -> bool:
         if now < self._next_flush:

@@ -183,10 +183,13 @@ def test_an_idle_process_sends_one_ping_per_interval_whatever_its_handles(
         stats = probe.info("commandstats")
         calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
         intervals = seconds / FAST["reconcile_interval"]
-        # 10 handles probing alone would send 10 of each per interval: one
-        # PING and one head read (hp_head, an FCALL_RO) serve them all
-        assert 1 <= calls.get("ping", 0) <= intervals + 2, (calls, seconds)
-        assert 1 <= calls.get("fcall_ro", 0) <= intervals + 2, (calls, seconds)
+        # 10 handles probing alone would send 10 of each per probe (60 or
+        # more here): one PING and one head read (hp_head, an FCALL_RO) per
+        # probe serve them all; the window holds at most intervals + 1
+        # probes, and a busy machine may add a re-read
+        ticks = int(intervals) + 1
+        assert 1 <= calls.get("ping", 0) <= 2 * ticks, (calls, seconds)
+        assert 1 <= calls.get("fcall_ro", 0) <= 2 * ticks, (calls, seconds)
         assert all(live.connected for live in handles)
     finally:
         for live in handles:
