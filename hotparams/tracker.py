@@ -542,7 +542,12 @@ class Tracker(Generic[M]):
     def _reject(self, epoch: str, version: int, exc: InvalidParams, digest: str = "") -> Step:
         previous = self.rejected
         self.rejected = Rejected(epoch, version, str(exc), exc.errors, digest)
-        self.observer.rejected()
+        if previous is None or (previous.epoch, previous.version, previous.digest) != (
+            epoch,
+            version,
+            digest,
+        ):  # a version refused again (its event, then a re-read of it) counts once
+            self.observer.rejected()
         kept = self._version()
         if previous is None or previous.errors != exc.errors:
             log.error(

@@ -24,6 +24,7 @@ from hotparams.follow import (
     start,
 )
 from hotparams.keys import keys_for
+from hotparams.observer import Observer
 from hotparams.protocol import Head, Stored
 from hotparams.schema import ParamSchema
 from hotparams.snapshot import Snapshot
@@ -399,3 +400,24 @@ def test_a_snapshot_is_immutable() -> None:
         snap.params.a = 2
     with pytest.raises(TypeError):
         snap.values["a"] = 2  # type: ignore[index]
+
+
+def test_a_refused_version_counts_once_however_often_it_is_offered() -> None:
+    """``hotparams_rejected_snapshots_total`` counts versions the model refused:
+    the event of a bad version, then a re-read of it, is one (CI once saw 2)."""
+
+    class Count(Observer):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def rejected(self) -> None:
+            self.n += 1
+
+    tracker = tracker_at(3, a=1, b=1)
+    seen = Count()
+    tracker.observer = seen
+    assert tracker.on_events([event(4, a="not a number")]).action == "keep"
+    assert tracker.on_stored(stored(4, a="not a number")).action == "keep"  # re-read of it
+    assert seen.n == 1
+    assert tracker.on_stored(stored(5, a="still not")).action == "keep"  # another version
+    assert seen.n == 2
