@@ -418,6 +418,14 @@ class AsyncHub:
         pubsub, self._pubsub = self._pubsub, None
         own, self._own = self._own, None
         reader, self._reader = self._reader, None
+        # a shared read still in flight (its handles closed) must not outlive
+        # them: cancelled, its connection is dropped, not left to the loop's end
+        flights, self._flights = list(self._flights.values()), {}
+        for flight in flights:
+            flight.cancel()
+        for flight in flights:
+            with contextlib.suppress(BaseException):
+                await flight
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
             with contextlib.suppress(BaseException):
