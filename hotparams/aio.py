@@ -94,6 +94,8 @@ class AsyncBus(BusCore):
         self.client = client
         self._reports: AsyncBus | None = None
         self._follower: AsyncBus | None = None
+        #: aclose() began: the handles' reports stop (none goes out after it)
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"<hotparams.aio.AsyncBus {redact_url(self.url)}>"
@@ -151,6 +153,10 @@ class AsyncBus(BusCore):
         return self._follower or self
 
     async def aclose(self) -> None:
+        self._closing = True
+        pump, self._pump = self._pump, None
+        if pump is not None and pump[0] == os.getpid():  # no report goes out after this
+            await pump[1].stop()
         follower, self._follower = self._follower, None
         if follower is not None:
             await follower.aclose()
@@ -428,11 +434,13 @@ class _AsyncReports:
         self._task: asyncio.Task[None] | None = None
 
     def join(self, r: reporter.Reporter, tried: Callable[[], None]) -> None:
-        if self.pump.join(r, tried):
+        if self.pump.join(r, tried) and not self._bus._closing:
             self._start()
         self.wake()
 
     async def leave(self, r: reporter.Reporter, wait: float) -> None:
+        if self._bus._closing:  # the reports stopped with the bus
+            return
         done = asyncio.Event()
         if self.pump.leave(r, done.set):
             self._start()
@@ -448,6 +456,18 @@ class _AsyncReports:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def stop(self) -> None:
+        """End the task now (the bus closes): what it was sending is dropped."""
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return
+        if task.get_loop() is not asyncio.get_running_loop():  # a handle on a loop of its own
+            task.get_loop().call_soon_threadsafe(task.cancel)
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def _start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hotparams-report")

@@ -374,7 +374,8 @@ class _SentinelRedis(redis.Redis):
 
     def close(self) -> None:
         super().close()
-        for node in getattr(self.sentinel_manager, "sentinels", ()):
+        # a copy: redis-py reorders the list while another thread discovers the master
+        for node in list(getattr(self.sentinel_manager, "sentinels", ())):
             node.close()
 
 
@@ -385,5 +386,8 @@ class _AsyncSentinelRedis(aredis.Redis):
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose(close_connection_pool)
-        for node in getattr(self.sentinel_manager, "sentinels", ()):
+        # a copy: redis-py's discover_master moves the sentinel that answered
+        # to the front, and a task may do so while this awaits: iterating the
+        # list itself closed one sentinel twice and left another one open
+        for node in list(getattr(self.sentinel_manager, "sentinels", ())):
             await node.aclose()

@@ -336,10 +336,12 @@ class AsyncHub:
             if dead and self.routes.holds(inbox):
                 await self._break(ConnectionFailed(redact_url(self._url), "no answer to a PING"))
                 return
-            if not self.routes.leave(channel, inbox):
+            if not self.routes.leave(channel, inbox):  # not joined (after a break)
+                if self.routes.empty() and self._pubsub is None:
+                    await self._close(cut_reads=True)  # nobody left to await a read
                 return
             if self.routes.empty():
-                await self._close()
+                await self._close(cut_reads=True)
                 return
             try:
                 if self._pubsub is not None:
@@ -358,7 +360,14 @@ class AsyncHub:
             task = asyncio.ensure_future(read())
             self._flights[name] = task
             task.add_done_callback(functools.partial(self._landed, name, time.monotonic()))
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task.cancelled() and (me is None or not me.cancelling()):
+                # the read was cut under us (the last handle left): not our cancellation
+                raise ConnectionFailed(redact_url(self._url), "the shared read was cut") from None
+            raise
 
     def _landed(self, name: str, started: float, task: asyncio.Future[Any]) -> None:
         self._flights.pop(name, None)
@@ -414,18 +423,22 @@ class AsyncHub:
         for inbox in self.routes.clear():
             inbox.put_nowait(Down(exc))
 
-    async def _close(self) -> None:
+    async def _close(self, *, cut_reads: bool = False) -> None:
+        """Drop the connection; with ``cut_reads`` (the last handle left)
+        also the shared reads in flight: nobody waits for them, and they must
+        not outlive the handles (cancelled, their connections are dropped,
+        not left to the loop's end).  A broken connection does not cut them:
+        they run on the bus's connections, and handles still await them."""
         pubsub, self._pubsub = self._pubsub, None
         own, self._own = self._own, None
         reader, self._reader = self._reader, None
-        # a shared read still in flight (its handles closed) must not outlive
-        # them: cancelled, its connection is dropped, not left to the loop's end
-        flights, self._flights = list(self._flights.values()), {}
-        for flight in flights:
-            flight.cancel()
-        for flight in flights:
-            with contextlib.suppress(BaseException):
-                await flight
+        if cut_reads:
+            flights, self._flights = list(self._flights.values()), {}
+            for flight in flights:
+                flight.cancel()
+            for flight in flights:
+                with contextlib.suppress(BaseException):
+                    await flight
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
             with contextlib.suppress(BaseException):

@@ -213,3 +213,26 @@ def test_an_async_handle_serves_variants_counts_exposures_and_reports_itself(
     run(main)
     expected = Counter(variants.assign("chat", u) for u in [*users, users[0]])
     assert sync.exposures("chat") == dict(expected)  # flushed on aclose()
+
+
+def test_closing_an_async_bus_stops_its_reports_even_with_a_handle_still_open(
+    redis_url: str,
+) -> None:
+    """aclose() closes the connections the report task uses: the task ends
+    with it (it used to go on, reconnecting, past the bus's end), and the
+    handle closed afterwards sends nothing."""
+
+    async def main() -> None:
+        bus = aio.connect(redis_url, report_interval=0.05)
+        await bus.register("closing", PairParams)
+        live = await bus.watch("closing", PairParams)
+        assert await until(lambda: any(t.get_name() == "hotparams-report" for t in tasks()))
+        await bus.aclose()
+        assert [t.get_name() for t in tasks() if t.get_name() == "hotparams-report"] == []
+        await live.aclose()
+        assert [t.get_name() for t in tasks() if t.get_name().startswith("hotparams")] == []
+
+    def tasks() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if not t.done()]
+
+    run(main)

@@ -293,8 +293,51 @@ def test_an_asyncio_handle_follows_through_sentinel_across_a_failover(
                 await live.aclose()
         finally:
             await bus.aclose()
+        # no connection of ours is left open on any sentinel (one used to be:
+        # a ResourceWarning at the loop's end)
+        assert wait_until(lambda: our_sentinel_clients(group) == [0] * len(group.sentinel_ports))
 
     asyncio.run(scenario())
+
+
+def our_sentinel_clients(group: SentinelGroup) -> list[int]:
+    """How many connections of hotparams each sentinel holds."""
+    counts = []
+    for port in group.sentinel_ports:
+        with group.sentinel_client(port) as client:
+            listed = client.client_list()
+        counts.append(sum(1 for c in listed if c.get("name") == "hotparams-sentinel"))
+    return counts
+
+
+def test_closing_an_asyncio_client_closes_every_sentinel_while_another_task_reorders_them() -> None:
+    """redis-py's discover_master moves the sentinel that answered to the
+    front of the list; a task doing so while aclose() awaited one sentinel
+    after another made it close one twice and leave one open."""
+    from hotparams.clients import _AsyncSentinelRedis
+
+    closed: list[str] = []
+
+    class Node:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def aclose(self) -> None:
+            closed.append(self.name)
+            if len(closed) == 1:  # meanwhile another task found the master at "b"
+                nodes = manager.sentinels
+                nodes[0], nodes[1] = nodes[1], nodes[0]
+            await asyncio.sleep(0)
+
+    class Manager:
+        def __init__(self) -> None:
+            self.sentinels = [Node("a"), Node("b"), Node("c")]
+
+    manager = Manager()
+    client = _AsyncSentinelRedis(host="127.0.0.1", port=1)
+    client.sentinel_manager = manager
+    asyncio.run(client.aclose())
+    assert sorted(closed) == ["a", "b", "c"]
 
 
 @pytest.mark.parametrize("acks", [0, 1], ids=["no-wait", "wait-1"])

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -314,3 +316,106 @@ def test_the_reports_of_a_process_go_out_together(redis_url: str, kind: str) -> 
 
         asyncio.run(main())
     probe.close()
+
+
+# ---------------------------------------------------------------- shared reads and breaks
+
+
+async def _joined_hub(redis_url: str, channel: str, name: str) -> tuple[Any, Any, Any]:
+    """An asyncio hub of its own on ``redis_url`` (its connections named
+    ``name``) with one inbox joined to ``channel``."""
+    from redis import asyncio as aredis
+
+    from hotparams.clients import async_shard_pubsub
+    from hotparams.subscription import AsyncHub
+
+    client = aredis.Redis.from_url(redis_url, client_name=name)
+    hub = AsyncHub(lambda ch: async_shard_pubsub(client, ch), redis_url, 2.0)
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+    await hub.join(channel, inbox)
+    return hub, client, inbox
+
+
+def kill_named(redis_url: str, name: str) -> None:
+    probe = redis.Redis.from_url(redis_url)
+    for c in probe.client_list():
+        if c.get("name") == name:
+            probe.client_kill_filter(_id=c["id"])
+    probe.close()
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+def test_a_shared_read_in_flight_survives_a_break_of_the_subscription(redis_url: str) -> None:
+    """The shared connection fails while a handle awaits a shared head read
+    (which runs on the bus's own connections): the read goes on and the
+    handle gets its answer.  The break used to cancel it, and the
+    CancelledError killed the handle's listener silently (an asyncio handle
+    that never noticed a restarted, empty Redis)."""
+
+    async def main() -> None:
+        channel = keys_for("cut").channel
+        name = f"hub-{secrets.token_hex(4)}"
+        hub, client, inbox = await _joined_hub(redis_url, channel, name)
+        gate = asyncio.Event()
+
+        async def read() -> str:
+            await gate.wait()
+            return "head"
+
+        waiter = asyncio.ensure_future(hub.shared("head cut", read))
+        assert await _until(lambda: "head cut" in hub._flights)
+        kill_named(redis_url, name)
+        assert isinstance(await asyncio.wait_for(inbox.get(), 5), Down)
+        gate.set()
+        assert await asyncio.wait_for(waiter, 5) == "head"
+        await hub.leave(channel, inbox)
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["joined", "after-a-break"])
+def test_the_last_handle_leaving_cuts_the_shared_reads_in_flight(
+    redis_url: str, broken: bool
+) -> None:
+    """Nobody is left to await them: a read in flight is cancelled (its
+    connection dropped, not left to the loop's end, where it was an
+    unclosed-connection ResourceWarning), whether the subscription was
+    still up or had broken before; a waiter left over gets ConnectionFailed,
+    not a CancelledError that would end its task."""
+
+    async def main() -> None:
+        channel = keys_for("cut").channel
+        name = f"hub-{secrets.token_hex(4)}"
+        hub, client, inbox = await _joined_hub(redis_url, channel, name)
+        cancelled = asyncio.Event()
+
+        async def read() -> str:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return "never"
+
+        waiter = asyncio.ensure_future(hub.shared("head cut", read))
+        assert await _until(lambda: "head cut" in hub._flights)
+        if broken:
+            kill_named(redis_url, name)
+            assert isinstance(await asyncio.wait_for(inbox.get(), 5), Down)
+        await hub.leave(channel, inbox)
+        assert cancelled.is_set()
+        with pytest.raises(hotparams.ConnectionFailed, match="shared read was cut"):
+            await asyncio.wait_for(waiter, 5)
+        assert hub._flights == {} and hub._pubsub is None
+        await client.aclose()
+
+    asyncio.run(main())
