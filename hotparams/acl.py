@@ -67,6 +67,7 @@ READ = (
     "zcount",
     "zcard",
     "zscore",
+    "zmscore",
     "zscan",
     "pttl",
 )

@@ -89,8 +89,8 @@ API = 4
 API_MIN = 2
 #: the library's release: bump it with every change of the Lua source and
 #: put the new digest in RELEASE_DIGEST (tests/test_library.py says which)
-RELEASE = 14
-RELEASE_DIGEST = "0a8582ac4a46d0d6"
+RELEASE = 15
+RELEASE_DIGEST = "e1f779e9491de0cc"
 
 _PLACEHOLDER = "local LIBVERSION = 'dev'"
 

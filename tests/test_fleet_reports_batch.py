@@ -356,6 +356,40 @@ def test_a_report_that_is_not_a_well_formed_object_is_refused(
     assert bus.workers("chat") == []
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"a":NaN}',
+        '{"a":0x1f}',
+        '{"a":01}',
+        '{"a":Infinity}',
+        '{"a":"x\x01"}',  # a raw control character in a literal
+        '{"a":"1',  # unterminated, digits only: a lone quote
+        '{"a":"b","c":"1}',
+        '{"a":"\\q"}',  # a bad escape (the slow path's)
+    ],
+)
+def test_a_report_with_tokens_json_forbids_is_refused_on_either_path(
+    bus: hotparams.Bus, raw: redis.Redis, bad: str
+) -> None:
+    """Reports without backslashes or control bytes are checked by pattern
+    work in C (the fast path), the others literal by literal: both refuse
+    what cjson would accept and JSON does not."""
+    bus.load_library()
+    _refused(raw, lambda: raw.fcall("hp_report", 1, "chat", "w", bad, 1000), "HP_BADARG")
+    assert bus.workers("chat") == []
+
+
+def test_a_report_with_escapes_takes_the_literal_by_literal_path_and_is_filed(
+    bus: hotparams.Bus, raw: redis.Redis
+) -> None:
+    bus.load_library()
+    body = '{"version":3,"last_error":"said \\"no\\" \\u00e9\\n","name":"a,b}:c"}'
+    raw.fcall("hp_report", 1, "chat", "w", body, 10_000)
+    (worker,) = bus.workers("chat")
+    assert (worker.version, worker.last_error, worker.name) == (3, 'said "no" \u00e9\n', "a,b}:c")
+
+
 def test_a_body_written_past_the_library_is_listed_as_unreadable(
     bus: hotparams.Bus, raw: redis.Redis
 ) -> None:

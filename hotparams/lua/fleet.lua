@@ -127,13 +127,18 @@ end
 local function file_reports(ns, user, ttl, ids, reports)
   local now = now_ms()
   local zkey, bkey = key_of(ns, 'workers'), body_key(ns, user)
-  local fresh, seen = 0, {}
+  local fresh, seen, members = 0, {}, {}
   for _, id in ipairs(ids) do
     if not seen[id] then
       seen[id] = true
-      local expiry = tonumber(redis.call('ZSCORE', zkey, member_of(user, id)))
-      if not expiry or expiry < now then fresh = fresh + 1 end
+      members[#members + 1] = member_of(user, id)
     end
+  end
+  -- one ZMSCORE for the call's ids (a ZSCORE apiece cost more than the rest)
+  local expiries = redis.call('ZMSCORE', zkey, unpack(members))
+  for i = 1, #members do
+    local expiry = tonumber(expiries[i])
+    if not expiry or expiry < now then fresh = fresh + 1 end
   end
   local live = fresh > 0 and redis.call('ZCOUNT', zkey, now, '+inf')
   if live and live + fresh > MAX_REPORTS then
