@@ -21,6 +21,7 @@ handshake fails fast and says why (:mod:`hotparams.tls`).
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, cast
 
 import redis
@@ -28,12 +29,18 @@ import redis.asyncio as aredis
 from redis.asyncio.client import PubSub as AsyncPubSub
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.sentinel import MasterNotFoundError as AsyncMasterNotFoundError
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
 from redis.client import PubSub
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
-from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+)
 
 from .config import ConfigError, Settings, invalid_url
 from .connection import client_options
@@ -273,14 +280,14 @@ def _sentinel_client(topology: Topology, settings: Settings, *, master: bool) ->
     options = {
         "connection_class": TlsSentinelConnection if topology.tls else SentinelManagedConnection
     }
-    kinds = (Sentinel, SentinelConnectionPool, _SentinelRedis)
+    kinds = (_Sentinels, SentinelConnectionPool, _SentinelRedis)
     return cast(redis.Redis, _through_sentinels(topology, settings, master, kinds, options))
 
 
 def _async_sentinel_client(topology: Topology, settings: Settings, *, master: bool) -> aredis.Redis:
     """As :func:`_sentinel_client`, for asyncio (TLS: SentinelManagedSSLConnection)."""
     options = {"ssl": True} if topology.tls else {}
-    kinds = (AsyncSentinel, AsyncSentinelPool, _AsyncSentinelRedis)
+    kinds = (_AsyncSentinels, AsyncSentinelPool, _AsyncSentinelRedis)
     return cast(aredis.Redis, _through_sentinels(topology, settings, master, kinds, options))
 
 
@@ -367,6 +374,76 @@ async def async_refresh_slots(client: aredis.Redis) -> None:
             await client.nodes_manager.initialize()
 
 
+def _to_front(nodes: list[Any], node: Any) -> None:
+    """Move ``node`` to the front of ``nodes`` (the sentinel that answered is
+    asked first next time), found by identity at the moment of the move."""
+    with _REORDERING:
+        if node in nodes:
+            i = nodes.index(node)
+            nodes[0], nodes[i] = nodes[i], nodes[0]
+
+
+_REORDERING = threading.Lock()  # held for the swap alone, never across I/O
+
+
+def _master_of(manager: Any, state: Any, service_name: str) -> tuple[Any, Any] | None:
+    """The master's address in a sentinel's answer, or None if it names none."""
+    if not state or not manager.check_master_state(state, service_name):
+        return None
+    forced = getattr(manager, "_force_master_ip", None)
+    return (forced if forced is not None else state["ip"]), state["port"]
+
+
+class _Sentinels(Sentinel):
+    """redis-py's Sentinel, safe when several threads discover the master.
+
+    redis-py moves the sentinel that answered to the front by its index in
+    ``sentinels`` as it was when the walk began; another discovery that
+    reordered the list meanwhile made that swap copy one sentinel over
+    another: the list then held one twice and had lost one (fewer sentinels
+    tried from then on; on asyncio the lost client's open connections were
+    a ResourceWarning).  Here the walk goes over a copy and the move finds
+    the sentinel where it is now."""
+
+    def discover_master(self, service_name: str) -> Any:
+        errors = []
+        for sentinel in list(self.sentinels):
+            try:
+                masters: Any = sentinel.sentinel_masters()
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                errors.append(f"{sentinel} - {e!r}")
+                continue
+            address = _master_of(self, masters.get(service_name), service_name)
+            if address is not None:
+                _to_front(self.sentinels, sentinel)
+                return address
+        raise MasterNotFoundError(_not_found(service_name, errors))
+
+
+class _AsyncSentinels(AsyncSentinel):
+    """As :class:`_Sentinels`, for the tasks of a loop (one awaits a
+    sentinel while another reorders the list)."""
+
+    async def discover_master(self, service_name: str) -> Any:
+        errors = []
+        for sentinel in list(self.sentinels):
+            try:
+                masters: Any = await sentinel.sentinel_masters()
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                errors.append(f"{sentinel} - {e!r}")
+                continue
+            address = _master_of(self, masters.get(service_name), service_name)
+            if address is not None:
+                _to_front(self.sentinels, sentinel)
+                return address
+        raise AsyncMasterNotFoundError(_not_found(service_name, errors))
+
+
+def _not_found(service_name: str, errors: list[str]) -> str:
+    """redis-py's own message for a master no sentinel names."""
+    return f"No master found for {service_name!r}" + (f" : {', '.join(errors)}" if errors else "")
+
+
 class _SentinelRedis(redis.Redis):
     """A master's client that closes its connections to the sentinels too."""
 
@@ -386,8 +463,8 @@ class _AsyncSentinelRedis(aredis.Redis):
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose(close_connection_pool)
-        # a copy: redis-py's discover_master moves the sentinel that answered
-        # to the front, and a task may do so while this awaits: iterating the
-        # list itself closed one sentinel twice and left another one open
+        # a copy: a discovery of another task may move a sentinel to the
+        # front while this awaits (iterating the list itself could close one
+        # twice and skip another)
         for node in list(getattr(self.sentinel_manager, "sentinels", ())):
             await node.aclose()

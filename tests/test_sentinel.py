@@ -15,6 +15,7 @@ the same (write, follow, failover).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import json
 import multiprocessing
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 import hotparams
 from hotparams import aio
@@ -37,7 +39,7 @@ from hotparams.server import redis_server_binary
 from .conftest import need
 from .helpers import wait_until
 from .models import PairParams
-from .sentinel import SentinelGroup
+from .sentinel import SERVICE, SentinelGroup
 from .test_tls import Pki, pki  # noqa: F401 - the certificates fixture
 
 pytestmark = pytest.mark.slow
@@ -308,6 +310,66 @@ def our_sentinel_clients(group: SentinelGroup) -> list[int]:
             listed = client.client_list()
         counts.append(sum(1 for c in listed if c.get("name") == "hotparams-sentinel"))
     return counts
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_concurrent_master_discoveries_keep_every_sentinel(kind: str) -> None:
+    """redis-py moves the sentinel that answered to the front by the index it
+    had when the walk began: two discoveries at once (a handle and the
+    report pump reconnecting in a failover) copied one sentinel over the
+    first, which was lost: fewer sentinels tried from then on, and on
+    asyncio its open connection a ResourceWarning (the CI failure)."""
+    from hotparams.clients import _AsyncSentinels, _Sentinels
+
+    master = {
+        SERVICE: {
+            "ip": "127.0.0.1",
+            "port": 6390,
+            "is_master": True,
+            "is_sdown": False,
+            "is_odown": False,
+            "num-other-sentinels": 2,
+        }
+    }
+    both_asked = threading.Barrier(2, timeout=5)
+
+    class Node:
+        def __init__(self, name: str, answers: bool) -> None:
+            self.name, self.answers = name, answers
+
+        def reply(self) -> dict[str, Any]:
+            if not self.answers:
+                raise redis.ConnectionError(f"{self.name} is down")
+            return master
+
+        def sentinel_masters(self) -> dict[str, Any]:  # the sync walk
+            if self.answers:
+                both_asked.wait()  # the two threads meet here, then both swap
+            return self.reply()
+
+    class AsyncNode(Node):
+        async def sentinel_masters(self) -> dict[str, Any]:  # type: ignore[override]
+            await asyncio.sleep(0)  # the other task walks meanwhile
+            return self.reply()
+
+    node = Node if kind == "sync" else AsyncNode
+    nodes = [node("down", False), node("up", True), node("spare", True)]
+    if kind == "sync":
+        manager: Any = _Sentinels([])
+        manager.sentinels = list(nodes)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            found = list(pool.map(lambda _: manager.discover_master(SERVICE), range(2)))
+    else:
+        manager = _AsyncSentinels([])
+        manager.sentinels = list(nodes)
+
+        async def discover_twice() -> list[Any]:
+            return list(await asyncio.gather(*(manager.discover_master(SERVICE) for _ in range(2))))
+
+        found = asyncio.run(discover_twice())
+    assert found == [("127.0.0.1", 6390)] * 2
+    assert sorted(n.name for n in manager.sentinels) == ["down", "spare", "up"]
+    assert manager.sentinels[0].name == "up"
 
 
 def test_closing_an_asyncio_client_closes_every_sentinel_while_another_task_reorders_them() -> None:
