@@ -80,6 +80,34 @@ def _confirmed(batch: Any, channel: str) -> bool:
     )
 
 
+def _next_message(pubsub: PubSub, timeout: float) -> Any:
+    """The next message of ``pubsub`` if one begins to arrive within
+    ``timeout``, else None.  Its rest is read with the connection's socket
+    timeout: redis-py 8's ``get_message(timeout)`` reads it with the poll's,
+    so a message split across TCP segments on a busy machine timed out, and
+    redis-py then reconnected under us, dropping what was in flight (a burst
+    of a thousand events broke the subscription)."""
+    conn = pubsub.connection
+    if conn is None or not conn.can_read(timeout=timeout):
+        return None
+    return pubsub.handle_message(conn.read_response(disconnect_on_error=False, push_request=True))
+
+
+async def _anext_message(pubsub: AsyncPubSub) -> Any:
+    """As :func:`_next_message` without waiting, for the asyncio reader's
+    burst: a message already begun is read whole, within the socket timeout
+    (redis.asyncio's ``get_message(timeout=0.0)`` passes the poll's timeout
+    to the read of its rest too)."""
+    conn = pubsub.connection
+    # can_read in redis-py 8; can_read_destructive (deprecated there) before
+    pending = getattr(conn, "can_read", None) or getattr(conn, "can_read_destructive", None)
+    if conn is None or pending is None or not await pending():
+        return None
+    return await pubsub.handle_message(
+        await conn.read_response(disconnect_on_error=False, push_request=True)
+    )
+
+
 class _Flight:
     """A read in flight that several handles wait for."""
 
@@ -175,11 +203,11 @@ class Hub:
             time.sleep(min(timeout, _POLL / 10))
             return
         try:
-            message = pubsub.get_message(timeout=timeout)
+            message = _next_message(pubsub, timeout)
             if message is None:
                 return
             batch = [message]
-            while len(batch) < MAX_BATCH and (more := pubsub.get_message(timeout=0.0)):
+            while len(batch) < MAX_BATCH and (more := _next_message(pubsub, 0.0)):
                 batch.append(more)
         except Exception as exc:
             if self._pubsub is not pubsub:  # closed under us (a leave or a break)
@@ -404,7 +432,7 @@ class AsyncHub:
                 if message is None:
                     continue
                 batch = [message]
-                while len(batch) < MAX_BATCH and (more := await pubsub.get_message(timeout=0.0)):
+                while len(batch) < MAX_BATCH and (more := await _anext_message(pubsub)):
                     batch.append(more)
                 for inbox, messages in self.routes.route(batch, time.monotonic()):
                     inbox.put_nowait(messages)

@@ -12,6 +12,10 @@ sees its connection fail (a reply lost on the network, a proxy or a load
 balancer that restarted).
 
 ``Partitioner(port)`` blackholes every connection while partitioned.
+
+``Splitter(port, needle, pause)`` forwards every byte both ways, but a chunk
+from Redis that holds ``needle`` goes out in two parts ``pause`` seconds
+apart: a message split across TCP segments on a busy network or machine.
 """
 
 from __future__ import annotations
@@ -159,3 +163,36 @@ class ReplyDropper(Forwarder):
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+
+class Splitter(Forwarder):
+    """Cuts each chunk from Redis holding ``needle`` in two, in the middle
+    of the needle, and sends the second part ``pause`` seconds later."""
+
+    def __init__(self, upstream: int, needle: bytes, pause: float) -> None:
+        self.needle, self.pause = needle, pause
+        self.splits = 0
+        super().__init__(upstream)
+
+    def _pumps(
+        self, client: socket.socket, upstream: socket.socket
+    ) -> list[tuple[Callable[..., None], tuple[object, ...]]]:
+        return [(self._pump, (client, upstream, False)), (self._pump, (upstream, client, True))]
+
+    def _pump(self, src: socket.socket, dst: socket.socket, split: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                at = data.find(self.needle) if split else -1
+                if at < 0:
+                    dst.sendall(data)
+                    continue
+                cut = at + len(self.needle) // 2
+                dst.sendall(data[:cut])
+                self.splits += 1
+                self.closing.wait(self.pause)
+                dst.sendall(data[cut:])
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_RDWR)
