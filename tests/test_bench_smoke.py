@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import hotparams
-from scripts.bench import peers, propagation, reads, report, run, scale, writes
+from scripts.bench import peers, propagation, reads, report, run, scale, startup, suite, writes
 from scripts.bench.common import NS, BenchParams
 
 
@@ -103,3 +103,29 @@ def test_fan_out_from_replicas_runs_a_tiny_fleet_and_renders(redis_url: str) -> 
         assert len(fr[case]["others_cpu_ms_per_update"]) == 2  # each replica's CPU measured
     text = report._from_replicas(fr)
     assert "| 2 replicas |" in text and "master CPU per update" in text
+
+
+def test_startup_times_the_cli_and_renders_with_a_suite_result(redis_url: str) -> None:
+    """The start-up section runs ``hotparams get`` and its floors; the suite
+    section (two minutes: only in a full run) renders from a result."""
+    results: dict[str, Any] = {"meta": run.metadata("python -m scripts.bench (smoke)", "quick")}
+    results["meta"]["redis"] = "test"
+    results["startup"] = startup.run(redis_url, quick=True)
+    assert set(results["startup"]["cases"]) == {"python", "bare_redis", "hotparams_get"}
+    assert {"redis", "pydantic", "hotparams"} <= set(results["startup"]["imports_ms"])
+    results["suite"] = {
+        "seconds": 100.0,
+        "pytest_seconds": 98.0,
+        "workers": 4,
+        "returncode": 0,
+        "counts": {"passed": 10},
+        "last_line": "10 passed in 98.00s",
+        "cpu_seconds": 150.0,
+        "cores": 2,
+        "slowest": ["3.00s call tests/test_x.py::test_y"],
+    }
+    text = report.markdown(results)
+    assert "`hotparams get` ≤ 250 ms" in text and "## Start-up" in text
+    assert "the pytest phase of `scripts/test` ≤ 120 s" in text
+    assert "a CLI call" in report.summary(results)
+    assert suite._pytest_seconds("1 failed, 3 passed in 12.50s (0:00:12)") == 12.5

@@ -12,6 +12,10 @@ PROPAGATION_WORKERS = 16
 WRITE_TARGET = 0.9
 #: Bus.set_many against a bare pipeline of the same calls
 PIPELINE_TARGET = 0.85
+#: issue 17: one `hotparams get` call, ms
+STARTUP_TARGET_MS = 250
+#: issue 17: the pytest phase of scripts/test, s
+SUITE_TARGET_S = 120
 #: a worker's CPU per applied version against a bare subscriber's per message
 APPLY_CPU_TARGET = 1.5
 
@@ -234,7 +238,74 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": c["bus_set_many"]["ratio_to_bare"] >= PIPELINE_TARGET,
             }
         )
+    st = results.get("startup")
+    if st:
+        c = st["cases"]["hotparams_get"]
+        out.append(
+            {
+                "name": "startup",
+                "target": f"`hotparams get` ≤ {STARTUP_TARGET_MS:g} ms",
+                "measured": (
+                    f"p50 {c['ms_p50']:.0f} ms (bare redis-py read "
+                    f"{st['cases']['bare_redis']['ms_p50']:.0f} ms, `python -c pass` "
+                    f"{st['cases']['python']['ms_p50']:.0f} ms)"
+                ),
+                "met": c["ms_p50"] <= STARTUP_TARGET_MS,
+            }
+        )
+    su = results.get("suite")
+    if su:
+        n = su["counts"].get("passed", 0)
+        out.append(
+            {
+                "name": "suite",
+                "target": f"the pytest phase of `scripts/test` ≤ {SUITE_TARGET_S:g} s",
+                "measured": (
+                    f"{su['pytest_seconds']:.0f} s, {n:,} tests passed"
+                    + (f", {su['counts']['failed']} failed" if su["counts"].get("failed") else "")
+                    + f" ({su['workers']} workers on {su['cores']} cores)"
+                ),
+                "met": su["pytest_seconds"] <= SUITE_TARGET_S and su["returncode"] == 0,
+            }
+        )
     return out
+
+
+def startup_why(st: dict[str, Any]) -> str:
+    c = st["cases"]
+    imports = st.get("imports_ms") or {}
+    listed = ", ".join(f"{name} {ms_:.0f} ms" for name, ms_ in imports.items())
+    return (
+        f"`hotparams get` takes {c['hotparams_get']['ms_p50']:.0f} ms (p50 of "
+        f"{c['hotparams_get']['runs']} runs) where a bare redis-py client reading the same "
+        f"hash takes {c['bare_redis']['ms_p50']:.0f} ms and the interpreter alone "
+        f"{c['python']['ms_p50']:.0f} ms. Cumulative import times in one run "
+        f"(`python -X importtime`): {listed}. `import redis` is most of the bare client's "
+        "time above the interpreter: redis-py 8 imports its asyncio client, its maintenance "
+        "notifications and its observability module with it"
+        + (
+            ", which loads the OpenTelemetry SDK (installed here, by the dev extra)"
+            if st.get("otel_sdk_installed")
+            else ""
+        )
+        + "; pydantic (the settings and the models), typer and the CLI's modules come on top. "
+        + (
+            f"The bare client alone is above the target ({c['bare_redis']['ms_p50']:.0f} ms "
+            f"against {STARTUP_TARGET_MS} ms): no CLI that imports redis-py gets under it here"
+            if c["bare_redis"]["ms_p50"] > STARTUP_TARGET_MS
+            else f"What is above the bare client is hotparams' own: "
+            f"{c['hotparams_get']['ms_p50'] - c['bare_redis']['ms_p50']:.0f} ms"
+        )
+    )
+
+
+def suite_why(su: dict[str, Any]) -> str:
+    slow = "; ".join(su.get("slowest", [])[:3])
+    return (
+        f"the pytest phase took {su['pytest_seconds']:.0f} s in {su['workers']} workers on "
+        f"{su['cores']} cores, {su['cpu_seconds']:.0f} s of CPU ({su['last_line']}); "
+        f"slowest: {slow}"
+    )
 
 
 def read_why(read: dict[str, Any]) -> str:
@@ -469,7 +540,36 @@ def summary(results: dict[str, Any]) -> str:
                 times(c["bus_set_many"]["ratio_to_bare"]),
             ]
         )
+    st = results.get("startup")
+    if st:
+        c = st["cases"]
+        rows.append(
+            [
+                "a CLI call",
+                f"`hotparams get` {c['hotparams_get']['ms_p50']:.0f} ms",
+                f"bare redis-py read {c['bare_redis']['ms_p50']:.0f} ms",
+                times(c["hotparams_get"]["ms_p50"] / c["bare_redis"]["ms_p50"]),
+            ]
+        )
     return table(["what", "hotparams", "next to", "ratio"], rows)
+
+
+def _startup(st: dict[str, Any]) -> str:
+    labels = {
+        "python": "`python -c pass` (the interpreter)",
+        "bare_redis": "`python -c` importing redis-py and reading the head hash",
+        "hotparams_get": "`hotparams get bench` (the console script)",
+    }
+    rows = [
+        [labels[name], f"{c['ms_p50']:.0f} ms", f"{c['ms_p90']:.0f} ms", f"{c['ms_min']:.0f} ms"]
+        for name, c in st["cases"].items()
+    ]
+    imports = ", ".join(f"{k} {v:.0f} ms" for k, v in (st.get("imports_ms") or {}).items())
+    return (
+        table(["process", "p50", "p90", "min"], rows)
+        + f"\n\nEach a fresh process, {st['rounds']} rounds in a rotated order. "
+        f"Cumulative import times of one `hotparams get` (`-X importtime`): {imports}."
+    )
 
 
 def _machine(results: dict[str, Any]) -> str:
@@ -948,6 +1048,10 @@ def _why(target: dict[str, Any], results: dict[str, Any]) -> str:
         return propagation_why(results)
     if name.startswith("scale"):
         return scale_why(results["scale"], name)
+    if name == "startup":
+        return startup_why(results["startup"])
+    if name == "suite":
+        return suite_why(results["suite"])
     return write_why(results["write"])
 
 
@@ -998,6 +1102,8 @@ def markdown(results: dict[str, Any]) -> str:
         parts += ["## Propagation", "", _propagation(results["propagation"]), ""]
     if "scale" in results:
         parts += ["## Scale", "", _scale(results["scale"]), ""]
+    if "startup" in results:
+        parts += ["## Start-up", "", _startup(results["startup"]), ""]
     if "write" in results:
         parts += ["## Write path", "", _write(results["write"]), ""]
     parts += [

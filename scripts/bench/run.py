@@ -22,11 +22,13 @@ import redis
 
 from hotparams.server import LocalRedis
 
-from . import peers, propagation, reads, report, scale, writes
+from . import peers, propagation, reads, report, scale, startup, suite, writes
 from .common import ROOT, loadavg, machine, redis_version
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("read", "propagation", "scale", "write")
+SECTIONS = ("read", "propagation", "scale", "write", "startup", "suite")
+#: sections a --quick run leaves out unless --only names them (the suite takes ~2 min)
+FULL_ONLY = ("suite",)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -41,8 +43,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and updates (~2 min)")
     parser.add_argument(
         "--only",
-        default=",".join(SECTIONS),
-        help=f"comma-separated sections of {', '.join(SECTIONS)}",
+        default="",
+        help=f"comma-separated sections of {', '.join(SECTIONS)} (default: all; "
+        f"--quick leaves out {', '.join(FULL_ONLY)})",
     )
     parser.add_argument(
         "--workers", default="1,16,64", help="fleet sizes of the propagation section"
@@ -61,6 +64,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    if not args.sections:
+        args.sections = [s for s in SECTIONS if not (args.quick and s in FULL_ONLY)]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
@@ -79,6 +84,10 @@ def section_runner(name: str, args: argparse.Namespace) -> Callable[[str], dict[
         return lambda url: scale.run(
             url, quick=quick, handles=args.handles, processes=args.processes
         )
+    if name == "startup":
+        return lambda url: startup.run(url, quick=quick)
+    if name == "suite":
+        return lambda url: suite.run(url, quick=quick)
     return lambda url: writes.run(url, quick=quick)
 
 
