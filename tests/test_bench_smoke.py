@@ -52,6 +52,14 @@ def test_report_renders_tiny_runs(redis_url: str, tmp_path: Path) -> None:
         "busy": {**measured, "write_rate_per_s": 0.0, "versions_applied": 0, "resyncs": 0},
         "for_user": variants,
     }
+    if reads.flagd_available():  # the dev extra installs it; the bench extra too
+        results["read"]["openfeature"] = reads.openfeature_reads(redis_url, rounds=1, scale=0.2)
+        assert set(results["read"]["openfeature"]["cases"]) == {
+            "current",
+            "for_user",
+            "hotparams",
+            "flagd",
+        }
     results["propagation"] = {
         "fleets": [propagation.fleet(redis_url, 1, updates=2, load_seconds=0)],
         "polling": [],

@@ -49,12 +49,14 @@ from __future__ import annotations
 
 import dataclasses
 import dis
+import json
 import statistics
 import textwrap
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hotparams
@@ -328,6 +330,125 @@ def for_user(url: str, rounds: int, scale: float) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- OpenFeature
+
+
+def flagd_available() -> bool:
+    """Whether flagd's OpenFeature provider is installed (the ``bench`` extra)."""
+    try:
+        import openfeature.contrib.provider.flagd  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _flagd_client(folder: Path) -> Any:
+    """An OpenFeature client on flagd's in-process provider, evaluating a flag
+    file of its own (``temperature``: 0.7; no network once loaded)."""
+    from openfeature import api
+    from openfeature.contrib.provider.flagd import FlagdProvider
+    from openfeature.contrib.provider.flagd.config import ResolverType
+    from openfeature.provider import ProviderStatus
+
+    flags = folder / "flags.json"
+    flags.write_text(
+        json.dumps(
+            {
+                "flags": {
+                    "temperature": {
+                        "state": "ENABLED",
+                        "variants": {"default": 0.7, "cool": 0.3},
+                        "defaultVariant": "default",
+                    }
+                }
+            }
+        )
+    )
+    provider = FlagdProvider(
+        resolver_type=ResolverType.IN_PROCESS, offline_flag_source_path=str(flags)
+    )
+    api.set_provider(provider, domain="bench-flagd")
+    client = api.get_client("bench-flagd")
+    deadline = time.monotonic() + 10
+    while client.get_provider_status() != ProviderStatus.READY:
+        if time.monotonic() > deadline:
+            raise RuntimeError("flagd's in-process provider did not get ready")
+        time.sleep(0.01)
+    return client
+
+
+def openfeature_reads(url: str, rounds: int, scale: float) -> dict[str, Any]:
+    """``client.get_float_value("temperature", 0.7, context)`` through the
+    hotparams provider and through flagd's in-process provider, next to
+    ``live.for_user(user)`` and ``live.current``, in one loop shape (per
+    user of USERS, the user as the context's targeting key)."""
+    import tempfile
+
+    from openfeature import api
+    from openfeature.evaluation_context import EvaluationContext
+
+    from hotparams.openfeature import HotParamsProvider
+
+    bus = hotparams.connect(url)
+    bus.register(NS, BenchParams)
+    live = bus.watch(NS, BenchParams)
+    api.set_provider(HotParamsProvider(live), domain="bench-hotparams")
+    ours = api.get_client("bench-hotparams")
+    contexts = [EvaluationContext(targeting_key=u) for u in USERS]
+    folder = tempfile.TemporaryDirectory()
+    try:
+        theirs = _flagd_client(Path(folder.name))
+        served = live.current.params.temperature
+        assert ours.get_float_value("temperature", 0.0, contexts[0]) == served
+        assert theirs.get_float_value("temperature", 0.0, contexts[0]) == 0.7
+        cases: dict[str, tuple[Timer, Any]] = {
+            "current": (make_user_timer("h.current.params.temperature"), live),
+            "for_user": (make_user_timer("h.for_user(u.targeting_key).params.temperature"), live),
+            "hotparams": (make_user_timer('h.get_float_value("temperature", 0.7, u)'), ours),
+            "flagd": (make_user_timer('h.get_float_value("temperature", 0.7, u)'), theirs),
+        }
+        passes = max(1, int(5 * scale))
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for timer, h in cases.values():  # warm up
+            timer(passes, h, contexts)
+        names = list(cases)
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                timer, h = cases[name]
+                times[name].append(timer(passes, h, contexts) / (passes * len(contexts)))
+    finally:
+        api.shutdown()  # flagd's file watcher stops before its file goes
+        folder.cleanup()
+        live.close()
+        bus.close()
+    flagd_version = _version_of("openfeature-provider-flagd")
+    return {
+        "rounds": rounds,
+        "calls_per_batch": passes * len(contexts),
+        "flagd_provider": flagd_version,
+        "sdk": _version_of("openfeature-sdk"),
+        "cases": {
+            name: {
+                "ns_p50": statistics.median(values),
+                "ns_p99": pct(values, 0.99),
+                "x_flagd": statistics.median(
+                    [a / b for a, b in zip(values, times["flagd"], strict=True)]
+                ),
+            }
+            for name, values in times.items()
+        },
+    }
+
+
+def _version_of(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
 def writer(url: str, rate: float, go: Any, stop: Any, result: Any, constance: bool) -> None:
     """Write ``rate`` updates per second (FCALL hp_set, the redis-cli path, and constance's key)."""
     client = hotparams.connect(url).client
@@ -382,6 +503,7 @@ def run(url: str, *, quick: bool, rate: float = 1000.0, scale: float = 1.0) -> d
         live.close()
         bus.close()
     variants = for_user(url, rounds // 3, scale)
+    features = openfeature_reads(url, rounds // 10, scale) if flagd_available() else None
     return {
         "unroll": UNROLL,
         "rounds": rounds,
@@ -394,4 +516,5 @@ def run(url: str, *, quick: bool, rate: float = 1000.0, scale: float = 1.0) -> d
         "busy": busy,
         "busy_rate_target": rate,
         "for_user": variants,
+        "openfeature": features,
     }

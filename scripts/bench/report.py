@@ -424,8 +424,13 @@ def write_why(write: dict[str, Any]) -> str:
 
 def summary(results: dict[str, Any]) -> str:
     """The short table (README): one line per comparison, ratios and absolutes."""
+    rows = _read_rows(results.get("read"))
+    rows += _rest_rows(results)
+    return table(["what", "hotparams", "next to", "ratio"], rows)
+
+
+def _read_rows(read: dict[str, Any] | None) -> list[list[str]]:
     rows: list[list[str]] = []
-    read = results.get("read")
     if read:
         c = read["idle"]["cases"]
         rows.append(
@@ -462,6 +467,22 @@ def summary(results: dict[str, Any]) -> str:
                 times(c["for_user"]["x_current"]),
             ]
         )
+    of = (read or {}).get("openfeature")
+    if of:
+        c = of["cases"]
+        rows.append(
+            [
+                "an OpenFeature evaluation",
+                f"hotparams' provider {ns(c['hotparams']['ns_p50'])}",
+                f"flagd in-process {ns(c['flagd']['ns_p50'])}",
+                times(c["hotparams"]["x_flagd"]),
+            ]
+        )
+    return rows
+
+
+def _rest_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
     for f in results.get("propagation", {}).get("fleets", []):
         rows.append(
             [
@@ -551,7 +572,7 @@ def summary(results: dict[str, Any]) -> str:
                 times(c["hotparams_get"]["ms_p50"] / c["bare_redis"]["ms_p50"]),
             ]
         )
-    return table(["what", "hotparams", "next to", "ratio"], rows)
+    return rows
 
 
 def _startup(st: dict[str, Any]) -> str:
@@ -569,6 +590,29 @@ def _startup(st: dict[str, Any]) -> str:
         table(["process", "p50", "p90", "min"], rows)
         + f"\n\nEach a fresh process, {st['rounds']} rounds in a rotated order. "
         f"Cumulative import times of one `hotparams get` (`-X importtime`): {imports}."
+    )
+
+
+def _openfeature(of: dict[str, Any]) -> str:
+    labels = {
+        "current": "`live.current.params.temperature`",
+        "for_user": "`live.for_user(user).params.temperature`",
+        "hotparams": "OpenFeature `client.get_float_value(...)`, hotparams' provider",
+        "flagd": "OpenFeature `client.get_float_value(...)`, flagd's in-process provider",
+    }
+    rows = [
+        [labels[name], ns(c["ns_p50"]), ns(c["ns_p99"]), times(c["x_flagd"])]
+        for name, c in of["cases"].items()
+    ]
+    return (
+        "OpenFeature, one evaluation per user of the same 1,000 (the user as the "
+        "evaluation context's targeting key), next to flagd's provider evaluating a "
+        f"flag file in process (openfeature-provider-flagd {of['flagd_provider']}, "
+        f"openfeature-sdk {of['sdk']}; {of['rounds']} interleaved rounds of "
+        f"{of['calls_per_batch']:,} calls):\n\n"
+        + table(["read", "p50", "p99", "x flagd"], rows)
+        + "\n\nBoth providers answer from memory; most of an evaluation is the SDK's "
+        "own work around the provider's (hooks, merging the contexts, the details object)."
     )
 
 
@@ -1098,6 +1142,8 @@ def markdown(results: dict[str, Any]) -> str:
         parts += ["## Read path", "", _read(results["read"]), ""]
         if results["read"].get("for_user"):
             parts += [_for_user(results["read"]["for_user"]), ""]
+        if results["read"].get("openfeature"):
+            parts += [_openfeature(results["read"]["openfeature"]), ""]
     if "propagation" in results:
         parts += ["## Propagation", "", _propagation(results["propagation"]), ""]
     if "scale" in results:
