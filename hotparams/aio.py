@@ -23,6 +23,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import math
 import os
 import threading
 import time
@@ -373,7 +374,8 @@ class AsyncLive(Handle[M]):
         self._install(action.view)  # the reference readers see
         async with self._changed:
             self._changed.notify_all()
-        self._queue.put_nowait((action.old, action.view.base))
+        if self._dispatching():
+            self._queue.put_nowait((action.old, action.view.base))
         self._touch_reporter()
 
     async def _pause(self, action: listener.Pause) -> None:
@@ -397,9 +399,8 @@ class AsyncLive(Handle[M]):
     # ------------------------------------------------------------ reporter actions
 
     def _touch_reporter(self) -> None:
-        self._reporter.touch()
-        if self._reports is not None:
-            self._reports.wake()
+        if self._reporter.touch() and self._reports is not None:
+            self._reports.wake(change=True)
 
     # ------------------------------------------------------------ dispatcher actions
 
@@ -431,6 +432,7 @@ class _AsyncReports:
         self.pump = reporter.Pump()
         self._bus = bus
         self._wake = asyncio.Event()
+        self._asleep_until = math.inf  # as hotparams.live._Reports
         self._task: asyncio.Task[None] | None = None
 
     def join(self, r: reporter.Reporter, tried: Callable[[], None]) -> None:
@@ -454,7 +456,10 @@ class _AsyncReports:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    def wake(self) -> None:
+    def wake(self, *, change: bool = False) -> None:
+        """As :meth:`hotparams.live._Reports.wake`."""
+        if change and not reporter.wakes(self._asleep_until, time.monotonic()):
+            return
         self._wake.set()
 
     async def stop(self) -> None:
@@ -482,8 +487,12 @@ class _AsyncReports:
             raise
 
     async def _idle(self, action: reporter.Idle) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), action.timeout)
+        self._asleep_until = time.monotonic() + action.timeout
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), action.timeout)
+        finally:
+            self._asleep_until = math.inf
         self._wake.clear()
 
 

@@ -344,6 +344,12 @@ class Handle(Generic[M]):
         """How many callback calls raised (each was logged)."""
         return self._callback_errors
 
+    def _dispatching(self) -> bool:
+        """Whether an applied change gives the dispatcher work (callbacks,
+        blinker receivers, the cache file): else it is not woken for it (a
+        thread wake-up per version was a tenth of a worker's apply CPU)."""
+        return bool(self._callbacks) or bool(live_changed.receivers) or self.cache is not None
+
     def _listeners(self, old: Snapshot[M], new: Snapshot[M]) -> list[Callable[[], object]]:
         """The calls a change from ``old`` to ``new`` makes, in order."""
         calls: list[Callable[[], object]] = [

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import queue
 import threading
@@ -271,7 +272,8 @@ class Live(Handle[M]):
         self._install(action.view)  # the reference readers see
         with self._changed:
             self._changed.notify_all()
-        self._queue.put((action.old, action.view.base))
+        if self._dispatching():
+            self._queue.put((action.old, action.view.base))
         self._touch_reporter()
 
     def _pause(self, action: listener.Pause) -> None:
@@ -290,9 +292,8 @@ class Live(Handle[M]):
     # ------------------------------------------------------------ reporter actions
 
     def _touch_reporter(self) -> None:
-        self._reporter.touch()
-        if self._reports is not None:
-            self._reports.wake()
+        if self._reporter.touch() and self._reports is not None:
+            self._reports.wake(change=True)
 
     # ------------------------------------------------------------ dispatcher actions
 
@@ -374,6 +375,8 @@ class _Reports:
         self.pump = reporter.Pump()
         self._bus = bus
         self._wake = threading.Event()
+        #: when the pump's sleep ends (inf while it works: a change wakes it)
+        self._asleep_until = math.inf
         self._writer: Bus | None = None
         self._thread: threading.Thread | None = None
 
@@ -416,8 +419,13 @@ class _Reports:
         except Exception as exc:
             log.debug("interrupting the reporter: %s", describe(exc))
 
-    def wake(self) -> None:
-        self._wake.set()
+    def wake(self, *, change: bool = False) -> None:
+        """Wake the pump; for a ``change``, only if it sleeps past the
+        change's report (reporting.wakes)."""
+        if change and not reporter.wakes(self._asleep_until, time.monotonic()):
+            return
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _start(self) -> None:
         # one attempt per call: the pump does its own backoff
@@ -440,7 +448,11 @@ class _Reports:
                 log.debug("closing the report connection: %s", describe(exc))
 
     def _idle(self, action: reporter.Idle) -> None:
-        self._wake.wait(action.timeout)
+        self._asleep_until = time.monotonic() + action.timeout
+        try:
+            self._wake.wait(action.timeout)
+        finally:
+            self._asleep_until = math.inf  # awake: a change wakes it (it may sleep next)
         self._wake.clear()
 
 
