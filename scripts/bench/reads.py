@@ -47,6 +47,7 @@ thread, off the measured path); the run checks that Redis counted every one.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import dis
 import json
@@ -417,8 +418,10 @@ def openfeature_reads(url: str, rounds: int, scale: float) -> dict[str, Any]:
                 timer, h = cases[name]
                 times[name].append(timer(passes, h, contexts) / (passes * len(contexts)))
     finally:
-        api.shutdown()  # flagd's file watcher stops before its file goes
-        folder.cleanup()
+        api.shutdown()
+        # flagd's file watcher thread looks at its file once more after the
+        # shutdown: the file goes when this process ends
+        atexit.register(folder.cleanup)
         live.close()
         bus.close()
     flagd_version = _version_of("openfeature-provider-flagd")
