@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Generator
 from typing import Any, cast
 
 import redis
@@ -44,6 +45,7 @@ from redis.sentinel import (
 
 from .config import ConfigError, Settings, invalid_url
 from .connection import client_options
+from .driving import aconverse, converse
 from .errors import ConnectionFailed
 from .redact import describe, redact_url
 from .tls import TlsConnection
@@ -394,6 +396,27 @@ def _master_of(manager: Any, state: Any, service_name: str) -> tuple[Any, Any] |
     return (forced if forced is not None else state["ip"]), state["port"]
 
 
+def _discovery(
+    manager: Any, service_name: str, not_found: type[Exception]
+) -> Generator[Any, Any, tuple[Any, Any]]:
+    """redis-py's master discovery, once for both drivers (driving.converse /
+    aconverse perform each yielded sentinel's SENTINEL MASTERS): the walk
+    goes over a copy of the list, and the sentinel that answered moves to
+    the front where it is now."""
+    errors = []
+    for sentinel in list(manager.sentinels):
+        try:
+            masters = yield sentinel
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            errors.append(f"{sentinel} - {e!r}")
+            continue
+        address = _master_of(manager, masters.get(service_name), service_name)
+        if address is not None:
+            _to_front(manager.sentinels, sentinel)
+            return address
+    raise not_found(_not_found(service_name, errors))
+
+
 class _Sentinels(Sentinel):
     """redis-py's Sentinel, safe when several threads discover the master.
 
@@ -402,22 +425,12 @@ class _Sentinels(Sentinel):
     reordered the list meanwhile made that swap copy one sentinel over
     another: the list then held one twice and had lost one (fewer sentinels
     tried from then on; on asyncio the lost client's open connections were
-    a ResourceWarning).  Here the walk goes over a copy and the move finds
-    the sentinel where it is now."""
+    a ResourceWarning).  :func:`_discovery` walks a copy and moves the
+    sentinel where it is now."""
 
     def discover_master(self, service_name: str) -> Any:
-        errors = []
-        for sentinel in list(self.sentinels):
-            try:
-                masters: Any = sentinel.sentinel_masters()
-            except (redis.ConnectionError, redis.TimeoutError) as e:
-                errors.append(f"{sentinel} - {e!r}")
-                continue
-            address = _master_of(self, masters.get(service_name), service_name)
-            if address is not None:
-                _to_front(self.sentinels, sentinel)
-                return address
-        raise MasterNotFoundError(_not_found(service_name, errors))
+        walk = _discovery(self, service_name, MasterNotFoundError)
+        return converse(walk, lambda sentinel: sentinel.sentinel_masters())
 
 
 class _AsyncSentinels(AsyncSentinel):
@@ -425,18 +438,8 @@ class _AsyncSentinels(AsyncSentinel):
     sentinel while another reorders the list)."""
 
     async def discover_master(self, service_name: str) -> Any:
-        errors = []
-        for sentinel in list(self.sentinels):
-            try:
-                masters: Any = await sentinel.sentinel_masters()
-            except (redis.ConnectionError, redis.TimeoutError) as e:
-                errors.append(f"{sentinel} - {e!r}")
-                continue
-            address = _master_of(self, masters.get(service_name), service_name)
-            if address is not None:
-                _to_front(self.sentinels, sentinel)
-                return address
-        raise AsyncMasterNotFoundError(_not_found(service_name, errors))
+        walk = _discovery(self, service_name, AsyncMasterNotFoundError)
+        return await aconverse(walk, lambda sentinel: sentinel.sentinel_masters())
 
 
 def _not_found(service_name: str, errors: list[str]) -> str:
